@@ -1,0 +1,141 @@
+"""``forecast`` command line: one subcommand per pipeline step.
+
+Exit codes (for schedulers): 0 success, 1 failure, 2 usage or bad input,
+3 ``--strict`` ingestion with quarantined rows, 4 promotion gate said no, 75 locked by another run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_QUARANTINE, EXIT_GATE, EXIT_LOCKED = 0, 1, 2, 3, 4, 75
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from forecast.config import apply_overrides, from_dict, load_yaml
+    from forecast.sim.sumo import SimConfig, simulate
+
+    cfg = from_dict(SimConfig, apply_overrides(load_yaml(args.config), args.overrides))
+    runs = simulate(cfg, Path(args.out), progress=not args.quiet)
+    for r in runs:
+        print(r)
+    return EXIT_OK
+
+
+def _adapter(source: str, args: argparse.Namespace):
+    if source == "sumo":
+        from forecast.data.sources.sumo import SumoAdapter
+
+        return SumoAdapter(scenario_length_s=args.scenario_length)
+    if source == "av2":
+        from forecast.data.sources.av2 import Av2Adapter
+
+        return Av2Adapter()
+    if source == "eth_ucy":
+        from forecast.data.sources.eth_ucy import EthUcyAdapter
+
+        return EthUcyAdapter()
+    raise ValueError(f"unknown source {source!r}")
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from forecast.data.atomic import write_json_atomic
+    from forecast.data.ingest import parse_shard, run_ingest
+    from forecast.data.store import Store
+
+    shard = parse_shard(args.shard)
+    store = Store(args.store)
+    summary = run_ingest(_adapter(args.source, args), Path(args.input), store, shard, args.split, not args.quiet)
+    out = Path(args.summary) if args.summary else store.path / "_summaries" / f"ingest-{args.source}-shard{shard[0]}of{shard[1]}.json"
+    write_json_atomic(summary.to_dict(), out)
+    print(summary.table())
+    print(f"summary: {out}")
+    if args.strict and summary.quarantined_in_shard:
+        print(f"--strict: {summary.quarantined_in_shard} rows/files quarantined (see {store.quarantine_dir})", file=sys.stderr)
+        return EXIT_QUARANTINE
+    return EXIT_OK
+
+
+def _cmd_store(args: argparse.Namespace) -> int:
+    from forecast.data.store import Store
+
+    store = Store(args.store)
+    if not store.exists():
+        print(f"no store at {store.path}", file=sys.stderr)
+        return EXIT_USAGE
+    s = store.summary()
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return EXIT_OK
+    print(f"store {s['path']}  ({s['maps']} maps)")
+    print(f"{'source/split':<20}{'scenarios':>10}{'rows':>12}")
+    for key in sorted(s["scenarios"]):
+        print(f"{key:<20}{s['scenarios'][key]:>10}{s['rows'].get(key, 0):>12}")
+    print("agents by type: " + ", ".join(f"{k}={v}" for k, v in sorted(s["agents_by_type"].items())))
+    q = store.quarantine_table()
+    print(f"quarantined rows: {q.num_rows}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="forecast", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("simulate", help="generate SUMO traffic (networks, demand, 10 Hz FCD) from a data config")
+    s.add_argument("--config", required=True, help="configs/data/<name>.yaml")
+    s.add_argument("--out", required=True, help="output directory: OUT/<split>/<network>/")
+    s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. duration_s=120")
+    s.set_defaults(func=_cmd_simulate)
+
+    s = sub.add_parser("ingest", help="validate and write a source into the canonical store (with quarantine)")
+    s.add_argument("--source", required=True, choices=["sumo", "av2", "eth_ucy"])
+    s.add_argument("input", help="input directory (SUMO runs, AV2 scenarios, or an ETH/UCY <scene>/<split> folder)")
+    s.add_argument("--store", required=True, help="store directory")
+    s.add_argument("--split", help="split for every unit (default: from run.json or the folder name)")
+    s.add_argument("--shard", help="i/N: ingest only this worker's share (independent workers, no coordination)")
+    s.add_argument("--strict", action="store_true", help=f"exit {EXIT_QUARANTINE} if anything was quarantined")
+    s.add_argument("--summary", help="where to write the JSON summary (default: STORE/_summaries/)")
+    s.add_argument("--scenario-length", type=float, default=10.0, help="SUMO: seconds per scenario (default 10)")
+    s.set_defaults(func=_cmd_ingest)
+
+    s = sub.add_parser("store", help="print a summary of a store")
+    s.add_argument("store")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_cmd_store)
+
+    for register in _extra_commands():
+        register(sub)
+    return p
+
+
+def _extra_commands():
+    """Subcommands that live beside the code they drive (train, evaluate, export, ...)."""
+    import importlib
+
+    out = []
+    for mod in ("forecast.training.cli", "forecast.evaluation.cli", "forecast.export.cli", "forecast.pipeline.cli"):
+        try:
+            out.append(importlib.import_module(mod).register)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("forecast."):
+                continue
+            raise
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        print(f"forecast {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
