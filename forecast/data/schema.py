@@ -1,0 +1,103 @@
+"""Canonical schemas of the store: agent types, Arrow schemas and their version.
+
+Every adapter (SUMO, Argoverse 2, ETH/UCY) writes these tables and nothing else, so that
+training, evaluation and the vehicle runtime read one format.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+SOURCES = ("sumo", "av2", "eth_ucy")
+SPLITS = ("train", "val", "test")
+MAP_LAYERS = ("lane", "lane_centerline", "crosswalk", "sidewalk", "drivable_area", "walking_area")
+
+
+class AgentType(IntEnum):
+    """Agent classes shared by the store, the model (embedding index) and the exported bundle."""
+
+    VEHICLE = 0
+    PEDESTRIAN = 1
+    CYCLIST = 2
+    OTHER = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def from_label(cls, label: str) -> AgentType:
+        try:
+            return cls[label.upper()]
+        except KeyError:
+            raise ValueError(f"unknown agent type {label!r}; expected one of {[t.label for t in cls]}") from None
+
+
+AGENT_TYPE_LABELS = tuple(t.label for t in AgentType)
+# Classes that are forecasting targets; OTHER is context only.
+TARGET_TYPES = (AgentType.VEHICLE, AgentType.PEDESTRIAN, AgentType.CYCLIST)
+
+SCENARIOS_SCHEMA = pa.schema(
+    [
+        pa.field("scenario_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("map_id", pa.string()),
+        pa.field("dt", pa.float64(), nullable=False),
+        pa.field("num_timesteps", pa.int32(), nullable=False),
+        pa.field("focal_track_id", pa.string()),
+        pa.field("source_file", pa.string(), nullable=False),
+    ],
+    metadata={"forecast.schema_version": SCHEMA_VERSION, "table": "scenarios"},
+)
+
+TRACKS_SCHEMA = pa.schema(
+    [
+        pa.field("scenario_id", pa.string(), nullable=False),
+        pa.field("track_id", pa.string(), nullable=False),
+        pa.field("agent_type", pa.string(), nullable=False),
+        pa.field("source_type", pa.string(), nullable=False),
+        pa.field("timestep", pa.int32(), nullable=False),
+        pa.field("x", pa.float64(), nullable=False),
+        pa.field("y", pa.float64(), nullable=False),
+        pa.field("heading", pa.float64()),  # radians, counter-clockwise from +x; NaN = unknown
+        pa.field("vx", pa.float64()),  # m/s; NaN = unknown
+        pa.field("vy", pa.float64()),
+        pa.field("observed", pa.bool_(), nullable=False),
+    ],
+    metadata={"forecast.schema_version": SCHEMA_VERSION, "table": "tracks"},
+)
+
+MAP_SCHEMA = pa.schema(
+    [
+        pa.field("map_id", pa.string(), nullable=False),
+        pa.field("feature_id", pa.string(), nullable=False),
+        pa.field("layer", pa.string(), nullable=False),
+        pa.field("geometry", pa.binary(), nullable=False),  # WKB (shapely)
+        pa.field("speed_limit", pa.float64()),  # m/s, where the source has one
+        pa.field("allowed", pa.string()),  # space-separated classes allowed, where the source has them
+    ],
+    metadata={"forecast.schema_version": SCHEMA_VERSION, "table": "maps"},
+)
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("source_file", pa.string(), nullable=False),
+        pa.field("row", pa.int64(), nullable=False),  # 0-based data row in the file; -1 = whole file
+        pa.field("field", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+    ],
+    metadata={"forecast.schema_version": SCHEMA_VERSION, "table": "quarantine"},
+)
+
+# Speeds above these (m/s) are physically implausible for the class and are quarantined.
+MAX_SPEED = {
+    AgentType.VEHICLE: 70.0,
+    AgentType.PEDESTRIAN: 12.0,
+    AgentType.CYCLIST: 25.0,
+    AgentType.OTHER: 70.0,
+}

@@ -1,0 +1,293 @@
+"""Argoverse 2 motion-forecasting adapter: scenario Parquet + log map JSON -> canonical rows and map.
+
+Layout (the published one)::
+
+    <root>/[train|val|test/]<scenario_id>/scenario_<scenario_id>.parquet
+    <root>/[train|val|test/]<scenario_id>/log_map_archive_<...>.json
+
+One scenario per file: 110 steps at 10 Hz (11 s), the first 50 observed. Positions are
+metres in the city frame, shared by the tracks and the map. The adapter only parses;
+validation, quarantine, table building and writing live in ``forecast.data.ingest``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import shapely
+from shapely.geometry import LineString, Polygon
+
+from forecast.data.ingest import ParsedUnit, Unit
+from forecast.data.schema import MAP_SCHEMA, SPLITS, AgentType
+from forecast.data.validate import Quarantine, RawRows
+
+AV2_DT = 0.1  # s; AV2 scenarios are sampled at 10 Hz
+
+# Columns the adapter reads, with the kind of Arrow type each must have. The other published
+# columns (object_category, city, timestamps, ...) are not needed, so their absence is no fault.
+REQUIRED_COLUMNS = {
+    "track_id": "string",
+    "object_type": "string",
+    "timestep": "integer",
+    "position_x": "number",
+    "position_y": "number",
+    "heading": "number",
+    "velocity_x": "number",
+    "velocity_y": "number",
+    "observed": "bool",
+    "focal_track_id": "string",
+}
+
+# AV2 object_type -> our classes. Anything else is unknown (-1) and quarantined by the validator.
+OBJECT_TYPE_TO_TYPE = {
+    "vehicle": AgentType.VEHICLE,
+    "bus": AgentType.VEHICLE,
+    "pedestrian": AgentType.PEDESTRIAN,
+    "cyclist": AgentType.CYCLIST,
+    "motorcyclist": AgentType.CYCLIST,
+    "static": AgentType.OTHER,
+    "background": AgentType.OTHER,
+    "construction": AgentType.OTHER,
+    "riderless_bicycle": AgentType.OTHER,
+    "unknown": AgentType.OTHER,
+}
+
+# AV2 lane_type -> the SUMO-style class names our ``allowed`` column uses.
+LANE_TYPE_TO_ALLOWED = {"VEHICLE": "passenger", "BIKE": "bicycle", "BUS": "bus"}
+
+_SCENARIO_PREFIX = "scenario_"
+
+
+class Av2Adapter:
+    """Discovers and parses AV2 motion-forecasting scenarios (one unit per scenario)."""
+
+    name = "av2"
+
+    def discover(self, root: Path, split: str | None) -> list[Unit]:
+        """Every ``scenario_*.parquet`` under ``root``, with its map JSON, sorted by path.
+
+        The split is ``split`` if given, else the nearest folder named train/val/test between
+        the file and ``root`` (``root`` included); a file with neither raises ValueError.
+        """
+        root = Path(root)
+        units: list[Unit] = []
+        seen: dict[str, Path] = {}
+        for parquet in sorted(root.rglob(f"{_SCENARIO_PREFIX}*.parquet")):
+            scenario_id = scenario_id_of(parquet)
+            unit_split = split or _split_from_path(parquet, root)
+            key = f"av2/{unit_split}/{scenario_id}"
+            if key in seen:  # two files would write the same outputs
+                raise ValueError(
+                    f"scenario {scenario_id!r} is twice in split {unit_split!r}: {seen[key]} and {parquet}"
+                )
+            seen[key] = parquet
+            maps = sorted(parquet.parent.glob("log_map_archive_*.json"))
+            units.append(Unit(key=key, source="av2", split=unit_split, files=(parquet, *maps[:1])))
+        return units
+
+    def parse(self, unit: Unit) -> ParsedUnit:
+        """Read one scenario: rows in canonical units, its map table, and file-level faults."""
+        parquet = unit.files[0]
+        source_file = str(parquet)
+        scenario_id = scenario_id_of(parquet)
+        map_id = f"av2:{scenario_id}"
+        base = ParsedUnit(
+            unit=unit,
+            source_file=source_file,
+            dt=AV2_DT,
+            rows=None,
+            rows_read=0,
+            file_quarantine=Quarantine.empty("av2", source_file),
+            scenario_prefix=f"av2:{scenario_id}",
+            window_steps=None,
+            map_id=None,
+        )
+        map_files = [p for p in unit.files if p.suffix == ".json"]
+        if map_files:
+            try:
+                base.maps = {map_id: map_json_to_table(map_files[0], map_id)}
+                base.map_id = map_id
+            except Exception as exc:  # a broken map must not lose the tracks
+                base.other_quarantines.append(
+                    Quarantine.whole_file("av2", str(map_files[0]), "map", f"unreadable map JSON: {exc}")
+                )
+        try:
+            table = pq.read_table(parquet)
+        except Exception as exc:
+            why = f"unreadable Parquet: {exc}"
+            base.file_quarantine = Quarantine.whole_file("av2", source_file, "file", why)
+            return base
+        base.rows_read = table.num_rows
+        problem = _check_columns(table)
+        if problem:
+            column, why = problem
+            base.file_quarantine = Quarantine.whole_file("av2", source_file, column, why, rows=table.num_rows)
+            return base
+        base.rows = scenario_to_rows(table)
+        base.focal_track_id = _focal_track_id(table)
+        return base
+
+
+def scenario_id_of(parquet: Path) -> str:
+    """``.../scenario_<id>.parquet`` -> ``<id>``."""
+    return parquet.stem[len(_SCENARIO_PREFIX) :]
+
+
+def _split_from_path(parquet: Path, root: Path) -> str:
+    root = root.resolve()
+    for folder in parquet.resolve().parents:
+        if folder.name in SPLITS:
+            return folder.name
+        if folder == root:
+            break
+    raise ValueError(f"{parquet}: no train/val/test folder between it and {root}; pass --split")
+
+
+def scenario_to_rows(table: pa.Table) -> RawRows:
+    """Scenario table ``[N rows]`` -> RawRows; vectorised (Arrow dictionary encoding, numpy).
+
+    time = timestep * 0.1 s; heading (radians) and velocity (m/s) are kept as the source gives
+    them, and the reported speed ``|v|`` is checked by the validator too.
+    """
+
+    def floats(column: str) -> np.ndarray:
+        # Nulls become NaN: positions are then quarantined, heading/velocity read as unknown.
+        col = pc.fill_null(table.column(column).cast(pa.float64()), np.nan)
+        return col.to_numpy()
+
+    # One chunk first, so that the dictionary codes are global and not per row group.
+    tid = pc.dictionary_encode(table.column("track_id").cast(pa.string()).combine_chunks())
+    # A null class becomes "" and so an unknown type, which the validator quarantines per row.
+    object_type = pc.fill_null(table.column("object_type").cast(pa.string()), "")
+    tty = pc.dictionary_encode(object_type.combine_chunks())
+    type_names = np.asarray(tty.dictionary.to_pylist(), dtype=object)
+    type_map = np.array([OBJECT_TYPE_TO_TYPE.get(t, -1) for t in type_names], dtype=np.int8)
+    vx, vy = floats("velocity_x"), floats("velocity_y")
+    return RawRows(
+        track_code=tid.indices.to_numpy().astype(np.int64),
+        track_names=np.asarray(tid.dictionary.to_pylist(), dtype=object),
+        type_code=tty.indices.to_numpy().astype(np.int64),
+        type_names=type_names,
+        type_map=type_map,
+        time=floats("timestep") * AV2_DT,
+        x=floats("position_x"),
+        y=floats("position_y"),
+        heading=floats("heading"),
+        vx=vx,
+        vy=vy,
+        observed=table.column("observed").to_numpy(zero_copy_only=False).astype(bool),
+        speed=np.hypot(vx, vy),
+    )
+
+
+def _focal_track_id(table: pa.Table) -> str | None:
+    """The file's focal track (AV2 repeats it on every row); None if the column is all null."""
+    col = table.column("focal_track_id").drop_null()
+    return str(col[0].as_py()) if len(col) else None
+
+
+def _type_ok(have: pa.DataType, kind: str) -> bool:
+    if pa.types.is_dictionary(have):
+        have = have.value_type
+    if kind == "string":
+        return pa.types.is_string(have) or pa.types.is_large_string(have)
+    if kind == "integer":
+        return pa.types.is_integer(have)
+    if kind == "number":
+        return pa.types.is_floating(have) or pa.types.is_integer(have)
+    return pa.types.is_boolean(have)
+
+
+def _check_columns(table: pa.Table) -> tuple[str, str] | None:
+    """(column, reason) of the first missing, mistyped or null-keyed column, else None."""
+    for column, kind in REQUIRED_COLUMNS.items():
+        if column not in table.column_names:
+            return column, f"missing column {column!r}"
+        have = table.schema.field(column).type
+        if not _type_ok(have, kind):
+            return column, f"column {column!r} has type {have}, expected {kind}"
+    # Rows cannot be told apart without a track id, nor split into history/future without
+    # ``observed``; the published schema has no nulls there, so nulls mean a broken writer.
+    for column in ("track_id", "observed"):
+        nulls = table.column(column).null_count
+        if nulls:
+            return column, f"column {column!r} has {nulls} null values"
+    return None
+
+
+# -- map ------------------------------------------------------------------------------------------
+
+
+def map_json_to_table(path: Path, map_id: str) -> pa.Table:
+    """Read an AV2 log map JSON and return ``MAP_SCHEMA`` rows.
+
+    Layers: ``lane`` (polygon: left boundary + reversed right boundary), ``lane_centerline``
+    (the given centerline, else the mean of the boundaries when they have as many points,
+    else none), ``crosswalk`` (edge1 + reversed edge2), ``drivable_area`` (area_boundary).
+    Coordinates are metres in the city frame; z is dropped. Raises on a malformed file.
+    """
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"top level is {type(data).__name__}, expected an object")
+    rows: list[dict] = []
+
+    def add(fid: object, layer: str, geom: shapely.Geometry | None, allowed: str | None = None) -> None:
+        if geom is None or geom.is_empty:
+            return
+        rows.append(
+            {
+                "map_id": map_id,
+                "feature_id": str(fid),
+                "layer": layer,
+                "geometry": shapely.to_wkb(geom),
+                "speed_limit": None,  # AV2 maps carry no speed limits
+                "allowed": allowed,
+            }
+        )
+
+    for fid, lane in _features(data, "lane_segments"):
+        left, right = _xy(lane["left_lane_boundary"]), _xy(lane["right_lane_boundary"])
+        allowed = LANE_TYPE_TO_ALLOWED.get(lane.get("lane_type"))
+        add(fid, "lane", _polygon(np.vstack([left, right[::-1]])), allowed)
+        add(fid, "lane_centerline", _line(_centerline(lane, left, right)), allowed)
+    for fid, crossing in _features(data, "pedestrian_crossings"):
+        ring = np.vstack([_xy(crossing["edge1"]), _xy(crossing["edge2"])[::-1]])
+        add(fid, "crosswalk", _polygon(ring), "pedestrian")
+    for fid, area in _features(data, "drivable_areas"):
+        add(fid, "drivable_area", _polygon(_xy(area["area_boundary"])))
+    return pa.Table.from_pylist(rows, schema=MAP_SCHEMA)
+
+
+def _features(data: dict, key: str) -> list[tuple[object, dict]]:
+    """(id, feature) pairs of one top-level collection (a dict keyed by id; a list is accepted too)."""
+    items = data.get(key) or {}
+    values = items.values() if isinstance(items, dict) else items
+    return [(f.get("id", i), f) for i, f in enumerate(values)]
+
+
+def _xy(points: list[dict]) -> np.ndarray:
+    """[{x, y, z}, ...] -> [P, 2] float64 metres."""
+    return np.array([[float(p["x"]), float(p["y"])] for p in points], dtype=np.float64).reshape(-1, 2)
+
+
+def _centerline(lane: dict, left: np.ndarray, right: np.ndarray) -> np.ndarray | None:
+    """[P, 2] centerline: the file's, else the boundaries' mean when point counts match, else None."""
+    if lane.get("centerline"):
+        return _xy(lane["centerline"])
+    if len(left) == len(right):
+        return (left + right) / 2.0
+    return None
+
+
+def _polygon(ring: np.ndarray) -> Polygon | None:
+    """A polygon of ``[P, 2]`` points, or None when too few to enclose an area."""
+    return Polygon(ring) if len(ring) >= 3 else None
+
+
+def _line(points: np.ndarray | None) -> LineString | None:
+    return LineString(points) if points is not None and len(points) >= 2 else None

@@ -1,0 +1,48 @@
+"""Shared fixtures: a tiny seeded SUMO data set (three small networks, one per split) and its store.
+
+Built once per test session in a temporary folder; tests never write into the repository.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from forecast.sim.sumo import DemandConfig, NetworkConfig, SimConfig
+
+TINY_SIM = SimConfig(
+    seed=3,
+    duration_s=40.0,
+    warmup_s=5.0,
+    demand=DemandConfig(car_period=1.0, bike_period=2.0, ped_period=1.0, ped_max_distance=300.0),
+    networks=[
+        NetworkConfig(name="g_train", split="train", kind="grid", seed=1, options={"grid.number": 3, "grid.length": 80}),
+        NetworkConfig(name="g_val", split="val", kind="grid", seed=2, options={"grid.number": 3, "grid.length": 90}),
+        NetworkConfig(name="s_test", split="test", kind="spider", seed=3,
+                      options={"spider.arm-number": 4, "spider.circle-number": 2, "spider.space-radius": 70,
+                               "spider.omit-center": "true"}),
+    ],
+)
+
+
+@pytest.fixture(scope="session")
+def sumo_runs(tmp_path_factory) -> Path:
+    """Directory of three tiny SUMO runs (train/val/test), 40 simulated seconds each."""
+    from forecast.sim.sumo import simulate
+
+    out = tmp_path_factory.mktemp("sim")
+    simulate(TINY_SIM, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sumo_store(sumo_runs, tmp_path_factory):
+    """The tiny SUMO runs ingested into a store, cut into 5 s scenarios. Treat as read-only."""
+    from forecast.data.ingest import run_ingest
+    from forecast.data.sources.sumo import SumoAdapter
+    from forecast.data.store import Store
+
+    store = Store(tmp_path_factory.mktemp("store") / "store")
+    run_ingest(SumoAdapter(scenario_length_s=5.0), sumo_runs, store, progress=False)
+    return store
