@@ -242,6 +242,13 @@ def test_discover_without_split_names_the_file(tmp_path):
     assert [u.split for u in Av2Adapter().discover(tmp_path / "in", "train")] == ["train"]
 
 
+def test_discover_rejects_same_scenario_twice_in_a_split(tmp_path):
+    write_scenario(tmp_path / "in" / "a")
+    write_scenario(tmp_path / "in" / "b")
+    with pytest.raises(ValueError, match="twice in split 'val'"):
+        Av2Adapter().discover(tmp_path / "in", None)
+
+
 def test_discover_without_map_lists_parquet_only(tmp_path):
     write_scenario(tmp_path / "in", map_data=None)
     [unit] = Av2Adapter().discover(tmp_path / "in", None)
@@ -383,6 +390,17 @@ def test_missing_or_mistyped_column_quarantines_file(tmp_path, column, change, r
     recs = quarantine_rows(store)
     assert [r["row"] for r in recs] == list(range(table.num_rows))
     assert {(r["source_file"], r["field"], r["reason"]) for r in recs} == {(str(parquet), column, reason)}
+
+
+def test_null_track_id_quarantines_file(tmp_path):
+    table = scenario_table()
+    ids = table["track_id"].to_pylist()
+    ids[5] = None
+    table = table.set_column(table.schema.get_field_index("track_id"), "track_id", pa.array(ids, pa.string()))
+    write_scenario(tmp_path / "in", table)
+    summary, store = ingest(tmp_path / "in", tmp_path)
+    assert summary.rows_quarantined == table.num_rows and summary.rows_written == 0
+    assert summary.quarantine_reasons == {"column 'track_id' has 1 null values": table.num_rows}
 
 
 def test_truncated_parquet_quarantined_whole_file(tmp_path):

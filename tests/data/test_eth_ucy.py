@@ -103,8 +103,8 @@ def test_future_perturbation_leaves_past_features_unchanged(tmp_path):
     """No leakage: moving positions after step t changes nothing at steps <= t."""
     rng = np.random.default_rng(0)
     rows = random_walks(rng)
-    t = 12
-    future = rows[:, 0] > t * 10
+    t = 12  # a timestep of the scenario, counted from the file's first frame
+    future = rows[:, 0] > rows[:, 0].min() + t * 10
     perturbed = rows.copy()
     perturbed[future, 2:] += rng.normal(0.0, 0.2, size=(int(future.sum()), 2))
     fmt = ["%d", "%d", "%.6f", "%.6f"]
@@ -130,7 +130,7 @@ def test_future_perturbation_leaves_past_features_unchanged(tmp_path):
 def test_frame_step_detection(tmp_path, step):
     first = 780
     rows = [(first + k * step, pid, 0.1 * k + pid, 0.0) for k in range(6) for pid in (1, 2)]
-    rows.append((first + 9 * step, 1, 0.9 + 1, 0.0))  # a gap of three steps does not change the step
+    rows.append((first + 9 * step, 1, 1.9, 0.0))  # a gap of four steps does not change the step
     write_file(tmp_path / "in" / "s" / "val", "f", rows)
     frames = np.array([r[0] for r in rows], dtype=float)
     assert frame_step(frames) == step
@@ -141,8 +141,8 @@ def test_frame_step_detection(tmp_path, step):
     scen = store.load_scenario(info.scenario_id)
     a = by_track(scen, "1")
     np.testing.assert_array_equal(np.flatnonzero(scen.present[a]), [0, 1, 2, 3, 4, 5, 9])
-    # 0.1 m per step of 0.4 s, whatever the frame numbers step by; 0.4 m over 3 steps at the end.
-    np.testing.assert_allclose(scen.velocity[a, [1, 5, 9], 0], [0.25, 0.25, 0.4 / 1.2])
+    # 0.1 m per step of 0.4 s, whatever the frame numbers step by; at the end 0.4 m over 4 steps (1.6 s).
+    np.testing.assert_allclose(scen.velocity[a, [1, 5, 9], 0], [0.25, 0.25, 0.4 / 1.6])
 
 
 def test_quarantine_nan_malformed_offgrid_duplicate(tmp_path):

@@ -1,0 +1,1 @@
+"""The world model: encoders -> latent world state -> multimodal latent rollout (plain nn.Modules)."""

@@ -1,0 +1,20 @@
+"""Architecture settings; sizes live in configs/train/*.yaml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ModelConfig:
+    hidden: int = 64  # width D of every token
+    modes: int = 6  # K futures per agent
+    heads: int = 4  # attention heads
+    interaction_layers: int = 2  # agent-agent attention layers in the encoder
+    raster_channels: int = 8  # C of the per-agent raster
+    raster_width: int = 32  # widest CNN layer
+    history_features: int = 7  # F of the history
+    future_steps: int = 30  # T_f rollout steps
+    num_agent_types: int = 4
+    dropout: float = 0.0
+    min_scale: float = 0.01  # metres: floor of the Laplace scale

@@ -1,0 +1,69 @@
+"""Encoders from raw inputs to the latent world state (a token per agent plus scene context)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from forecast.model.config import ModelConfig
+
+
+class RasterEncoder(nn.Module):
+    """CNN over each agent's raster: [N, C, S, S] uint8 -> [N, D]."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        w = cfg.raster_width
+        self.net = nn.Sequential(
+            nn.Conv2d(cfg.raster_channels, w // 2, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(w // 2, w, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(w, w, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(w, cfg.hidden, 3, stride=2, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+
+    def forward(self, raster: torch.Tensor) -> torch.Tensor:
+        return self.net(raster.float() * (1.0 / 255.0))
+
+
+class TrackEncoder(nn.Module):
+    """GRU over each agent's history with an agent-type embedding: [N, T_h, F] -> [N, D]."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.inp = nn.Linear(cfg.history_features, cfg.hidden)
+        self.type_emb = nn.Embedding(cfg.num_agent_types, cfg.hidden)
+        self.gru = nn.GRU(cfg.hidden, cfg.hidden, batch_first=True)
+
+    def forward(self, hist: torch.Tensor, agent_type: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.inp(hist) + self.type_emb(agent_type)[:, None, :])
+        _, h = self.gru(x)
+        return h[-1]
+
+
+class SceneEncoder(nn.Module):
+    """Fuses track, raster and pose per agent, then agents attend to each other.
+
+    Returns the latent world state: agent tokens [B, A, D] and a scene token [B, D].
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.hidden
+        self.tracks = TrackEncoder(cfg)
+        self.raster = RasterEncoder(cfg)
+        self.pose = nn.Linear(4, d)
+        self.fuse = nn.Sequential(nn.Linear(3 * d, d), nn.ReLU(), nn.Linear(d, d))
+        layer = nn.TransformerEncoderLayer(d, cfg.heads, 2 * d, cfg.dropout, batch_first=True, norm_first=True)
+        self.interaction = nn.TransformerEncoder(layer, cfg.interaction_layers, enable_nested_tensor=False)
+
+    def forward(self, hist, agent_type, pose, raster, agent_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        b, a = agent_type.shape
+        t_h, f = hist.shape[2], hist.shape[3]
+        track = self.tracks(hist.reshape(b * a, t_h, f), agent_type.reshape(b * a)).reshape(b, a, -1)
+        ras = self.raster(raster.reshape(b * a, *raster.shape[2:])).reshape(b, a, -1)
+        tokens = self.fuse(torch.cat([track, ras, self.pose(pose)], dim=-1))
+        tokens = self.interaction(tokens, src_key_padding_mask=~agent_mask)
+        m = agent_mask.unsqueeze(-1).float()
+        scene = (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return tokens, scene

@@ -1,0 +1,35 @@
+"""WorldModel: encoders -> latent world state -> multimodal rollout. A plain nn.Module (no Lightning)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from forecast.model.config import ModelConfig
+from forecast.model.encoders import SceneEncoder
+from forecast.model.rollout import LatentRollout
+
+
+class WorldModel(nn.Module):
+    """Inputs as in ``forecast.model.batch.Batch`` (see ``Batch.model_inputs``).
+
+    Returns traj [B, A, K, T_f, 2] (metres, each agent's frame at t0), scale [B, A, K, T_f, 2]
+    (Laplace scale, metres) and prob [B, A, K] (mode probabilities, summing to 1).
+    """
+
+    def __init__(self, cfg: ModelConfig, pose_scale: float = 50.0):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = SceneEncoder(cfg)
+        self.rollout = LatentRollout(cfg, pose_scale)
+
+    def forward(self, hist, hist_mask, agent_type, pose, raster, agent_mask, plan, plan_mask):
+        del hist_mask  # the history's valid flag is one of its features; kept for a stable signature
+        tokens, scene = self.encoder(hist, agent_type, pose, raster, agent_mask)
+        traj, scale, logits = self.rollout(tokens, scene, pose, agent_mask, plan, plan_mask)
+        return traj, scale, torch.softmax(logits, dim=-1)
+
+    def forward_logits(self, hist, hist_mask, agent_type, pose, raster, agent_mask, plan, plan_mask):
+        """Like forward, with mode logits instead of probabilities (for a stable loss)."""
+        tokens, scene = self.encoder(hist, agent_type, pose, raster, agent_mask)
+        return self.rollout(tokens, scene, pose, agent_mask, plan, plan_mask)
