@@ -46,3 +46,23 @@ def sumo_store(sumo_runs, tmp_path_factory):
     store = Store(tmp_path_factory.mktemp("store") / "store")
     run_ingest(SumoAdapter(scenario_length_s=5.0), sumo_runs, store, progress=False)
     return store
+
+
+def tiny_train_config(store_path, out_dir, **overrides):
+    """A TrainConfig small enough for CPU tests (seconds)."""
+    from forecast.config import apply_overrides, from_dict
+    from forecast.training.config import TrainConfig
+
+    base = {
+        "seed": 0,
+        "out_dir": str(out_dir),
+        "data": {"store": str(store_path), "t0_stride": 10, "val_t0_stride": 10, "max_train_samples": 16,
+                 "max_val_samples": 8, "batch_size": 4, "num_workers": 0},
+        "features": {"history_steps": 10, "future_steps": 10, "max_agents": 8,
+                     "raster": {"size": 16, "resolution": 2.0, "ahead": 4.0}},
+        "model": {"hidden": 16, "modes": 3, "heads": 2, "interaction_layers": 1, "raster_width": 8},
+        "optim": {"max_epochs": 1, "warmup_steps": 2},
+        "trainer": {"accelerator": "cpu", "log_every_n_steps": 1},
+        "mlflow": {"tracking_uri": f"sqlite:///{out_dir}/mlflow.db"},
+    }
+    return from_dict(TrainConfig, apply_overrides(base, [f"{k}={v}" for k, v in overrides.items()]))

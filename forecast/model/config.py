@@ -18,3 +18,4 @@ class ModelConfig:
     num_agent_types: int = 4
     dropout: float = 0.0
     min_scale: float = 0.01  # metres: floor of the Laplace scale
+    dt: float = 0.1  # seconds per rollout step (tied to the features' dt)

@@ -2,7 +2,8 @@
 
 state_{t+1} = GRUCell([where agents are, what the others do, the action], state_t), per mode.
 Agents attend to each other at every step, so a plan given for one agent (the action) changes
-what the others do.
+what the others do. Each step's motion is decoded as a correction to moving on at the t0
+velocity: an untrained model starts as constant velocity and learns where that is wrong.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ class LatentRollout(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.cell = nn.GRUCell(3 * d, d)
         self.head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 4))
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
 
-    def forward(self, tokens, scene, pose, agent_mask, plan, plan_mask):
-        """tokens [B, A, D], scene [B, D], pose [B, A, 4], agent_mask [B, A], plan [B, A, T_f, 2],
-        plan_mask [B, A]. Returns traj [B, A, K, T_f, 2] (agent frame, m), scale [B, A, K, T_f, 2]
+    def forward(self, tokens, scene, pose, velocity, agent_mask, plan, plan_mask):
+        """tokens [B, A, D], scene [B, D], pose [B, A, 4], velocity [B, A, 2] (agent frame at t0, m/s),
+        agent_mask [B, A], plan [B, A, T_f, 2], plan_mask [B, A]. Returns traj [B, A, K, T_f, 2] (agent frame, m), scale [B, A, K, T_f, 2]
         (Laplace, m) and mode logits [B, A, K]."""
         b, a, d = tokens.shape
         k, t_f = self.cfg.modes, self.cfg.future_steps
@@ -46,6 +49,7 @@ class LatentRollout(nn.Module):
         pm = plan_mask.float()[:, :, None, None]  # [B, A, 1, 1]
         pad = (~agent_mask)[:, None, :].expand(b, k, a).reshape(b * k, a)
         pos = torch.zeros(b, a, k, 2, dtype=tokens.dtype, device=tokens.device)
+        step_cv = (velocity * self.cfg.dt)[:, :, None, :]  # [B, A, 1, 2]
         h = h.reshape(b * a * k, d)
         steps, scales = [], []
         for t in range(t_f):
@@ -60,7 +64,7 @@ class LatentRollout(nn.Module):
             inp = torch.cat([where.reshape(-1, d), others, act.reshape(-1, d)], dim=-1)
             h = self.cell(inp, h)
             out = self.head(h).reshape(b, a, k, 4)
-            pos = pos + out[..., :2]
+            pos = pos + step_cv + out[..., :2]
             # The planned agent follows its plan: the others see the action, not a guess of it.
             pos = pm * planned + (1.0 - pm) * pos
             steps.append(pos)

@@ -26,10 +26,10 @@ class WorldModel(nn.Module):
     def forward(self, hist, hist_mask, agent_type, pose, raster, agent_mask, plan, plan_mask):
         del hist_mask  # the history's valid flag is one of its features; kept for a stable signature
         tokens, scene = self.encoder(hist, agent_type, pose, raster, agent_mask)
-        traj, scale, logits = self.rollout(tokens, scene, pose, agent_mask, plan, plan_mask)
+        traj, scale, logits = self.rollout(tokens, scene, pose, hist[:, :, -1, 2:4], agent_mask, plan, plan_mask)
         return traj, scale, torch.softmax(logits, dim=-1)
 
     def forward_logits(self, hist, hist_mask, agent_type, pose, raster, agent_mask, plan, plan_mask):
         """Like forward, with mode logits instead of probabilities (for a stable loss)."""
         tokens, scene = self.encoder(hist, agent_type, pose, raster, agent_mask)
-        return self.rollout(tokens, scene, pose, agent_mask, plan, plan_mask)
+        return self.rollout(tokens, scene, pose, hist[:, :, -1, 2:4], agent_mask, plan, plan_mask)

@@ -1,0 +1,44 @@
+"""The exported-weights file ``model.pt``: state dict plus the configs needed to rebuild and feed the model.
+
+Only tensors and plain Python values are stored, so it loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from forecast.config import from_dict, to_dict
+from forecast.features.config import FeatureConfig
+from forecast.model.config import ModelConfig
+from forecast.model.world_model import WorldModel
+
+
+@dataclass
+class LoadedModel:
+    model: WorldModel
+    features: FeatureConfig
+    meta: dict  # run_id, version, metrics, train config
+
+
+def save_model(path: Path, model: WorldModel, features: FeatureConfig, meta: dict) -> None:
+    from forecast.data.atomic import atomic_write
+
+    payload = {"state_dict": model.state_dict(), "model_config": to_dict(model.cfg), "feature_config": to_dict(features),
+               "meta": meta}
+    atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+
+
+def load_model(path: str | Path, map_location: str = "cpu") -> LoadedModel:
+    """Load ``model.pt`` (never unpickles arbitrary objects: ``weights_only=True``)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    features = from_dict(FeatureConfig, payload["feature_config"])
+    model = WorldModel(from_dict(ModelConfig, payload["model_config"]), pose_scale=features.scene_scale)
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return LoadedModel(model, features, payload.get("meta", {}))

@@ -1,0 +1,26 @@
+"""``forecast train``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from forecast.config import apply_overrides, from_dict, load_yaml
+    from forecast.training.config import TrainConfig
+    from forecast.training.train import run_training
+
+    cfg = from_dict(TrainConfig, apply_overrides(load_yaml(args.config), args.overrides))
+    result = run_training(cfg, progress=not args.quiet)
+    print(f"model: {result.model_path}")
+    print(f"mlflow run: {result.run_id}  (see it with: mlflow ui --backend-store-uri sqlite:///mlflow.db)")
+    for k, v in sorted(result.metrics.items()):
+        print(f"  {k:<28}{v:10.3f}")
+    return 0
+
+
+def register(sub) -> None:
+    s = sub.add_parser("train", help="train the world model with Lightning; tracked in MLflow")
+    s.add_argument("--config", required=True, help="configs/train/<name>.yaml")
+    s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.max_epochs=2 data.batch_size=4")
+    s.set_defaults(func=_cmd_train)

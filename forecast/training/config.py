@@ -1,0 +1,78 @@
+"""Training configuration: parsed once from configs/train/*.yaml (plus overrides) into these dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from forecast.features.config import HIST_FEATURES, FeatureConfig
+from forecast.model.config import ModelConfig
+
+
+@dataclass
+class DataConfig:
+    store: str = "runs/demo/store"
+    train_split: str = "train"
+    val_split: str = "val"
+    source: str | None = None  # only this source (sumo | av2 | eth_ucy)
+    scenario_prefix: str | None = None  # only scenarios whose id starts so (e.g. "eth_ucy:eth:")
+    t0_stride: int = 10  # steps between sample times in training scenarios
+    val_t0_stride: int = 10
+    max_train_samples: int | None = None  # a seeded random subset, for quick runs
+    max_val_samples: int | None = None
+    batch_size: int = 8
+    num_workers: int = 0
+    plan_probability: float = 0.3  # share of training scenes with a teacher-forced plan for one agent
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    max_epochs: int = 10
+    grad_clip: float = 1.0
+    warmup_steps: int = 50
+    cls_weight: float = 1.0
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings: scale out with devices/strategy/num_nodes (DDP), no home-made engine."""
+
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"  # "bf16-mixed" on GPUs
+    max_steps: int = -1
+    limit_train_batches: float | int = 1.0
+    limit_val_batches: float | int = 1.0
+    log_every_n_steps: int = 10
+    deterministic: bool = True
+    torch_threads: int | None = None  # intra-op threads on CPU (None: torch's default)
+
+
+@dataclass
+class MlflowConfig:
+    experiment: str = "forecast"
+    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here
+    run_name: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    out_dir: str = "runs/train"
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+    def resolved(self) -> TrainConfig:
+        """Tie the model's input and output sizes to the sample builder's."""
+        self.model.future_steps = self.features.future_steps
+        self.model.dt = self.features.dt
+        self.model.raster_channels = len(self.features.raster.channels)
+        self.model.history_features = len(HIST_FEATURES)
+        return self

@@ -1,0 +1,102 @@
+"""LightningModule: losses, teacher-forced plans, optimiser and schedule, validation metrics per class."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+
+from forecast.data.schema import TARGET_TYPES
+from forecast.model.batch import Batch
+from forecast.model.loss import wta_loss
+from forecast.model.world_model import WorldModel
+from forecast.training.config import TrainConfig
+
+
+class ForecastModule(L.LightningModule):
+    def __init__(self, cfg: TrainConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.model = WorldModel(cfg.model, pose_scale=cfg.features.scene_scale)
+        self._val: dict[str, torch.Tensor] = {}
+
+    def _with_plans(self, batch: Batch) -> Batch:
+        """Give a random agent with a full future its true future as the plan in some scenes (teacher forcing).
+
+        The planned agent is then not a target: the model is asked how the others respond.
+        """
+        p = self.cfg.data.plan_probability
+        if p <= 0 or batch.future is None:
+            return batch
+        full = batch.future_mask.all(-1) & batch.agent_mask  # [B, A]
+        pick = torch.rand(batch.size, device=full.device) < p
+        score = torch.rand(full.shape, device=full.device) * full
+        agent = score.argmax(-1)
+        chosen = torch.zeros_like(full)
+        chosen[torch.arange(batch.size), agent] = True
+        chosen &= full & pick[:, None]
+        batch.plan = torch.where(chosen[..., None, None], batch.future, torch.zeros_like(batch.future))
+        batch.plan_mask = chosen
+        batch.target_mask = batch.target_mask & ~chosen
+        return batch
+
+    def training_step(self, batch: Batch, _):
+        batch = self._with_plans(batch)
+        traj, scale, logits = self.model.forward_logits(*batch.model_inputs())
+        loss, reg, cls = wta_loss(traj, scale, logits, batch.future, batch.future_mask, batch.target_mask,
+                                  self.cfg.optim.cls_weight)
+        self.log_dict({"train/loss": loss, "train/reg": reg, "train/cls": cls}, prog_bar=True, batch_size=batch.size)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = {}
+
+    def validation_step(self, batch: Batch, _):
+        traj, scale, logits = self.model.forward_logits(*batch.model_inputs())
+        loss, _, _ = wta_loss(traj, scale, logits, batch.future, batch.future_mask, batch.target_mask)
+        self.log("val/loss", loss, batch_size=batch.size, sync_dist=True)
+        scored = batch.target_mask & batch.future_mask.all(-1)
+        err = torch.linalg.vector_norm(traj - batch.future[:, :, None], dim=-1)  # [B, A, K, T]
+        min_ade = err.mean(-1).min(-1).values
+        min_fde = err[..., -1].min(-1).values
+        # constant velocity on the same agents, the yardstick
+        t = torch.arange(1, traj.shape[3] + 1, device=traj.device, dtype=traj.dtype) * self.cfg.features.dt
+        cv = batch.hist[:, :, -1, None, 0:2] + batch.hist[:, :, -1, None, 2:4] * t[None, None, :, None]
+        cv_err = torch.linalg.vector_norm(cv - batch.future, dim=-1)
+        for agent_type in TARGET_TYPES:
+            m = scored & (batch.agent_type == int(agent_type))
+            name = agent_type.label
+            for key, v in (("minADE", min_ade), ("minFDE", min_fde), ("cv_ADE", cv_err.mean(-1)), ("cv_FDE", cv_err[..., -1])):
+                acc = self._val.setdefault(f"{key}_{name}", torch.zeros(2, device=traj.device))
+                acc += torch.stack([v[m].sum(), m.sum().to(v.dtype)])
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        out = {}
+        totals: dict[str, torch.Tensor] = {}
+        for key, acc in self._val.items():
+            acc = self.trainer.strategy.reduce(acc, reduce_op="sum") if self.trainer.world_size > 1 else acc
+            out[f"val/{key}"] = acc[0] / acc[1].clamp(min=1)
+            metric = key.split("_")[0] if not key.startswith("cv_") else "_".join(key.split("_")[:2])
+            totals.setdefault(metric, torch.zeros(2, device=acc.device))
+            totals[metric] += acc
+        for metric, acc in totals.items():
+            out[f"val/{metric}"] = acc[0] / acc[1].clamp(min=1)
+        self.log_dict(out, prog_bar=False)
+        self.log("val_minFDE", out["val/minFDE"], prog_bar=True)
+
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        opt = torch.optim.AdamW(self.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+
+        def schedule(step: int) -> float:
+            if step < o.warmup_steps:
+                return (step + 1) / o.warmup_steps
+            progress = min(1.0, (step - o.warmup_steps) / max(1, total - o.warmup_steps))
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

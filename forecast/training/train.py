@@ -1,0 +1,104 @@
+"""One training run: seed, data, Lightning Trainer with checkpoints and resume, MLflow tracking, model.pt."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import MLFlowLogger
+
+import forecast
+from forecast.config import to_dict
+from forecast.data.atomic import write_json_atomic
+from forecast.model.checkpoint import save_model
+from forecast.training.config import TrainConfig
+from forecast.training.datamodule import ForecastDataModule
+from forecast.training.module import ForecastModule
+
+
+@dataclass
+class TrainResult:
+    model_path: Path
+    run_id: str | None
+    metrics: dict[str, float]
+    global_step: int
+
+
+def tracking_uri(configured: str | None) -> str:
+    """Explicit config, else $MLFLOW_TRACKING_URI (a team's server), else a local SQLite store here."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+
+
+def run_training(cfg: TrainConfig, progress: bool = True, extra_callbacks: list | None = None) -> TrainResult:
+    cfg = cfg.resolved()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.trainer.torch_threads:
+        torch.set_num_threads(cfg.trainer.torch_threads)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*MLflow Model Registry.*")
+    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+    logger = MLFlowLogger(experiment_name=cfg.mlflow.experiment, tracking_uri=tracking_uri(cfg.mlflow.tracking_uri),
+                          run_name=cfg.mlflow.run_name, run_id=_previous_run_id(out), log_model=False)
+    remember_run_id(out, logger.run_id)  # before fit: a killed run resumes into the same MLflow run
+    ckpt_dir = out / "checkpoints"
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/minFDE", mode="min", save_top_k=1,
+                           save_last=True)
+    t = cfg.trainer
+    trainer = L.Trainer(
+        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes, precision=t.precision,
+        max_epochs=cfg.optim.max_epochs, max_steps=t.max_steps, gradient_clip_val=cfg.optim.grad_clip,
+        limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
+        log_every_n_steps=t.log_every_n_steps, deterministic=t.deterministic, logger=logger,
+        callbacks=[best, LearningRateMonitor("step"), *(extra_callbacks or [])],
+        enable_progress_bar=progress, enable_model_summary=progress, default_root_dir=str(out),
+    )
+    module = ForecastModule(cfg)
+    data = ForecastDataModule(cfg)
+    last = ckpt_dir / "last.ckpt"
+    resume = str(last) if last.exists() else None
+    trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True if resume else None)
+
+    run_id = logger.run_id
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val")}
+    if trainer.is_global_zero:
+        if best.best_model_path:
+            state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+            module.load_state_dict(state)
+        meta = {"run_id": run_id, "version": forecast.__version__, "metrics": metrics, "seed": cfg.seed,
+                "global_step": trainer.global_step, "train_config": to_dict(cfg)}
+        model_path = out / "model.pt"
+        save_model(model_path, module.model, cfg.features, meta)
+        write_json_atomic({"run_id": run_id, "metrics": metrics, "global_step": trainer.global_step,
+                           "model": str(model_path)}, out / "train_summary.json")
+        client = logger.experiment
+        client.log_artifact(run_id, str(out / "config.yaml"))
+        client.log_artifact(run_id, str(model_path))
+        client.set_tag(run_id, "forecast.version", forecast.__version__)
+        client.set_tag(run_id, "torch.version", torch.__version__)
+    return TrainResult(out / "model.pt", run_id, metrics, trainer.global_step)
+
+
+def _previous_run_id(out: Path) -> str | None:
+    """Resuming continues the same MLflow run."""
+    path = out / "mlflow_run_id"
+    return path.read_text().strip() if path.exists() else None
+
+
+def remember_run_id(out: Path, run_id: str) -> None:
+    from forecast.data.atomic import write_text_atomic
+
+    write_text_atomic(run_id, out / "mlflow_run_id")
+
+
+def summary_json(result: TrainResult) -> str:
+    return json.dumps({"model": str(result.model_path), "run_id": result.run_id, "metrics": result.metrics}, indent=2)

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from shapely.geometry import LineString, box
+
+from forecast.data.schema import AgentType
+from forecast.features.config import MAP_CHANNELS, MOTION_CHANNELS, FeatureConfig, RasterConfig
+from forecast.features.frames import to_local, to_world
+from forecast.features.raster import rasterize_map_layers
+from forecast.features.sample import build_sample, plan_samples
+from forecast.features.tracks import AgentTracks, check_tracks
+from forecast.model.batch import collate
+
+CFG = FeatureConfig(dt=0.1, history_steps=10, future_steps=10, max_agents=8,
+                    raster=RasterConfig(size=41, resolution=0.5, ahead=0.0))
+
+
+def _tracks(seed=0, a=5, t=30) -> AgentTracks:
+    rng = np.random.default_rng(seed)
+    start = rng.uniform(-20, 20, (a, 1, 2))
+    vel = rng.uniform(-5, 5, (a, 1, 2))
+    xy = start + vel * np.arange(t)[None, :, None] * 0.1 + rng.normal(0, 0.05, (a, t, 2))
+    present = np.ones((a, t), bool)
+    present[1, 3] = False  # an occlusion inside the history
+    return AgentTracks(xy=xy, heading=np.full((a, t), np.nan), present=present,
+                       agent_type=np.array([0, 1, 2, 0, 3][:a]), dt=0.1, track_ids=np.array([f"a{i}" for i in range(a)]))
+
+
+def test_frames_round_trip():
+    rng = np.random.default_rng(1)
+    xy = rng.normal(0, 30, (4, 7, 2))
+    origin, heading = rng.normal(0, 10, (4, 2)), rng.uniform(-np.pi, np.pi, 4)
+    np.testing.assert_allclose(to_world(to_local(xy, origin, heading), origin, heading), xy, atol=1e-9)
+    # the agent itself sits at the origin heading along +x
+    unit = origin + np.stack([np.cos(heading), np.sin(heading)], -1)
+    np.testing.assert_allclose(to_local(unit[:, None], origin, heading)[:, 0], [[1, 0]] * 4, atol=1e-9)
+
+
+def test_future_comes_back_in_world_frame():
+    tr = _tracks()
+    s = build_sample(tr, 12, CFG, None)
+    world = to_world(s.future.astype(np.float64), s.origin, s.heading)
+    np.testing.assert_allclose(world, tr.xy[:, 13:23], atol=1e-4)
+    np.testing.assert_allclose(s.origin, tr.xy[:, 12])
+
+
+def test_no_future_leakage():
+    tr = _tracks()
+    t0 = 15
+    base = build_sample(tr, t0, CFG, None)
+    xy = tr.xy.copy()
+    xy[:, t0 + 1 :] += np.random.default_rng(5).normal(0, 50, xy[:, t0 + 1 :].shape)
+    heading = tr.heading.copy()
+    heading[:, t0 + 1 :] = 1.0
+    present = tr.present.copy()
+    present[0, t0 + 3] = False
+    changed = AgentTracks(xy, heading, present, tr.agent_type, tr.dt, tr.track_ids)
+    other = build_sample(changed, t0, CFG, None)
+    for name in ("hist", "hist_mask", "agent_type", "pose", "raster", "agent_mask", "origin", "heading"):
+        np.testing.assert_array_equal(getattr(base, name), getattr(other, name), err_msg=name)
+    assert not np.array_equal(base.future, other.future)  # the perturbation did reach the targets
+
+
+def test_occlusion_stays_missing():
+    tr = _tracks()
+    s = build_sample(tr, 9, CFG, None)  # history steps 0..9; agent 1 missing at step 3
+    assert not s.hist_mask[1, 3] and s.hist_mask[1, [2, 4]].all()
+    assert (s.hist[1, 3] == 0).all()  # not interpolated
+    assert s.hist[1, 4, 2] == 0 and s.hist[1, 4, 3] == 0  # no velocity across the gap (needs both steps)
+    assert s.hist.shape == (5, 10, 7) and s.raster.shape == (5, len(MAP_CHANNELS) + len(MOTION_CHANNELS), 41, 41)
+
+
+def test_history_before_start_is_padding():
+    s = build_sample(_tracks(), 3, CFG, None)
+    assert not s.hist_mask[:, :6].any() and s.hist_mask[0, 6:].all()
+
+
+def test_rasters_show_layers_in_the_right_place():
+    # A north-south road x in [0, 10]; a crosswalk across it 10 m north of the agent; a sidewalk east of it.
+    layers = {
+        "drivable_area": [box(0, -60, 10, 60)],
+        "lane": [box(5, -60, 10, 60)],
+        "lane_centerline": [LineString([(7.5, -60), (7.5, 60)])],
+        "crosswalk": [box(0, 9, 10, 11)],
+        "sidewalk": [box(10, -60, 13, 60)],
+    }
+    m = rasterize_map_layers(layers, 0.25)
+    # agent at (7.5, 0) heading north; a pedestrian 6 m ahead of it
+    xy = np.zeros((2, 2, 2))
+    xy[0] = [[7.5, -1.0], [7.5, 0.0]]
+    xy[1] = [[7.5, 6.0], [7.5, 6.0]]
+    tr = AgentTracks(xy, np.full((2, 2), np.nan), np.ones((2, 2), bool), np.array([0, 1]), 0.1)
+    cfg = FeatureConfig(dt=0.1, history_steps=2, future_steps=1, raster=RasterConfig(size=81, resolution=0.5, ahead=0.0))
+    s = build_sample(tr, 1, cfg, m, with_future=False)
+    r = s.raster[0].astype(int)
+    c = 40  # centre pixel = the agent (ahead = 0)
+    ch = {name: i for i, name in enumerate(cfg.raster.channels)}
+    assert abs(s.heading[0] - np.pi / 2) < 1e-9
+    # up the image is north (ahead), left of the image is west (the agent's left)
+    assert r[ch["drivable_area"], c, c] == 255
+    assert r[ch["drivable_area"], c, c - 16] == 0  # 8 m west: off the road (it spans 7.5 m west)
+    assert r[ch["drivable_area"], c, c - 14] == 255  # 7 m west: still road
+    assert r[ch["lane"], c, c - 6] == 0 and r[ch["lane"], c, c + 3] == 255  # the lane is the east half
+    assert r[ch["sidewalk"], c, c + 8] == 255 and r[ch["sidewalk"], c, c] == 0  # 4 m east: sidewalk
+    assert r[ch["crosswalk"], c - 20, c] == 255 and r[ch["crosswalk"], c + 20, c] == 0  # 10 m ahead, not behind
+    assert r[ch["lane_centerline"], c, c] == 255
+    # the pedestrian, 6 m ahead, appears in the pedestrian motion channel of agent 0 only
+    assert r[ch["pedestrian"], c - 12, c] > 0 and r[ch["pedestrian"]].sum() == r[ch["pedestrian"], c - 12, c]
+    assert s.raster[1, ch["pedestrian"]].sum() == 0 and s.raster[1, ch["vehicle"]].sum() > 0
+
+
+def test_plan_scores_each_target_once():
+    tr = _tracks(a=5, t=40)
+    plan = plan_samples(tr, 0, CFG, t0_stride=5)
+    by_t0: dict[int, list[int]] = {}
+    for p in plan:
+        assert len(p.agents) <= CFG.max_agents and p.scored[0]
+        by_t0.setdefault(p.t0, []).extend(p.agents[p.scored].tolist())
+    for scored in by_t0.values():
+        assert len(scored) == len(set(scored))
+        assert 4 not in scored  # type OTHER is context, never a target
+
+
+def test_collate_pads_and_masks():
+    tr = _tracks()
+    s1 = build_sample(tr, 12, CFG, None)
+    s2 = build_sample(tr, 12, CFG, None, agents=np.array([0, 2]))
+    b = collate([s1, s2])
+    assert b.hist.shape == (2, 5, 10, 7) and b.raster.shape[:2] == (2, 5) and b.future.shape == (2, 5, 10, 2)
+    assert b.agent_mask[0].all() and b.agent_mask[1].tolist() == [True, True, False, False, False]
+    assert not b.target_mask[1, 2:].any() and not b.future_mask[1, 2:].any()
+    assert b.plan.shape == (2, 5, 10, 2) and not b.plan_mask.any()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda tr: AgentTracks(tr.xy[:0], tr.heading[:0], tr.present[:0], tr.agent_type[:0], 0.1), "empty scene"),
+        (lambda tr: AgentTracks(np.where(np.arange(30)[None, :, None] == 4, np.nan, tr.xy), tr.heading, tr.present,
+                                tr.agent_type, 0.1, tr.track_ids), "NaN"),
+        (lambda tr: AgentTracks(tr.xy.astype(np.int64), tr.heading, tr.present, tr.agent_type, 0.1), "dtype"),
+        (lambda tr: AgentTracks(tr.xy, tr.heading, tr.present, np.array([0, 1, 9, 0, 0]), 0.1), "unknown agent type"),
+    ],
+)
+def test_bad_tracks_have_clear_errors(change, message):
+    with pytest.raises(ValueError, match=message):
+        check_tracks(change(_tracks()))
+
+
+def test_resample_refuses_upsampling():
+    tr = _tracks()
+    assert tr.resample(0.2).num_steps == 15
+    with pytest.raises(ValueError, match="resample"):
+        tr.resample(0.05)
+    assert AgentType.PEDESTRIAN == 1

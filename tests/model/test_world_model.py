@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from forecast.features.config import FeatureConfig, RasterConfig
+from forecast.features.sample import build_sample
+from forecast.features.tracks import AgentTracks
+from forecast.model.baselines import BaselinePredictor, constant_velocity, ctrv
+from forecast.model.batch import collate
+from forecast.model.config import ModelConfig
+from forecast.model.loss import wta_loss
+from forecast.model.world_model import WorldModel
+
+FEAT = FeatureConfig(dt=0.1, history_steps=8, future_steps=12, raster=RasterConfig(size=16, resolution=2.0, ahead=4.0))
+MCFG = ModelConfig(hidden=32, modes=3, heads=2, interaction_layers=1, raster_width=8, future_steps=12, dt=0.1)
+
+
+def _scene(seed: int, a: int = 4, t: int = 30) -> AgentTracks:
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(-10, 10, (a, 1, 2)) + rng.uniform(-3, 3, (a, 1, 2)) * np.arange(t)[None, :, None] * 0.1
+    curve = rng.uniform(-3.0, 3.0, (a, 1, 1)) * (np.arange(t)[None, :, None] * 0.1) ** 2
+    xy = xy + np.concatenate([curve, -curve], -1)
+    return AgentTracks(xy, np.full((a, t), np.nan), np.ones((a, t), bool), np.array([0, 1, 2, 0][:a]), 0.1)
+
+
+def _batch(n=4):
+    return collate([build_sample(_scene(i), 10, FEAT, None) for i in range(n)])
+
+
+def test_shapes_and_probabilities():
+    torch.manual_seed(0)
+    b = _batch()
+    traj, scale, prob = WorldModel(MCFG).eval()(*b.model_inputs())
+    assert traj.shape == (4, 4, 3, 12, 2) and scale.shape == traj.shape and prob.shape == (4, 4, 3)
+    torch.testing.assert_close(prob.sum(-1), torch.ones(4, 4))
+    assert (scale > 0).all()
+
+
+def test_untrained_model_starts_at_constant_velocity():
+    b = _batch()
+    traj, _, _ = WorldModel(MCFG).eval()(*b.model_inputs())
+    cv = constant_velocity(b.hist[0].numpy(), 12, 0.1)
+    np.testing.assert_allclose(traj[0, :, 0].detach().numpy(), cv, atol=1e-4)
+
+
+def test_overfits_one_small_batch():
+    torch.manual_seed(0)
+    b = _batch()
+    model = WorldModel(MCFG)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+
+    def min_ade() -> float:
+        with torch.no_grad():
+            traj, _, _ = model(*b.model_inputs())
+        err = torch.linalg.vector_norm(traj - b.future[:, :, None], dim=-1).mean(-1).min(-1).values
+        return float(err[b.target_mask].mean())
+
+    start = min_ade()
+    for _ in range(100):
+        traj, scale, logits = model.forward_logits(*b.model_inputs())
+        loss, _, _ = wta_loss(traj, scale, logits, b.future, b.future_mask, b.target_mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert min_ade() < 0.3 * start, (start, min_ade())
+
+
+def test_plan_is_followed_and_conditions_the_others():
+    torch.manual_seed(0)
+    model = WorldModel(MCFG).eval()
+    for p in model.parameters():  # an untrained head outputs zeros; give it something to condition
+        p.data += 0.05 * torch.randn_like(p)
+    b = _batch(1)
+    base, _, _ = model(*b.model_inputs())
+    b.plan[0, 0] = torch.linspace(0, 5, 12)[:, None].repeat(1, 2)
+    b.plan_mask[0, 0] = True
+    planned, _, _ = model(*b.model_inputs())
+    torch.testing.assert_close(planned[0, 0], b.plan[0, 0][None].expand(3, 12, 2))
+    assert not torch.allclose(planned[0, 1:], base[0, 1:])  # the others respond to the action
+
+
+def test_constant_velocity_is_exact_on_a_constant_velocity_track():
+    t = np.arange(30) * 0.1
+    xy = np.stack([3.0 + 4.0 * t, -2.0 + 1.5 * t], -1)[None]
+    tr = AgentTracks(xy, np.full((1, 30), np.nan), np.ones((1, 30), bool), np.array([0]), 0.1)
+    s = build_sample(tr, 10, FEAT, None)
+    for name in ("constant_velocity", "ctrv"):
+        traj, prob = BaselinePredictor(name, 12, 0.1).predict(s)
+        np.testing.assert_allclose(traj[:, 0], s.future, atol=1e-5)
+        assert prob.tolist() == [[1.0]]
+
+
+def test_ctrv_follows_a_circle():
+    r, w = 10.0, 0.3  # metres, rad/s
+    t = np.arange(30) * 0.1
+    xy = np.stack([r * np.cos(w * t), r * np.sin(w * t)], -1)[None]
+    tr = AgentTracks(xy, np.full((1, 30), np.nan), np.ones((1, 30), bool), np.array([0]), 0.1)
+    s = build_sample(tr, 10, FEAT, None)
+    err_ctrv = np.abs(ctrv(s.hist, s.hist_mask, 12, 0.1) - s.future).max()
+    err_cv = np.abs(constant_velocity(s.hist, 12, 0.1) - s.future).max()
+    assert err_ctrv < 0.1 < err_cv

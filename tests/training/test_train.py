@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import mlflow
+import torch
+
+from forecast.model.checkpoint import load_model
+from forecast.training.train import run_training
+from tests.conftest import tiny_train_config
+
+
+def test_same_seed_same_weights(sumo_store, tmp_path):
+    a = run_training(tiny_train_config(sumo_store.path, tmp_path / "a"), progress=False)
+    b = run_training(tiny_train_config(sumo_store.path, tmp_path / "b"), progress=False)
+    sa, sb = load_model(a.model_path).model.state_dict(), load_model(b.model_path).model.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0, msg=k)
+    c = run_training(tiny_train_config(sumo_store.path, tmp_path / "c", seed=1), progress=False)
+    sc = load_model(c.model_path).model.state_dict()
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_resume_continues_step_count_and_logs_to_mlflow(sumo_store, tmp_path):
+    out = tmp_path / "run"
+    first = run_training(tiny_train_config(sumo_store.path, out), progress=False)
+    assert first.global_step > 0 and (out / "checkpoints" / "last.ckpt").exists()
+    second = run_training(tiny_train_config(sumo_store.path, out, **{"optim.max_epochs": 2}), progress=False)
+    assert second.global_step == 2 * first.global_step
+    assert second.run_id == first.run_id  # a resumed run continues its MLflow run
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
+    run = client.get_run(first.run_id)
+    assert "val/minFDE" in run.data.metrics and "val/minFDE_vehicle" in run.data.metrics
+    assert run.data.tags["forecast.version"]
+    names = {f.path for f in client.list_artifacts(first.run_id)}
+    assert {"config.yaml", "model.pt"} <= names
+    loaded = load_model(second.model_path)
+    assert loaded.meta["run_id"] == first.run_id and loaded.features.future_steps == 10
