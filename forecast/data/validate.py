@@ -175,11 +175,11 @@ def _reject_order(track_code, timestep, reason, reject) -> None:
 
 def _equal_to_earlier(tc: np.ndarray, ts: np.ndarray) -> np.ndarray:
     """[M] bool: the (track, timestep) pair already appeared earlier (rows in file order per track)."""
-    pair = np.stack([tc, ts], axis=1)
-    _, first_idx = np.unique(pair, axis=0, return_index=True)
-    first = np.zeros(len(tc), bool)
-    first[first_idx] = True
-    return ~first
+    order = np.lexsort((np.arange(len(tc)), ts, tc))  # by track, then timestep, then file order
+    same = (tc[order][1:] == tc[order][:-1]) & (ts[order][1:] == ts[order][:-1])
+    out = np.zeros(len(tc), bool)
+    out[order[1:][same]] = True
+    return out
 
 
 def _reject_speed(rows: RawRows, agent_type, timestep, dt, reason, reject) -> None:

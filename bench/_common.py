@@ -1,0 +1,53 @@
+"""Shared helpers for the bench scripts: timing, a printed table and a JSON result file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> dict:
+    import numpy
+
+    info = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "numpy": numpy.__version__}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return info
+
+
+def best_of(fn, repeat: int = 3) -> float:
+    """Best wall time of ``repeat`` calls (seconds): the least disturbed by the rest of the machine."""
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def report(name: str, rows: list[dict], extra: dict | None = None, out: str | None = None) -> Path:
+    cols = list(rows[0])
+    width = {c: max(len(c), *(len(_fmt(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(width[c]) for c in cols))
+    for r in rows:
+        print("  ".join(_fmt(r[c]).ljust(width[c]) for c in cols))
+    path = Path(out) if out else RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"bench": name, "machine": machine(), "rows": rows, **(extra or {})}, indent=2))
+    print(f"wrote {path}")
+    return path
+
+
+def _fmt(v) -> str:
+    return f"{v:,.3f}" if isinstance(v, float) else str(v)
