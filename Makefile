@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/forecast pipeline run configs/pipeline/quickstart.yaml
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --nbmake tests notebooks
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
