@@ -59,17 +59,23 @@ class AgentTracks:
                            self.track_ids)
 
 
-def causal_velocity(xy: np.ndarray, present: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
-    """Backward-difference velocity: v_t = (p_t - p_{t-1}) / dt, from past and present only.
+def causal_velocity(xy: np.ndarray, present: np.ndarray, dt: float, max_gap: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Backward-difference velocity from past and present only: v_t = (p_t - p_s) / ((t - s) dt).
 
-    xy: [A, T, 2]; present: [A, T]. Returns (velocity [A, T, 2] m/s, known [A, T] bool); unknown
-    where either step is missing (never filled from the future).
+    s is the latest observed step before t, at most ``max_gap`` steps back, so a dropped frame
+    does not erase the velocity (and nothing is filled from the future). xy: [A, T, 2];
+    present: [A, T]. Returns (velocity [A, T, 2] m/s, known [A, T] bool).
     """
-    v = np.zeros_like(xy)
-    known = np.zeros(present.shape, bool)
-    known[:, 1:] = present[:, 1:] & present[:, :-1]
-    diff = (xy[:, 1:] - xy[:, :-1]) / dt
-    v[:, 1:] = np.where(known[:, 1:, None], np.nan_to_num(diff), 0.0)
+    a, t = present.shape
+    steps = np.arange(t)[None, :]
+    last_seen = np.where(present, steps, -1)
+    np.maximum.accumulate(last_seen, axis=1, out=last_seen)
+    prev = np.full((a, t), -1)
+    prev[:, 1:] = last_seen[:, :-1]  # latest observed step strictly before t
+    known = present & (prev >= 0) & (steps - prev <= max_gap)
+    prev_xy = np.take_along_axis(xy, np.maximum(prev, 0)[..., None], axis=1)
+    gap = np.maximum(steps - prev, 1)[..., None] * dt
+    v = np.where(known[..., None], np.nan_to_num((xy - prev_xy) / gap), 0.0)
     return v, known
 
 

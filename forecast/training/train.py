@@ -49,7 +49,8 @@ def run_training(cfg: TrainConfig, progress: bool = True, extra_callbacks: list 
 
     logger = MLFlowLogger(experiment_name=cfg.mlflow.experiment, tracking_uri=tracking_uri(cfg.mlflow.tracking_uri),
                           run_name=cfg.mlflow.run_name, run_id=_previous_run_id(out), log_model=False)
-    remember_run_id(out, logger.run_id)  # before fit: a killed run resumes into the same MLflow run
+    if logger.run_id:  # None on ranks > 0 under torchrun/SLURM (only rank 0 talks to MLflow)
+        remember_run_id(out, logger.run_id)  # before fit: a killed run resumes into the same MLflow run
     ckpt_dir = out / "checkpoints"
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/minFDE", mode="min", save_top_k=1,
                            save_last=True)

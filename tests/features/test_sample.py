@@ -67,7 +67,9 @@ def test_occlusion_stays_missing():
     s = build_sample(tr, 9, CFG, None)  # history steps 0..9; agent 1 missing at step 3
     assert not s.hist_mask[1, 3] and s.hist_mask[1, [2, 4]].all()
     assert (s.hist[1, 3] == 0).all()  # not interpolated
-    assert s.hist[1, 4, 2] == 0 and s.hist[1, 4, 3] == 0  # no velocity across the gap (needs both steps)
+    # the velocity after the gap is the difference over the gap (steps 2 -> 4), from the past only
+    expected = (s.hist[1, 4, :2] - s.hist[1, 2, :2]) / 0.2
+    np.testing.assert_allclose(s.hist[1, 4, 2:4], expected, atol=1e-4)
     assert s.hist.shape == (5, 10, 7) and s.raster.shape == (5, len(MAP_CHANNELS) + len(MOTION_CHANNELS), 41, 41)
 
 

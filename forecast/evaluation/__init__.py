@@ -1,0 +1,16 @@
+"""Offline scenario evaluation: ``forecast evaluate`` (see :mod:`forecast.evaluation.evaluate`).
+
+Names are imported lazily so that ``forecast --help`` (which registers the subcommand) stays fast.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BASELINES", "EvalConfig", "EvalResult", "evaluate", "format_table"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from forecast.evaluation import evaluate as _evaluate
+
+        return getattr(_evaluate, name)
+    raise AttributeError(f"module 'forecast.evaluation' has no attribute {name!r}")

@@ -1,0 +1,155 @@
+"""Slice tags of evaluated agents (pure functions): what kind of situation each scored agent is in.
+
+Every family of tags partitions the evaluated agents, so the ``n`` of a family's slices sum to the
+number of agents. Families:
+
+* ``source``: the data source (``sumo``, ``av2``, ``eth_ucy``).
+* ``map_id``: the map of the scenario (``no_map`` where the scenario has none).
+* ``class``: the agent class (``vehicle``, ``pedestrian``, ``cyclist``).
+* ``speed``: speed at t0 in m/s, buckets ``0-0.5``, ``0.5-3``, ``3-8``, ``8+`` (lower edge inclusive).
+* ``near_crosswalk``: ``yes`` if the agent's position at t0 is within 5 m of a ``crosswalk`` feature.
+* ``in_junction``: ``yes`` if the agent's position at t0 is inside a junction. SUMO maps: inside the
+  ``drivable_area`` but not inside any ``lane`` polygon (SUMO's lanes are the normal edges' lanes; the
+  junction shapes and internal lanes are only part of the drivable area). AV2 maps have no junction
+  layer: a point covered by two or more ``lane`` polygons (lanes overlapping where paths cross or
+  merge) is taken as a junction proxy.
+
+Agents whose scenario has no map get ``no_map`` in the two map families.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import shapely
+
+SPEED_EDGES = (0.5, 3.0, 8.0)  # m/s
+SPEED_LABELS = ("0-0.5", "0.5-3", "3-8", "8+")
+CROSSWALK_RADIUS = 5.0  # metres
+NO_MAP = "no_map"
+FAMILIES = ("source", "map_id", "class", "speed", "near_crosswalk", "in_junction")
+
+
+def speed_bucket(speed: np.ndarray) -> np.ndarray:
+    """Speed at t0 ``[N]`` (m/s) -> bucket label ``[N]`` (``0-0.5``, ``0.5-3``, ``3-8``, ``8+``)."""
+    s = np.asarray(speed, dtype=np.float64)
+    idx = np.searchsorted(np.asarray(SPEED_EDGES), s, side="right")
+    return np.asarray(SPEED_LABELS, dtype=object)[idx]
+
+
+def _union(geoms: Sequence | None):
+    geoms = [g for g in (geoms or []) if g is not None and not g.is_empty]
+    if not geoms:
+        return None
+    u = shapely.union_all(geoms)
+    shapely.prepare(u)
+    return u
+
+
+def near_layer(points: np.ndarray, geoms: Sequence | None, radius: float) -> np.ndarray:
+    """``[N]`` bool: points ``[N, 2]`` within ``radius`` metres of any of ``geoms`` (False if none)."""
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    u = _union(geoms)
+    if u is None or len(p) == 0:
+        return np.zeros(len(p), dtype=bool)
+    return np.asarray(shapely.dwithin(u, shapely.points(p), radius), dtype=bool)
+
+
+def cover_count(points: np.ndarray, polygons: Sequence | None) -> np.ndarray:
+    """``[N]`` int: how many of ``polygons`` contain (or touch) each point ``[N, 2]``."""
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    polys = [g for g in (polygons or []) if g is not None and not g.is_empty]
+    if not polys or len(p) == 0:
+        return np.zeros(len(p), dtype=np.int64)
+    tree = shapely.STRtree(polys)
+    pairs = tree.query(shapely.points(p), predicate="intersects")  # [2, M]: (point, polygon)
+    return np.bincount(pairs[0], minlength=len(p)).astype(np.int64)
+
+
+def junction_method(source: str) -> str:
+    """``lane_overlap`` for AV2 maps (no junction layer), else ``drivable_minus_lanes`` (SUMO)."""
+    return "lane_overlap" if source == "av2" else "drivable_minus_lanes"
+
+
+def in_junction(points: np.ndarray, layers: dict, method: str) -> np.ndarray:
+    """``[N]`` bool: points ``[N, 2]`` (world frame) inside a junction of the map ``layers``.
+
+    ``drivable_minus_lanes``: inside the drivable area and inside no lane polygon (SUMO).
+    ``lane_overlap``: covered by two or more lane polygons (AV2 proxy, no junction layer).
+    """
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if method == "lane_overlap":
+        return cover_count(p, layers.get("lane")) >= 2
+    if method == "drivable_minus_lanes":
+        drivable = _union(layers.get("drivable_area"))
+        if drivable is None or len(p) == 0:
+            return np.zeros(len(p), dtype=bool)
+        inside = np.asarray(shapely.contains_xy(drivable, p[:, 0], p[:, 1]), dtype=bool)
+        return inside & (cover_count(p, layers.get("lane")) == 0)
+    raise ValueError(f"unknown junction method {method!r}; known: drivable_minus_lanes, lane_overlap")
+
+
+def _yes_no(flags: np.ndarray) -> np.ndarray:
+    return np.where(flags, "yes", "no").astype(object)
+
+
+def map_tags(points: np.ndarray, layers: dict | None, source: str) -> dict[str, np.ndarray]:
+    """``near_crosswalk`` and ``in_junction`` tags (``yes``/``no``/``no_map``) of points ``[N, 2]`` on one map."""
+    n = len(points)
+    if layers is None:
+        none = np.full(n, NO_MAP, dtype=object)
+        return {"near_crosswalk": none, "in_junction": none.copy()}
+    return {
+        "near_crosswalk": _yes_no(near_layer(points, layers.get("crosswalk"), CROSSWALK_RADIUS)),
+        "in_junction": _yes_no(in_junction(points, layers, junction_method(source))),
+    }
+
+
+def tag_agents(
+    position: np.ndarray,
+    speed: np.ndarray,
+    agent_class: np.ndarray,
+    source: np.ndarray,
+    map_id: np.ndarray,
+    map_layers: dict[str, dict | None],
+) -> dict[str, np.ndarray]:
+    """Every slice family's tag ``[N]`` (object arrays of str) for agents at world ``position`` ``[N, 2]``.
+
+    ``agent_class``, ``source`` and ``map_id`` are ``[N]`` strings (``map_id`` empty or ``no_map`` when
+    there is no map); ``map_layers`` maps a map id to its shapely layers (``Store.load_map``).
+    """
+    position = np.asarray(position, dtype=np.float64).reshape(-1, 2)
+    n = len(position)
+    map_id = np.asarray([m if m else NO_MAP for m in map_id], dtype=object)
+    tags = {
+        "source": np.asarray(source, dtype=object),
+        "map_id": map_id,
+        "class": np.asarray(agent_class, dtype=object),
+        "speed": speed_bucket(speed),
+        "near_crosswalk": np.full(n, NO_MAP, dtype=object),
+        "in_junction": np.full(n, NO_MAP, dtype=object),
+    }
+    src = np.asarray(source, dtype=object)
+    for m in np.unique(map_id):
+        if m == NO_MAP:
+            continue
+        for s in np.unique(src[map_id == m]):
+            sel = (map_id == m) & (src == s)
+            for family, values in map_tags(position[sel], map_layers.get(m), str(s)).items():
+                tags[family][sel] = values
+    return tags
+
+
+def slice_masks(tags: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """``{family: {value: bool mask [N]}}``; within a family the masks partition the agents.
+
+    Values are ordered: speed buckets low to high, ``yes``/``no``/``no_map``, else sorted.
+    """
+    order = {"speed": list(SPEED_LABELS), "near_crosswalk": ["yes", "no", NO_MAP], "in_junction": ["yes", "no", NO_MAP]}
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for family, values in tags.items():
+        present = set(values.tolist())
+        keys = [v for v in order.get(family, []) if v in present] + sorted(present - set(order.get(family, [])))
+        out[family] = {str(v): values == v for v in keys}
+    return out
