@@ -75,6 +75,16 @@ class MlflowEvalConfig:
 
 
 @dataclass
+class WorldModelCardConfig:
+    """The world-model card (issue: world-model behaviours): probes, actions, persistence, generalisation."""
+
+    enabled: bool = True
+    val_split: str = "val"  # generalisation compares the evaluated split with this one
+    max_samples: int = 80  # samples per measurement (a seeded subset)
+    max_pairs: int = 30  # probe pairs per probe type
+
+
+@dataclass
 class EvalConfig:
     """Settings of one evaluation (configs/eval/*.yaml); CLI flags override them."""
 
@@ -92,6 +102,7 @@ class EvalConfig:
     device: str = "cpu"  # torch device of model.pt predictors
     features: FeatureConfig | None = None  # sample settings when only baselines run (default FeatureConfig())
     mlflow: MlflowEvalConfig = field(default_factory=MlflowEvalConfig)
+    world_model: WorldModelCardConfig = field(default_factory=WorldModelCardConfig)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -158,13 +169,18 @@ class BundleSamplePredictor:
         self.features = self.runtime.features
         self.name = self.path.name
 
-    def predict(self, sample: Sample, plan: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        del plan  # evaluation runs without actions
+    def predict(self, sample: Sample, plan: np.ndarray | None = None,
+                plan_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """plan: [A, T_f, 2] agent-frame futures of the agents in ``plan_mask`` [A] (the action), or None."""
         if sample.num_agents > self.runtime.max_agents:
             raise ValueError(f"bundle {self.path} accepts at most {self.runtime.max_agents} agents per scene, "
                              f"a sample has {sample.num_agents}")
         names = self.runtime.output_names
-        out = dict(zip(names, self.runtime.session.run(names, self.runtime.inputs(sample)), strict=True))
+        feed = self.runtime.inputs(sample)
+        if plan is not None:
+            feed["plan"] = np.ascontiguousarray(plan[None], dtype=np.float32)
+            feed["plan_mask"] = np.ascontiguousarray(plan_mask[None], dtype=bool)
+        out = dict(zip(names, self.runtime.session.run(names, feed), strict=True))
         return np.asarray(out["traj"])[0], np.asarray(out["prob"])[0]
 
 
@@ -507,6 +523,10 @@ def evaluate(
     blocks = {n: model_block(outputs[n], agents, cfg, feats, drivable, masks) for n in dict.fromkeys(names + list(BASELINES))}
 
     first = names[0]
+    card = None
+    if cfg.world_model.enabled:
+        card = world_model_section(store, cfg, feats, scenes, {first: predictors[first],
+                                                               "constant_velocity": predictors["constant_velocity"]}, log)
     metrics = {
         "model": first,
         "split": cfg.split,
@@ -520,6 +540,8 @@ def evaluate(
                    "mlflow": {k: v for k, v in to_dict(cfg.mlflow).items() if k != "tracking_uri"}},
         "features": to_dict(feats),
     }
+    if card is not None:
+        metrics["world_model"] = card
     result = EvalResult(metrics, agents, outputs, names, scenes, None,
                         per_agent={n: per_agent_metrics(outputs[n].pred, agents.gt, outputs[n].prob, agents.valid,
                                                         cfg.miss_threshold) for n in blocks},
@@ -530,6 +552,34 @@ def evaluate(
             result.run_id = log_mlflow(result, cfg)
             log(f"mlflow run {result.run_id} (experiment {cfg.mlflow.experiment})")
     return result
+
+
+def world_model_section(store: Store, cfg: EvalConfig, feats: FeatureConfig, scenes: SceneSet,
+                        predictors: dict[str, object], log: Callable[[str], None]) -> dict | None:
+    """The world-model card for the first model and constant velocity, JSON-safe (NaN -> null)."""
+    from forecast.probes.card import world_model_card
+
+    w = cfg.world_model
+    val_infos = select_scenarios(store, w.val_split, cfg.source, cfg.scenario_prefix)
+    if not val_infos:
+        log(f"world-model card skipped: no scenarios of split {w.val_split!r}")
+        return None
+    val = SceneSet(store, val_infos, feats, cfg.t0_stride, cfg.max_samples, cfg.seed, full_future=True)
+    calls = {name: p.predict for name, p in predictors.items()}  # predict(sample, plan=None, plan_mask=None)
+    log("world-model card: interaction probes, actions, persistence, generalisation")
+    return _json_safe(world_model_card(calls, val, scenes, w.max_samples, w.max_pairs, cfg.seed))
+
+
+def _json_safe(obj):
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float | np.floating):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer | np.bool_):
+        return obj.item()
+    return obj
 
 
 def write_json(obj: dict, path: Path) -> None:

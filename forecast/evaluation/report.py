@@ -172,6 +172,51 @@ def pick_cases(result: EvalResult, name: str, num_worst: int, num_random: int, s
 # --------------------------------------------------------------------------------------------------
 
 
+def world_model_card_html(card: dict) -> str:
+    """The world-model card: one row per behaviour, one column per predictor (the model and CV)."""
+    names = [k for k in card if k not in ("goals", "pairs")]
+
+    def get(name: str, *path: str):
+        v = card[name]
+        for p in path:
+            v = (v or {}).get(p) if isinstance(v, dict) else None
+        return v
+
+    def pct(v) -> str:
+        return "&ndash;" if v is None else f"{100 * v:+.1f}%"
+
+    rows: list[tuple[str, callable]] = []
+    for probe in ("pedestrian_on_crossing", "lead_vehicle_braking", "cyclist_in_lane"):
+        rows.append((f"{probe}: right direction (n={card['pairs'].get(probe, 0)})",
+                     lambda n, p=probe: _f(get(n, "interaction", p, "right_direction"), 2)))
+        rows.append((f"{probe}: mean effect on 3 s travel [m]",
+                     lambda n, p=probe: _f(get(n, "interaction", p, "mean_effect_m"), 3)))
+    rows += [
+        ("interaction: mean right direction (chance 0.5)", lambda n: _f(get(n, "interaction", "mean_right_direction"), 2)),
+        ("action: others' minFDE with the focal agent's plan", lambda n: pct(get(n, "action_conditioning",
+                                                                                "others_minFDE_change"))),
+        ("persistence: minFDE, full history", lambda n: _f(get(n, "persistence", "full", "minFDE"))),
+        ("persistence: 20% of frames dropped (goal <= +10%)",
+         lambda n: pct(get(n, "persistence", "drop_20", "minFDE_degradation"))),
+        ("persistence: 50% of frames dropped", lambda n: pct(get(n, "persistence", "drop_50", "minFDE_degradation"))),
+        ("persistence: hidden for 1 s", lambda n: pct(get(n, "persistence", "hidden_1s", "minFDE_degradation"))),
+        ("generalisation: val minFDE", lambda n: _f(get(n, "generalisation", "val_minFDE"))),
+        ("generalisation: test minFDE", lambda n: _f(get(n, "generalisation", "test_minFDE"))),
+        ("generalisation: test / val (goal <= 1.15)", lambda n: _f(get(n, "generalisation", "test_to_val"))),
+    ]
+    for name in names:
+        for m_id, ratio in sorted((get(name, "generalisation", "test_to_val_by_map") or {}).items()):
+            rows.append((f"generalisation: {m_id} / val ({name})", lambda n, r=ratio, own=name: _f(r) if n == own else ""))
+    table = _table(["behaviour", *names], [([_e(label), *[fn(n) for n in names]], False) for label, fn in rows], left=1)
+    note = ('<div class="muted">Probes are paired scenes that differ in one cause (a pedestrian on the crossing, '
+            "a braking leader, a cyclist in the lane); the right direction is less predicted travel for the vehicle "
+            "when the cause is there; ties (under 1 cm) count half, so a model that ignores other agents scores 0.5. "
+            "Action: the focal agent's true future given as the plan; negative is better. Persistence: the same "
+            "agents with history frames removed. Generalisation: test maps and network types not seen in training "
+            "against the validation split.</div>")
+    return "<h2>World-model card</h2>" + table + note
+
+
 def build_report(result: EvalResult, cfg: EvalConfig, layers: dict[str, dict], plots_dir: Path | None = None) -> str:
     """The HTML text; PNGs are embedded (and also written to ``plots_dir`` when given)."""
     m = result.metrics
@@ -274,6 +319,9 @@ def build_report(result: EvalResult, cfg: EvalConfig, layers: dict[str, dict], p
                 srows.append(([_e(fam), _e(v), str(blk["n"]), *[_f(blk[k]) for k in METRIC_NAMES],
                                _f(cv[fam][v]["minFDE@6"])], False))
         parts.append(_table(header, srows, left=2))
+
+    if m.get("world_model"):
+        parts.append(world_model_card_html(m["world_model"]))
 
     parts.append("<h2>Definitions</h2>")
     parts.append(

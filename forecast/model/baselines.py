@@ -45,8 +45,9 @@ class BaselinePredictor:
             raise ValueError(f"unknown baseline {name!r}; known: constant_velocity, ctrv")
         self.name, self.future_steps, self.dt = name, future_steps, dt
 
-    def predict(self, sample: Sample, plan: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        del plan  # physics baselines ignore actions
+    def predict(self, sample: Sample, plan: np.ndarray | None = None,
+                plan_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        del plan, plan_mask  # physics baselines ignore actions
         if self.name == "constant_velocity":
             traj = constant_velocity(sample.hist, self.future_steps, self.dt)
         else:

@@ -1,0 +1,1 @@
+"""World-model behaviours, measured: interaction probes, action conditioning, persistence, generalisation."""

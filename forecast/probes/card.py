@@ -1,0 +1,70 @@
+"""The world-model card: every behaviour measured for a model and for constant velocity, side by side."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from forecast import metrics
+from forecast.features.dataset import SceneSet
+from forecast.probes.action import evaluate_action_conditioning
+from forecast.probes.interaction import find_pairs, score_pairs
+from forecast.probes.persistence import evaluate_persistence
+
+GOALS = {"persistence_drop_20_max_degradation": 0.10, "generalisation_max_ratio": 1.15}
+
+
+def split_min_fde(scenes: SceneSet, predict: Callable, max_samples: int, seed: int) -> tuple[float, dict[str, float]]:
+    """minFDE (all modes) over scored agents with a full future, overall and per map."""
+    rng = np.random.default_rng(seed)
+    fde_by_map: dict[str, list[np.ndarray]] = {}
+    for k in rng.permutation(len(scenes.index))[:max_samples]:
+        s = scenes.sample(int(k))
+        scored = s.target_mask & s.future_mask.all(1)
+        if not scored.any():
+            continue
+        traj, prob = predict(s)
+        prob = prob[scored] / prob[scored].sum(-1, keepdims=True)
+        fde = metrics.min_fde(traj[scored], s.future[scored], prob)
+        map_id = scenes.infos[scenes.index[int(k)].scenario].map_id or "none"
+        fde_by_map.setdefault(map_id, []).append(fde)
+    if not fde_by_map:
+        return float("nan"), {}
+    per_map = {m: float(np.concatenate(v).mean()) for m, v in fde_by_map.items()}
+    return float(np.concatenate([np.concatenate(v) for v in fde_by_map.values()]).mean()), per_map
+
+
+def world_model_card(predictors: dict[str, Callable], val: SceneSet, test: SceneSet, max_samples: int = 150,
+                     max_pairs: int = 40, seed: int = 0) -> dict:
+    """Measure each predictor (name -> ``predict(sample, plan=None, plan_mask=None)``) on every behaviour.
+
+    Returns ``{name: {"interaction", "action_conditioning", "persistence", "generalisation"}}``
+    plus ``"goals"`` and ``"pairs"`` counts.
+    """
+    pairs = find_pairs(test, max_pairs=max_pairs, seed=seed)
+    card: dict = {"goals": GOALS, "pairs": {p: sum(q.probe == p for q in pairs) for p in {q.probe for q in pairs}}}
+    for name, predict in predictors.items():
+        t = time.perf_counter()
+        val_fde, _ = split_min_fde(val, predict, max_samples, seed)
+        test_fde, test_by_map = split_min_fde(test, predict, max_samples, seed)
+        persistence = evaluate_persistence(test, predict, max_samples=max_samples // 2, seed=seed)
+        card[name] = {
+            "interaction": score_pairs(pairs, predict),
+            "action_conditioning": evaluate_action_conditioning(test, predict, max_samples=max_samples // 2, seed=seed),
+            "persistence": persistence,
+            "generalisation": {
+                "val_minFDE": val_fde,
+                "test_minFDE": test_fde,
+                "test_to_val": test_fde / val_fde if val_fde else float("nan"),
+                "test_to_val_by_map": {m: v / val_fde for m, v in test_by_map.items()} if val_fde else {},
+            },
+            "seconds": time.perf_counter() - t,
+        }
+        d20 = persistence.get("drop_20", {}).get("minFDE_degradation", float("nan"))
+        card[name]["goals_met"] = {
+            "persistence_drop_20": bool(d20 <= GOALS["persistence_drop_20_max_degradation"]),
+            "generalisation": bool(card[name]["generalisation"]["test_to_val"] <= GOALS["generalisation_max_ratio"]),
+        }
+    return card
