@@ -14,7 +14,8 @@ class ModelConfig:
     raster_channels: int = 8  # C of the per-agent raster
     raster_width: int = 32  # widest CNN layer
     history_features: int = 7  # F of the history
-    future_steps: int = 30  # T_f rollout steps
+    future_steps: int = 30  # T_f output steps
+    rollout_stride: int = 5  # output steps decoded per latent step (future_steps must be a multiple)
     num_agent_types: int = 4
     dropout: float = 0.0
     min_scale: float = 0.01  # metres: floor of the Laplace scale

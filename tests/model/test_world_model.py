@@ -13,7 +13,8 @@ from forecast.model.loss import wta_loss
 from forecast.model.world_model import WorldModel
 
 FEAT = FeatureConfig(dt=0.1, history_steps=8, future_steps=12, raster=RasterConfig(size=16, resolution=2.0, ahead=4.0))
-MCFG = ModelConfig(hidden=32, modes=3, heads=2, interaction_layers=1, raster_width=8, future_steps=12, dt=0.1)
+MCFG = ModelConfig(hidden=32, modes=3, heads=2, interaction_layers=1, raster_width=8, future_steps=12, dt=0.1,
+                   rollout_stride=4)
 
 
 def _scene(seed: int, a: int = 4, t: int = 30) -> AgentTracks:

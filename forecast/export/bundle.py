@@ -1,0 +1,255 @@
+"""The vehicle bundle: ``model.onnx`` (+ ``model_fp16.onnx``) and ``bundle.json``, which says how to feed it.
+
+Layout of a bundle directory::
+
+    model.onnx          fp32 graph, one scene (B=1), 1..max_agents agents
+    model_fp16.onnx     optional: fp16 compute, float32 inputs and outputs
+    bundle.json         names, shapes, dtypes, units and frames, sample-building settings,
+                        model version, training run id, sha256 of every other file
+    registration.json   optional, written after MLflow registration; NOT part of the hashed bundle
+
+The directory is built beside ``out_dir`` and moved into place when complete, so a reader
+never sees half a bundle. ``bundle.json`` is never rewritten after that (its hash is stable).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import forecast
+from forecast.config import to_dict
+from forecast.data.atomic import sha256_file, write_json_atomic
+from forecast.data.schema import TARGET_TYPES, AgentType
+from forecast.features.config import HIST_FEATURES, FeatureConfig
+from forecast.runtime.predictor import BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, REGISTRATION_FILE
+
+MODEL_FILE = "model.onnx"
+MODEL_FP16_FILE = "model_fp16.onnx"
+DEFAULT_REGISTERED_NAME = "forecast-world-model"
+DEFAULT_EXPORT_EXPERIMENT = "forecast-export"
+
+
+def input_spec(features: FeatureConfig, model_cfg, max_agents: int) -> list[dict]:
+    """Graph inputs, in order (``forecast.model.batch.MODEL_INPUT_NAMES``). ``A`` is the agent count."""
+    th, tf, s = features.history_steps, model_cfg.future_steps, features.raster.size
+    c = len(features.raster.channels)
+    agent_frame = "each agent's own frame at t0: origin at its t0 position, +x along its t0 heading"
+    return [
+        {"name": "hist", "shape": [1, "A", th, len(HIST_FEATURES)], "dtype": "float32", "features": list(HIST_FEATURES),
+         "units": {"x": "m", "y": "m", "vx": "m/s", "vy": "m/s", "cos_dh": "1", "sin_dh": "1", "valid": "0/1"},
+         "frame": agent_frame, "time": f"{th} steps of dt ending at t0 (last index = t0)"},
+        {"name": "hist_mask", "shape": [1, "A", th], "dtype": "bool", "meaning": "observed history steps"},
+        {"name": "agent_type", "shape": [1, "A"], "dtype": "int64", "meaning": "AgentType code (see sample.agent_types)"},
+        {"name": "pose", "shape": [1, "A", 4], "dtype": "float32", "features": ["x/scene_scale", "y/scene_scale", "cos", "sin"],
+         "frame": "scene frame: the focal (first) agent's frame at t0; x, y divided by sample.feature_config.scene_scale"},
+        {"name": "raster", "shape": [1, "A", c, s, s], "dtype": "uint8", "channels": list(features.raster.channels),
+         "frame": "bird's-eye crop per agent, the agent heading up the image", "units": "0..255 (scaled to [0, 1] inside)"},
+        {"name": "agent_mask", "shape": [1, "A"], "dtype": "bool", "meaning": "real agent (all True at inference)"},
+        {"name": "plan", "shape": [1, "A", tf, 2], "dtype": "float32", "units": "m", "frame": agent_frame,
+         "meaning": "planned future positions (the action) for agents with plan_mask; zeros elsewhere"},
+        {"name": "plan_mask", "shape": [1, "A"], "dtype": "bool", "meaning": "agent follows its plan"},
+    ]
+
+
+def output_spec(model_cfg) -> list[dict]:
+    k, tf = model_cfg.modes, model_cfg.future_steps
+    agent_frame = "each agent's own frame at t0 (the frame of the hist input)"
+    return [
+        {"name": "traj", "shape": [1, "A", k, tf, 2], "dtype": "float32", "units": "m", "frame": agent_frame,
+         "meaning": f"K={k} futures of {tf} steps, dt after dt, first step at t0 + dt"},
+        {"name": "scale", "shape": [1, "A", k, tf, 2], "dtype": "float32", "units": "m", "frame": agent_frame,
+         "meaning": "Laplace scale of each position"},
+        {"name": "prob", "shape": [1, "A", k], "dtype": "float32", "units": "1",
+         "meaning": "mode probabilities; sum to 1 over K for every agent"},
+    ]
+
+
+def bundle_manifest(loaded, max_agents: int, opset: int, files: dict[str, str], models: dict[str, str],
+                    verification: list[dict] | None) -> dict:
+    import onnx
+    import onnxruntime
+    import torch
+
+    features, mcfg = loaded.features, loaded.model.cfg
+    meta = loaded.meta or {}
+    return {
+        "format": BUNDLE_FORMAT,
+        "format_version": BUNDLE_FORMAT_VERSION,
+        "model_version": forecast.__version__,
+        "trained_with_version": meta.get("version"),
+        "exported_by": {"forecast": forecast.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                        "onnxruntime": onnxruntime.__version__, "exporter": "torch.onnx.export(dynamo=True)",
+                        "opset": opset},
+        "training_run_id": meta.get("run_id"),
+        "training_metrics": meta.get("metrics", {}),
+        "max_agents": max_agents,
+        "batch_size": 1,
+        "models": models,
+        "inputs": input_spec(features, mcfg, max_agents),
+        "outputs": output_spec(mcfg),
+        "sample": {
+            "feature_config": to_dict(features),
+            "history_steps": features.history_steps,
+            "future_steps": mcfg.future_steps,
+            "dt": features.dt,
+            "history_s": features.history_s,
+            "horizon_s": mcfg.future_steps * features.dt,
+            "raster": to_dict(features.raster) | {"channels": list(features.raster.channels)},
+            "scene_scale": features.scene_scale,
+            "hist_features": list(HIST_FEATURES),
+            "agent_types": {t.label: int(t) for t in AgentType},
+            "target_agent_types": [t.label for t in TARGET_TYPES],
+            "modes": mcfg.modes,
+            "builder": "forecast.features.sample.build_sample(with_future=False)",
+        },
+        "model_config": to_dict(mcfg),
+        "units": {"length": "m", "time": "s", "angle": "rad, CCW from +x", "world": "the map's metric frame"},
+        "verification": verification,
+        "files": files,
+    }
+
+
+def export_bundle(model_path: str | Path, out_dir: str | Path, fp16: bool = False, verify: bool = False,
+                  opset: int | None = None, tracking_uri: str | None = None, register_name: str | None = None,
+                  max_agents: int = 256, progress: bool = True) -> Path:
+    """Export ``model.pt`` to a vehicle bundle in ``out_dir``; returns ``out_dir``.
+
+    verify: torch vs onnxruntime on ``build_sample`` scenes of 1, 7, 64 and 256 agents; raises
+    ``ParityError`` with the table beyond 1e-3 m (fp32) / 5e-2 m (fp16).
+    tracking_uri / register_name / $MLFLOW_TRACKING_URI: log the bundle to MLflow and register
+    a model version (the result goes to ``registration.json`` beside ``bundle.json``).
+    """
+    from forecast.export.onnx_export import (
+        PARITY_AGENT_COUNTS,
+        convert_fp16,
+        export_onnx,
+        opset_of,
+        parity_dicts,
+        parity_table,
+        verify_parity,
+    )
+    from forecast.model.checkpoint import load_model
+
+    def say(msg: str) -> None:
+        if progress:
+            print(msg, flush=True)
+
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir)
+    loaded = load_model(model_path)
+    if loaded.model.cfg.future_steps != loaded.features.future_steps:
+        raise ValueError(f"{model_path}: model future_steps={loaded.model.cfg.future_steps} but features say "
+                         f"{loaded.features.future_steps}")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        t = time.perf_counter()
+        export_onnx(loaded.model, loaded.features, stage / MODEL_FILE, opset=opset, max_agents=max_agents)
+        say(f"exported {MODEL_FILE} in {time.perf_counter() - t:.1f} s")
+        models = {"fp32": MODEL_FILE}
+        if fp16:
+            convert_fp16(stage / MODEL_FILE, stage / MODEL_FP16_FILE)
+            models["fp16"] = MODEL_FP16_FILE
+            say(f"converted {MODEL_FP16_FILE}")
+        verification = None
+        if verify:
+            counts = tuple(n for n in PARITY_AGENT_COUNTS if n <= max_agents)
+            rows = verify_parity(loaded.model, loaded.features, {v: stage / f for v, f in models.items()}, counts)
+            say(parity_table(rows))
+            verification = parity_dicts(rows)
+        files = {p.name: sha256_file(p) for p in sorted(stage.iterdir()) if p.is_file()}
+        manifest = bundle_manifest(loaded, max_agents, opset_of(stage / MODEL_FILE), files, models, verification)
+        write_json_atomic(manifest, stage / BUNDLE_FILE)
+        _publish(stage, out_dir)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+    say(f"bundle: {out_dir}")
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri or register_name:
+        reg = register_bundle(out_dir, uri or "sqlite:///mlflow.db", register_name or DEFAULT_REGISTERED_NAME)
+        say(f"registered {reg['name']} version {reg['version']} (mlflow run {reg['run_id']}, {reg['tracking_uri']})")
+    return out_dir
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Refuse to replace a directory that is not a bundle (e.g. ``--out .`` by mistake)."""
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise ValueError(f"--out {out_dir} exists and is not a directory")
+        entries = [p for p in out_dir.iterdir()]
+        if entries and not (out_dir / BUNDLE_FILE).exists():
+            raise ValueError(f"--out {out_dir} is a non-empty directory that is not a bundle; refusing to replace it")
+
+
+def _publish(stage: Path, out_dir: Path) -> None:
+    """Move the finished bundle into place; an older bundle there is replaced as a whole."""
+    os.chmod(stage, 0o755)  # mkdtemp/mkstemp create private files; a bundle is read by other users
+    for p in stage.iterdir():
+        os.chmod(p, 0o644)
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+    os.replace(stage, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def register_bundle(bundle_dir: Path, tracking_uri: str, name: str = DEFAULT_REGISTERED_NAME,
+                    experiment: str = DEFAULT_EXPORT_EXPERIMENT) -> dict:
+    """Log the bundle as artifacts of a new MLflow run and register a model version from them.
+
+    The run is tagged with the training run id and the bundle's hashes. Returns (and writes to
+    ``registration.json``, outside the hashed files) name, version, run id and URIs.
+    """
+    try:
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+    except ImportError as exc:  # pragma: no cover - mlflow is a dependency, but optional here
+        raise RuntimeError(f"MLflow registration asked for, but mlflow cannot be imported: {exc}") from exc
+
+    bundle_dir = Path(bundle_dir)
+    manifest = json.loads((bundle_dir / BUNDLE_FILE).read_text())
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
+    tags = {"forecast.model_version": manifest["model_version"], "forecast.bundle_format": str(manifest["format_version"]),
+            "forecast.bundle_json_sha256": sha256_file(bundle_dir / BUNDLE_FILE)}
+    if manifest.get("training_run_id"):
+        tags["forecast.training_run_id"] = manifest["training_run_id"]
+    run = client.create_run(exp_id, tags=tags, run_name=f"export-{manifest['model_version']}")
+    run_id = run.info.run_id
+    try:
+        client.log_param(run_id, "max_agents", manifest["max_agents"])
+        client.log_param(run_id, "opset", manifest["exported_by"]["opset"])
+        client.log_param(run_id, "variants", ",".join(sorted(manifest["models"])))
+        for row in manifest.get("verification") or []:
+            client.log_metric(run_id, f"parity_{row['variant']}_max_abs_traj_m_a{row['agents']}", row["max_abs_traj_m"])
+        for p in sorted(bundle_dir.iterdir()):
+            if p.is_file() and p.name != REGISTRATION_FILE:
+                client.log_artifact(run_id, str(p), artifact_path="bundle")
+        client.set_terminated(run_id, "FINISHED")
+    except Exception:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    # The run's artifact URI, not runs:/...: MLflow 3 resolves runs:/ URIs to "logged models", which a
+    # plain artifact directory is not. The version still links to the run (run_id).
+    source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/bundle"
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="forecast world model, ONNX bundle for the vehicle")
+    mv = client.create_model_version(name, source, run_id=run_id,
+                                     tags={"forecast.training_run_id": manifest.get("training_run_id") or "",
+                                           "forecast.bundle_json_sha256": tags["forecast.bundle_json_sha256"]})
+    reg = {"name": name, "version": str(mv.version), "run_id": run_id, "source": source, "tracking_uri": tracking_uri,
+           "bundle_json_sha256": tags["forecast.bundle_json_sha256"]}
+    write_json_atomic(reg, bundle_dir / REGISTRATION_FILE)
+    return reg

@@ -1,0 +1,367 @@
+"""Vehicle-side predictor: a verified bundle, onnxruntime, and the training code's sample builder.
+
+No torch and no lightning here (nor in anything imported from here): numpy, shapely, OpenCV,
+onnxruntime and ``forecast.features`` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from forecast.config import from_dict
+from forecast.features.config import FeatureConfig
+from forecast.features.frames import to_local, to_world
+from forecast.features.raster import MapRaster, rasterize_map_layers
+from forecast.features.sample import Sample, build_sample
+from forecast.features.tracks import AgentTracks, check_tracks
+
+BUNDLE_FILE = "bundle.json"
+REGISTRATION_FILE = "registration.json"  # written after registration; not part of the hashed bundle
+BUNDLE_FORMAT = "forecast-bundle"
+BUNDLE_FORMAT_VERSION = 1
+INPUT_DTYPES = {"hist": np.float32, "hist_mask": np.bool_, "agent_type": np.int64, "pose": np.float32,
+                "raster": np.uint8, "agent_mask": np.bool_, "plan": np.float32, "plan_mask": np.bool_}
+PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+                    "tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider"}
+
+
+class BundleIntegrityError(ValueError):
+    """The bundle is incomplete, altered, or not a bundle: refuse to run it."""
+
+
+class InputError(ValueError):
+    """Base class of the errors for input that the predictor refuses (each says what and why)."""
+
+
+class EmptySceneError(InputError):
+    """No agent to predict."""
+
+
+class TooManyAgentsError(InputError):
+    """More agents present at t0 than the bundle's graph accepts."""
+
+
+class InvalidTracksError(InputError):
+    """Tracks the sample builder cannot trust: NaN positions, wrong dtype or shape, unknown agent type."""
+
+
+class UnitMismatchError(InputError):
+    """Time step (or another unit) that does not match the bundle and cannot be converted."""
+
+
+class MapError(InputError):
+    """A map that cannot be drawn (no drawable layers, too large)."""
+
+
+class PlanError(InputError):
+    """A plan of the wrong shape, with non-finite values, or for an agent not in the scene."""
+
+
+@dataclass
+class Prediction:
+    """Predicted futures of the agents present at t0, in the world frame of the input tracks."""
+
+    traj_world: np.ndarray  # [A, K, T_f, 2] float64, metres, world frame; step i at t0 + (i + 1) dt
+    prob: np.ndarray  # [A, K] float32, sums to 1 per agent
+    track_ids: np.ndarray  # [A] track ids (str), or the agents' indices in the tracks when there are no ids
+    agent_type: np.ndarray  # [A] int64, AgentType
+    agent_index: np.ndarray  # [A] int64, rows of the input tracks
+    scale: np.ndarray  # [A, K, T_f, 2] float32, Laplace scale (m) along each agent's t0 frame axes
+    t0: int  # the step of the input tracks the prediction starts from
+    dt: float  # seconds per predicted step
+
+    @property
+    def num_agents(self) -> int:
+        return len(self.agent_index)
+
+
+# --- bundle reading and verification (shared with the exporter) -----------------------------------------
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_manifest(bundle_dir: str | Path) -> dict:
+    bundle_dir = Path(bundle_dir)
+    path = bundle_dir / BUNDLE_FILE
+    if not bundle_dir.is_dir():
+        raise BundleIntegrityError(f"bundle directory {bundle_dir} does not exist")
+    if not path.exists():
+        raise BundleIntegrityError(f"{bundle_dir} is not a bundle: {BUNDLE_FILE} is missing")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleIntegrityError(f"{path}: unreadable ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleIntegrityError(f"{path}: not a {BUNDLE_FORMAT} manifest")
+    if manifest.get("format_version") != BUNDLE_FORMAT_VERSION:
+        raise BundleIntegrityError(f"{path}: bundle format version {manifest.get('format_version')} is not supported "
+                                   f"(this runtime reads version {BUNDLE_FORMAT_VERSION})")
+    if not isinstance(manifest.get("files"), dict) or not manifest["files"]:
+        raise BundleIntegrityError(f"{path}: no file hashes")
+    return manifest
+
+
+def verify_bundle(bundle_dir: str | Path, manifest: dict | None = None) -> dict[str, bytes]:
+    """Check the sha256 of every file listed in ``bundle.json``; return their contents.
+
+    Raises ``BundleIntegrityError`` naming the first missing or altered file. The bytes returned
+    are the bytes that were hashed, so what is then loaded is what was checked.
+    """
+    bundle_dir = Path(bundle_dir)
+    manifest = manifest if manifest is not None else read_manifest(bundle_dir)
+    blobs: dict[str, bytes] = {}
+    for name, expected in sorted(manifest["files"].items()):
+        if Path(name).name != name or name in (BUNDLE_FILE, REGISTRATION_FILE):
+            raise BundleIntegrityError(f"{BUNDLE_FILE} lists an invalid file name {name!r}")
+        path = bundle_dir / name
+        if not path.is_file():
+            raise BundleIntegrityError(f"bundle file {name} is missing from {bundle_dir}")
+        data = path.read_bytes()
+        actual = _sha256(data)
+        if actual != expected:
+            raise BundleIntegrityError(f"bundle file {name} does not match its sha256 in {BUNDLE_FILE} "
+                                       f"(expected {expected[:16]}..., got {actual[:16]}...): refusing to load it")
+        blobs[name] = data
+    for variant, name in manifest.get("models", {}).items():
+        if name not in blobs:
+            raise BundleIntegrityError(f"model {variant} ({name}) is not among the hashed files of {BUNDLE_FILE}")
+    return blobs
+
+
+def resolve_providers(providers) -> list:
+    """Provider list for onnxruntime: CPU by default; asked-for providers that this build lacks are
+    skipped with a warning; CPU is always last as the fallback. Accepts aliases cpu/cuda/tensorrt
+    and (name, options) pairs."""
+    import onnxruntime as ort
+
+    if providers is None:
+        return ["CPUExecutionProvider"]
+    if isinstance(providers, str):
+        providers = [providers]
+    available = set(ort.get_available_providers())
+    out: list = []
+    for p in providers:
+        name, opts = (p if isinstance(p, tuple) else (p, None))
+        name = PROVIDER_ALIASES.get(str(name).lower(), name)
+        if name not in available:
+            warnings.warn(f"onnxruntime provider {name} is not available in this build "
+                          f"(available: {sorted(available)}); skipping it", RuntimeWarning, stacklevel=3)
+            continue
+        out.append((name, opts) if opts else name)
+    if "CPUExecutionProvider" not in [p[0] if isinstance(p, tuple) else p for p in out]:
+        out.append("CPUExecutionProvider")
+    return out
+
+
+# --- the predictor ------------------------------------------------------------------------------------
+
+
+class Predictor:
+    """Run an exported bundle on raw world-frame tracks.
+
+    ``Predictor(bundle_dir)`` checks every file's sha256 before onnxruntime sees any of them.
+    ``variant`` picks ``fp32`` (default) or ``fp16`` when the bundle has it; ``threads`` sets
+    onnxruntime's intra-op threads (None: its default).
+    """
+
+    def __init__(self, bundle_dir: str | Path, providers=None, variant: str = "fp32", threads: int | None = None,
+                 map_cache_size: int = 8):
+        import onnxruntime as ort
+
+        self.bundle_dir = Path(bundle_dir)
+        self.manifest = read_manifest(self.bundle_dir)
+        blobs = verify_bundle(self.bundle_dir, self.manifest)
+        models = self.manifest.get("models", {})
+        if variant not in models:
+            raise ValueError(f"bundle {self.bundle_dir} has no {variant} model (has {sorted(models)})")
+        sample = self.manifest["sample"]
+        self.features: FeatureConfig = from_dict(FeatureConfig, sample["feature_config"])
+        self.future_steps: int = int(sample["future_steps"])
+        self.modes: int = int(sample["modes"])
+        self.max_agents: int = int(self.manifest["max_agents"])
+        self.agent_types: dict[str, int] = {k: int(v) for k, v in sample["agent_types"].items()}
+        self.variant = variant
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        self.providers = resolve_providers(providers)
+        self.session = ort.InferenceSession(blobs[models[variant]], opts, providers=self.providers)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        expected_in = [i["name"] for i in self.manifest["inputs"]]
+        if self.input_names != expected_in:
+            raise BundleIntegrityError(f"graph inputs {self.input_names} differ from {BUNDLE_FILE}'s {expected_in}")
+        self._maps: OrderedDict[object, tuple[object, MapRaster]] = OrderedDict()
+        self._map_cache_size = map_cache_size
+
+    @property
+    def dt(self) -> float:
+        return self.features.dt
+
+    # -- input checks --
+
+    def check_tracks(self, tracks: AgentTracks) -> None:
+        """Every check of the input tracks, each with its own error class."""
+        if not isinstance(tracks, AgentTracks):
+            raise InvalidTracksError(f"expected forecast.features.tracks.AgentTracks, got {type(tracks).__name__}")
+        xy = np.asarray(tracks.xy)
+        if xy.ndim != 3 or xy.shape[-1] != 2:
+            raise InvalidTracksError(f"xy must have shape [A, T, 2] (metres), got {xy.shape}")
+        if xy.shape[0] == 0 or xy.shape[1] == 0:
+            raise EmptySceneError(f"empty scene: tracks have shape {xy.shape} (no agents or no steps)")
+        if xy.dtype.kind != "f":
+            raise InvalidTracksError(f"xy must be floating-point metres, got dtype {xy.dtype} "
+                                     "(integer positions usually mean a unit or parsing error)")
+        codes = np.asarray(tracks.agent_type)
+        if codes.shape != xy.shape[:1]:
+            raise InvalidTracksError(f"agent_type must have shape [A]=({xy.shape[0]},), got {codes.shape}")
+        if np.shape(tracks.heading) != xy.shape[:2] or np.shape(tracks.present) != xy.shape[:2]:
+            raise InvalidTracksError(f"heading and present must have shape [A, T]={xy.shape[:2]}, got "
+                                     f"{np.shape(tracks.heading)} and {np.shape(tracks.present)}")
+        if np.asarray(tracks.present).dtype != np.bool_:
+            raise InvalidTracksError(f"present must be bool, got dtype {np.asarray(tracks.present).dtype}")
+        if codes.dtype.kind not in "iu":
+            raise InvalidTracksError(f"agent_type must be integer AgentType codes {self.agent_types}, got dtype "
+                                     f"{codes.dtype}")
+        unknown = sorted(set(np.unique(codes).tolist()) - set(self.agent_types.values()))
+        if unknown:
+            raise InvalidTracksError(f"unknown agent type code(s) {unknown}; this bundle knows {self.agent_types}")
+        try:
+            check_tracks(tracks)
+        except ValueError as exc:
+            raise InvalidTracksError(str(exc)) from exc
+
+    def _match_dt(self, tracks: AgentTracks, t0: int) -> tuple[AgentTracks, int]:
+        """Tracks at the bundle's dt, keeping step ``t0``: whole-multiple downsampling only."""
+        want = self.features.dt
+        if abs(tracks.dt - want) <= 1e-9 * max(1.0, want):
+            return tracks, t0
+        ratio = want / tracks.dt
+        n = int(round(ratio))
+        if n < 2 or abs(ratio - n) > 1e-6:
+            hint = " (dt is seconds per step; was it given in milliseconds?)" if tracks.dt >= 1.0 else ""
+            raise UnitMismatchError(f"tracks have dt={tracks.dt:g} s but the bundle expects dt={want:g} s, and "
+                                    f"{tracks.dt:g} s cannot be downsampled to it by a whole factor{hint}")
+        off = t0 % n
+        sub = AgentTracks(tracks.xy[:, off::n], tracks.heading[:, off::n], tracks.present[:, off::n],
+                          tracks.agent_type, want, tracks.track_ids)
+        return sub, (t0 - off) // n
+
+    def map_raster(self, map_layers: dict | None, map_id: str | None = None) -> MapRaster | None:
+        """The map drawn once and cached (by ``map_id`` when given, else by the layers object)."""
+        if map_layers is None:
+            if map_id is not None and map_id in self._maps:
+                return self._maps[map_id][1]
+            if map_id is not None:
+                raise MapError(f"map {map_id!r} is not cached; pass its layers once")
+            return None
+        key = map_id if map_id is not None else ("id", id(map_layers))
+        hit = self._maps.get(key)
+        if hit is not None and (map_id is not None or hit[0] is map_layers):
+            self._maps.move_to_end(key)
+            return hit[1]
+        if not isinstance(map_layers, dict):
+            raise MapError(f"map_layers must be a dict of layer name -> list of shapely geometries, got "
+                           f"{type(map_layers).__name__}")
+        try:
+            raster = rasterize_map_layers(map_layers, self.features.raster.resolution)
+        except ValueError as exc:
+            raise MapError(str(exc)) from exc
+        self._maps[key] = (map_layers, raster)  # holding the layers keeps id() from being reused
+        while len(self._maps) > self._map_cache_size:
+            self._maps.popitem(last=False)
+        return raster
+
+    # -- inference --
+
+    def build(self, tracks: AgentTracks, t0: int, map_layers: dict | None = None,
+              map_id: str | None = None) -> tuple[Sample, AgentTracks, int, np.ndarray]:
+        """Checks, dt matching and ``build_sample``: (sample, tracks at the bundle's dt, t0 there, agents)."""
+        self.check_tracks(tracks)
+        if not isinstance(t0, int | np.integer) or not 0 <= t0 < tracks.num_steps:
+            raise InputError(f"t0 must be a step index in [0, {tracks.num_steps}), got {t0!r}")
+        tr, t = self._match_dt(tracks, int(t0))
+        agents = np.flatnonzero(tr.present[:, t])
+        if len(agents) == 0:
+            raise EmptySceneError(f"empty scene: no agent is present at t0={t0}")
+        if len(agents) > self.max_agents:
+            raise TooManyAgentsError(f"{len(agents)} agents are present at t0={t0}; this bundle accepts at most "
+                                     f"{self.max_agents} per call (drop far-away agents or split the scene)")
+        raster = self.map_raster(map_layers, map_id)
+        sample = build_sample(tr, t, self.features, raster, agents=agents, with_future=False)
+        return sample, tr, t, agents
+
+    def inputs(self, sample: Sample, plan_local: np.ndarray | None = None, plan_row: int | None = None) -> dict:
+        a = sample.num_agents
+        plan = np.zeros((1, a, self.future_steps, 2), np.float32)
+        plan_mask = np.zeros((1, a), bool)
+        if plan_local is not None:
+            plan[0, plan_row] = plan_local
+            plan_mask[0, plan_row] = True
+        arrays = {"hist": sample.hist, "hist_mask": sample.hist_mask, "agent_type": sample.agent_type,
+                  "pose": sample.pose, "raster": sample.raster, "agent_mask": sample.agent_mask}
+        feed = {k: np.ascontiguousarray(v[None], dtype=INPUT_DTYPES[k]) for k, v in arrays.items()}
+        feed["plan"], feed["plan_mask"] = plan, plan_mask
+        return feed
+
+    def predict(self, tracks: AgentTracks, t0: int, map_layers: dict | None = None, plan: np.ndarray | None = None,
+                plan_agent: int | str | None = None, map_id: str | None = None) -> Prediction:
+        """Predict every agent present at step ``t0`` of ``tracks`` (world frame, metres, ``dt`` s/step).
+
+        map_layers: ``{layer: [shapely geometry, ...]}`` in the tracks' world frame (None: no map).
+        plan: world-frame ``[T_f, 2]`` future of agent ``plan_agent`` (row index into the tracks,
+        or its track id): that agent follows it and the others react to it.
+        """
+        sample, _, t, agents = self.build(tracks, t0, map_layers, map_id)
+        plan_local = row = None
+        if plan is not None or plan_agent is not None:
+            row, plan_local = self._plan(sample, tracks, agents, plan, plan_agent)
+        out = dict(zip(self.output_names, self.session.run(self.output_names, self.inputs(sample, plan_local, row)),
+                       strict=True))
+        traj = out["traj"][0].astype(np.float64)
+        ids = sample.track_ids if sample.track_ids is not None else agents.astype(str)
+        return Prediction(
+            traj_world=to_world(traj, sample.origin, sample.heading),
+            prob=out["prob"][0],
+            track_ids=np.asarray(ids),
+            agent_type=sample.agent_type,
+            agent_index=agents,
+            scale=out["scale"][0],
+            t0=int(t0),
+            dt=self.features.dt,
+        )
+
+    def _plan(self, sample: Sample, tracks: AgentTracks, agents: np.ndarray, plan, plan_agent) -> tuple[int, np.ndarray]:
+        if plan is None or plan_agent is None:
+            raise PlanError("a plan needs both plan ([T_f, 2] world-frame metres) and plan_agent")
+        plan = np.asarray(plan)
+        if plan.dtype.kind != "f":
+            raise PlanError(f"plan must be floating-point metres, got dtype {plan.dtype}")
+        if plan.shape != (self.future_steps, 2):
+            raise PlanError(f"plan must have shape ({self.future_steps}, 2) (T_f steps of dt={self.features.dt:g} s "
+                            f"after t0, world x/y in metres), got {plan.shape}")
+        if not np.isfinite(plan).all():
+            raise PlanError("plan has NaN or infinite values")
+        if isinstance(plan_agent, str):
+            if tracks.track_ids is None or plan_agent not in set(tracks.track_ids.tolist()):
+                raise PlanError(f"plan_agent {plan_agent!r} is not a track id of the scene")
+            idx = int(np.flatnonzero(np.asarray(tracks.track_ids) == plan_agent)[0])
+        else:
+            idx = int(plan_agent)
+        where = np.flatnonzero(agents == idx)
+        if len(where) == 0:
+            raise PlanError(f"plan_agent {plan_agent!r} is not present at t0 (only agents present at t0 are predicted)")
+        row = int(where[0])
+        local = to_local(plan[None].astype(np.float64), sample.origin[row : row + 1], sample.heading[row : row + 1])[0]
+        return row, local.astype(np.float32)

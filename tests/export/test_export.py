@@ -1,0 +1,207 @@
+"""Export to the vehicle: the CLI, the ONNX graph (dynamic agents, parity with torch), bundle.json, hashes, MLflow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+import forecast
+from forecast.cli import main
+from forecast.config import to_dict
+from forecast.data.atomic import sha256_file
+from forecast.data.schema import AgentType
+from forecast.export.onnx_export import (
+    ParityError,
+    check_onnx,
+    synthetic_map_layers,
+    synthetic_sample,
+    verify_parity,
+)
+from forecast.features.config import FeatureConfig, RasterConfig
+from forecast.features.raster import rasterize_map_layers
+from forecast.model.batch import MODEL_INPUT_NAMES, MODEL_OUTPUT_NAMES, collate
+from forecast.model.checkpoint import load_model, save_model
+from forecast.model.config import ModelConfig
+from forecast.model.world_model import WorldModel
+from forecast.runtime import BundleIntegrityError, Predictor
+
+FEATURES = FeatureConfig(history_steps=8, future_steps=6, raster=RasterConfig(size=16, resolution=1.0, ahead=4.0))
+MODEL = ModelConfig(hidden=16, modes=3, heads=4, interaction_layers=1, raster_width=8, future_steps=6,
+                    rollout_stride=3)
+
+
+def tiny_export(tmp_path_factory) -> Path:
+    """A tiny untrained model.pt exported once per session through the CLI (--fp16 --verify).
+
+    The same helper lives in tests/runtime/test_runtime.py; whichever runs first builds it.
+    """
+    root = tmp_path_factory.getbasetemp() / "tiny_export"
+    if (root / "bundle" / "bundle.json").exists():
+        return root
+    root.mkdir(exist_ok=True)
+    torch.manual_seed(0)
+    model = WorldModel(MODEL, FEATURES.scene_scale).eval()
+    torch.nn.init.normal_(model.rollout.head[-1].weight, std=0.05)  # untrained, the head is zero: constant velocity
+    save_model(root / "model.pt", model, FEATURES, {"run_id": "run-tiny", "version": forecast.__version__})
+    rc = main(["--quiet", "export", "--model", str(root / "model.pt"), "--out", str(root / "bundle"), "--fp16",
+               "--verify"])
+    assert rc == 0
+    return root
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory) -> Path:
+    return tiny_export(tmp_path_factory)
+
+
+def test_cli_export_writes_a_checked_bundle(exported):
+    bundle = exported / "bundle"
+    assert sorted(p.name for p in bundle.iterdir()) == ["bundle.json", "model.onnx", "model_fp16.onnx"]
+    for name in ("model.onnx", "model_fp16.onnx"):
+        proto = check_onnx(bundle / name)  # onnx.checker + names
+        onnx.checker.check_model(proto)
+        a_dims = {i.name: i.type.tensor_type.shape.dim[1] for i in proto.graph.input}
+        assert all(d.dim_param and not d.dim_value for d in a_dims.values()), a_dims  # agents: symbolic
+        assert all(i.type.tensor_type.shape.dim[0].dim_value == 1 for i in proto.graph.input)
+
+
+def test_bundle_json_fields_and_hashes(exported):
+    bundle = exported / "bundle"
+    m = json.loads((bundle / "bundle.json").read_text())
+    assert m["format"] == "forecast-bundle" and m["format_version"] == 1
+    assert [i["name"] for i in m["inputs"]] == list(MODEL_INPUT_NAMES)
+    assert [o["name"] for o in m["outputs"]] == list(MODEL_OUTPUT_NAMES)
+    shapes = {i["name"]: i["shape"] for i in m["inputs"] + m["outputs"]}
+    assert shapes["hist"] == [1, "A", 8, 7] and shapes["raster"] == [1, "A", 8, 16, 16]
+    assert shapes["plan"] == [1, "A", 6, 2] and shapes["traj"] == [1, "A", 3, 6, 2] and shapes["prob"] == [1, "A", 3]
+    dtypes = {i["name"]: i["dtype"] for i in m["inputs"]}
+    assert dtypes == {"hist": "float32", "hist_mask": "bool", "agent_type": "int64", "pose": "float32",
+                      "raster": "uint8", "agent_mask": "bool", "plan": "float32", "plan_mask": "bool"}
+    traj = next(o for o in m["outputs"] if o["name"] == "traj")
+    assert traj["units"] == "m" and "t0" in traj["frame"]
+    assert "sum to 1" in next(o for o in m["outputs"] if o["name"] == "prob")["meaning"]
+    s = m["sample"]
+    assert s["feature_config"] == json.loads(json.dumps(to_dict(FEATURES)))
+    assert s["dt"] == 0.1 and s["history_steps"] == 8 and s["future_steps"] == 6 and s["modes"] == 3
+    assert s["agent_types"] == {t.label: int(t) for t in AgentType}
+    assert s["raster"]["size"] == 16 and len(s["raster"]["channels"]) == 8 and s["scene_scale"] == 50.0
+    assert m["model_version"] == forecast.__version__ and m["training_run_id"] == "run-tiny"
+    assert m["max_agents"] == 256 and m["models"] == {"fp32": "model.onnx", "fp16": "model_fp16.onnx"}
+    # every file but bundle.json itself is hashed, and the hashes are right
+    assert set(m["files"]) == {p.name for p in bundle.iterdir()} - {"bundle.json"}
+    assert all(sha256_file(bundle / n) == h for n, h in m["files"].items())
+    # --verify ran at 1, 7, 64, 256 agents for both variants and passed
+    rows = {(r["variant"], r["agents"]): r for r in m["verification"]}
+    assert set(rows) == {(v, n) for v in ("fp32", "fp16") for n in (1, 7, 64, 256)}
+    assert all(r["ok"] for r in rows.values())
+    assert max(r["max_abs_traj_m"] for r in rows.values() if r["variant"] == "fp32") <= 1e-3
+
+
+@pytest.mark.parametrize("agents", [1, 7, 64])
+def test_onnxruntime_matches_torch(exported, agents):
+    loaded = load_model(exported / "model.pt")
+    sess = ort.InferenceSession(str(exported / "bundle" / "model.onnx"), providers=["CPUExecutionProvider"])
+    raster = rasterize_map_layers(synthetic_map_layers(), FEATURES.raster.resolution)
+    sample, _, _ = synthetic_sample(agents, FEATURES, seed=100 + agents, map_raster=raster)
+    batch = collate([sample], FEATURES.future_steps)
+    if agents > 1:  # one agent follows a plan
+        batch.plan[0, 1] = torch.linspace(0.5, 3.0, FEATURES.future_steps)[:, None] * torch.tensor([1.0, 0.2])
+        batch.plan_mask[0, 1] = True
+    with torch.no_grad():
+        ref = [t.numpy() for t in loaded.model(*batch.model_inputs())]
+    out = sess.run(list(MODEL_OUTPUT_NAMES), {n: t.numpy() for n, t in zip(MODEL_INPUT_NAMES, batch.model_inputs(),
+                                                                          strict=True)})
+    assert out[0].shape == (1, agents, 3, 6, 2) and out[2].shape == (1, agents, 3)
+    assert np.abs(out[0] - ref[0]).max() <= 1e-3
+    assert np.abs(out[1] - ref[1]).max() <= 1e-3 and np.abs(out[2] - ref[2]).max() <= 1e-5
+    np.testing.assert_allclose(out[2].sum(-1), 1.0, atol=1e-5)
+    assert np.abs(ref[0]).max() > 0.1  # a non-trivial output was compared
+
+
+def test_parity_failure_raises_with_the_numbers(exported):
+    other = WorldModel(MODEL, FEATURES.scene_scale).eval()
+    torch.nn.init.normal_(other.rollout.head[-1].weight, std=0.5)  # not the exported weights
+    with pytest.raises(ParityError, match=r"max\|dtraj\| m[\s\S]*fp32\s+7"):
+        verify_parity(other, FEATURES, {"fp32": exported / "bundle" / "model.onnx"}, agent_counts=(7,))
+
+
+def test_tampered_model_is_refused_before_onnxruntime(exported, tmp_path, monkeypatch):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(exported / "bundle", bundle)
+    Predictor(bundle)  # intact: loads
+    data = bytearray((bundle / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bundle / "model.onnx").write_bytes(bytes(data))
+
+    def no_session(*args, **kwargs):
+        raise AssertionError("onnxruntime saw a file that failed its hash check")
+
+    monkeypatch.setattr(ort, "InferenceSession", no_session)
+    with pytest.raises(BundleIntegrityError, match="model.onnx does not match its sha256"):
+        Predictor(bundle)
+    with pytest.raises(BundleIntegrityError, match="model.onnx"):  # every file is checked, whichever variant runs
+        Predictor(bundle, variant="fp16")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda b: (b / "model_fp16.onnx").unlink(), "model_fp16.onnx is missing"),
+    (lambda b: (b / "bundle.json").unlink(), "bundle.json is missing"),
+    (lambda b: (b / "bundle.json").write_text("{"), "unreadable"),
+])
+def test_incomplete_bundle_is_refused(exported, tmp_path, damage, message):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(exported / "bundle", bundle)
+    damage(bundle)
+    with pytest.raises(BundleIntegrityError, match=message):
+        Predictor(bundle)
+
+
+def test_fp16_variant_runs_close_to_fp32(exported):
+    from forecast.export.onnx_export import synthetic_tracks
+
+    tracks, t0 = synthetic_tracks(20, FEATURES, seed=5)
+    p32 = Predictor(exported / "bundle").predict(tracks, t0)
+    p16 = Predictor(exported / "bundle", variant="fp16").predict(tracks, t0)
+    assert np.abs(p16.traj_world - p32.traj_world).max() <= 5e-2
+
+
+def test_cli_errors_are_clear(exported, tmp_path, capsys):
+    assert main(["export", "--model", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "b")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    assert main(["export", "--model", str(exported / "model.pt"), "--out", str(precious)]) == 2
+    assert "not a bundle" in capsys.readouterr().err and (precious / "notes.txt").exists()
+
+
+@pytest.mark.slow  # about 10 s: a fresh SQLite tracking store runs MLflow's migrations
+def test_register_in_mlflow_keeps_bundle_json_stable(exported, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from forecast.export.bundle import register_bundle
+
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root is ./mlruns
+    bundle = tmp_path / "bundle"
+    shutil.copytree(exported / "bundle", bundle)
+    before = sha256_file(bundle / "bundle.json")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    reg = register_bundle(bundle, uri, "tiny-model")
+    assert reg["version"] == "1" and reg["name"] == "tiny-model"
+    assert sha256_file(bundle / "bundle.json") == before
+    assert json.loads((bundle / "registration.json").read_text())["version"] == "1"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    mv = client.get_model_version("tiny-model", "1")
+    assert mv.run_id == reg["run_id"] and mv.source.endswith("/bundle")
+    run = client.get_run(reg["run_id"])
+    assert run.data.tags["forecast.training_run_id"] == "run-tiny"
+    logged = {Path(f.path).name for f in client.list_artifacts(reg["run_id"], "bundle")}
+    assert logged == {"bundle.json", "model.onnx", "model_fp16.onnx"}
+    Predictor(bundle)  # registration.json beside the bundle is not part of it
