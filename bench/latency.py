@@ -95,7 +95,7 @@ def main() -> None:
         sample = build_sample(tracks, t0, feats, m, with_future=False)
         feed = pred1.inputs(sample)
 
-        def add(what: str, p50: float, p99: float) -> None:
+        def add(what: str, p50: float, p99: float, a: int = a) -> None:
             rows.append({"agents": a, "what": what, "p50_ms": p50, "p99_ms": p99})
 
         add("preprocessing (build_sample, map raster cached)",

@@ -43,26 +43,26 @@ def main() -> None:
     rows = []
     for size, res in ((128, 0.5), (64, 0.5), (48, 0.75)):
         cfg = FeatureConfig(raster=RasterConfig(size=size, resolution=res, ahead=8.0), max_agents=64)
-        t_map = best_of(lambda: rasterize_map_layers(layers, res), 2)  # noqa: B023
+        t_map = best_of(lambda res=res: rasterize_map_layers(layers, res), 2)
         m = rasterize_map_layers(layers, res)
         plan = plan_samples(tracks, 0, cfg, 20)[:8]
         samples = [(p.t0, p.agents) for p in plan]
         n = sum(len(a) for _, a in samples)
 
-        def crops():
+        def crops(samples=samples, cfg=cfg, m=m):
             for t0, agents in samples:
                 xy = tracks.xy[agents, t0]
-                crop_map(m, xy, np.zeros(len(agents)), cfg.raster)  # noqa: B023
+                crop_map(m, xy, np.zeros(len(agents)), cfg.raster)
 
-        def motion():
+        def motion(samples=samples, cfg=cfg):
             for t0, agents in samples:
                 s = slice(t0 - 19, t0 + 1)
                 draw_motion(np.nan_to_num(tracks.xy[agents, s]), tracks.present[agents, s], tracks.agent_type[agents],
-                            tracks.xy[agents, t0], np.zeros(len(agents)), cfg.raster)  # noqa: B023
+                            tracks.xy[agents, t0], np.zeros(len(agents)), cfg.raster)
 
-        def full_samples():
+        def full_samples(samples=samples, cfg=cfg, m=m):
             for t0, agents in samples:
-                build_sample(tracks, t0, cfg, m, agents, agents[0])  # noqa: B023
+                build_sample(tracks, t0, cfg, m, agents, agents[0])
 
         tc, tm, ts = best_of(crops), best_of(motion), best_of(full_samples)
         rows.append({"size": size, "m_per_px": res, "map_draw_ms": 1e3 * t_map, "agents": n,

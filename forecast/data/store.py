@@ -15,6 +15,7 @@ independently, so shards of one ingestion never touch the same file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import defaultdict
@@ -35,8 +36,6 @@ _HIVE = ds.partitioning(pa.schema([("source", pa.string()), ("split", pa.string(
 
 def safe_name(key: str) -> str:
     """A file-name-safe, collision-free name for a unit or map key."""
-    import hashlib
-
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_")[:80]
     return f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 

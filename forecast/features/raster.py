@@ -71,14 +71,13 @@ def rasterize_map_layers(layers: dict[str, list[shapely.Geometry]], resolution: 
 
 def agent_to_map_affine(origin: np.ndarray, heading: float, cfg: RasterConfig, m: MapRaster) -> np.ndarray:
     """2x3 affine taking agent-raster pixel (col, row) to map-raster pixel (col, row)."""
-    s, r, c = cfg.size, cfg.resolution, (cfg.size - 1) / 2.0
+    r, c = cfg.resolution, (cfg.size - 1) / 2.0
     # agent pixel -> local metres: u = ahead + (c - row) r, v = (c - col) r
     local = np.array([[0.0, -r, cfg.ahead + c * r], [-r, 0.0, c * r], [0.0, 0.0, 1.0]])
     ch, sh = np.cos(heading), np.sin(heading)
     world = np.array([[ch, -sh, origin[0]], [sh, ch, origin[1]], [0.0, 0.0, 1.0]])
     to_map = np.array([[1 / m.resolution, 0.0, -m.x0 / m.resolution], [0.0, 1 / m.resolution, -m.y0 / m.resolution],
                        [0.0, 0.0, 1.0]])
-    del s
     return (to_map @ world @ local)[:2]
 
 
