@@ -117,7 +117,8 @@ def _extra_commands():
     import importlib
 
     out = []
-    for mod in ("forecast.training.cli", "forecast.evaluation.cli", "forecast.export.cli", "forecast.pipeline.cli"):
+    for mod in ("forecast.training.cli", "forecast.evaluation.cli", "forecast.export.cli", "forecast.pipeline.cli",
+                "forecast.benchmark.cli"):
         try:
             out.append(importlib.import_module(mod).register)
         except ModuleNotFoundError as exc:

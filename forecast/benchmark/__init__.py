@@ -1,0 +1,1 @@
+"""Benchmarks on public data sets under their published protocols (``forecast benchmark ...``)."""
