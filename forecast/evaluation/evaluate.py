@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -636,29 +637,44 @@ def headline_metrics(metrics: dict) -> dict[str, float]:
 
 
 def log_mlflow(result: EvalResult, cfg: EvalConfig) -> str:
+    """Log params, headline metrics and the two files to a new run; returns its id.
+
+    Uses an explicit client, not the fluent API: ``mlflow.set_tracking_uri`` would change the
+    process's ``$MLFLOW_TRACKING_URI`` for every later step (e.g. make an export register itself).
+    """
     import warnings
 
-    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
 
     from forecast.training.train import tracking_uri
 
     warnings.filterwarnings("ignore", ".*MLflow Model Registry.*")
-    mlflow.set_tracking_uri(tracking_uri(cfg.mlflow.tracking_uri))
-    mlflow.set_experiment(cfg.mlflow.experiment)
+    client = MlflowClient(tracking_uri=tracking_uri(cfg.mlflow.tracking_uri))
+    exp = client.get_experiment_by_name(cfg.mlflow.experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(cfg.mlflow.experiment)
     m = result.metrics
     run_name = cfg.mlflow.run_name or f"eval-{'+'.join(result.model_names)}-{cfg.split}"
-    with mlflow.start_run(run_name=run_name[:250]) as run:
-        mlflow.log_params({
+    run = client.create_run(exp_id, run_name=run_name[:250])
+    rid = run.info.run_id
+    try:
+        params = {
             "models": ",".join(m["config"]["models"])[:500], "split": cfg.split, "store": m["store"][:500],
             "num_samples": m["num_samples"], "t0_stride": cfg.t0_stride, "max_samples": cfg.max_samples,
             "seed": cfg.seed, "history_steps": m["features"]["history_steps"],
             "future_steps": m["features"]["future_steps"], "dt": m["features"]["dt"],
-        })
-        mlflow.log_metrics(headline_metrics(m))
+        }
+        now = int(time.time() * 1000)
+        client.log_batch(rid, metrics=[Metric(k, float(v), now, 0) for k, v in headline_metrics(m).items()],
+                         params=[Param(k, str(v)) for k, v in params.items()])
         assert result.out_dir is not None
-        mlflow.log_artifact(str(result.out_dir / "metrics.json"))
-        mlflow.log_artifact(str(result.out_dir / "report.html"))
-        return run.info.run_id
+        client.log_artifact(rid, str(result.out_dir / "metrics.json"))
+        client.log_artifact(rid, str(result.out_dir / "report.html"))
+        client.set_terminated(rid, "FINISHED")
+    except Exception:
+        client.set_terminated(rid, "FAILED")
+        raise
+    return rid
 
 
 def _fmt(v: float | None, width: int = 10) -> str:

@@ -79,6 +79,8 @@ class SumoAdapter:
     def discover(self, root: Path, split: str | None) -> list[Unit]:
         units = []
         for fcd in sorted(Path(root).rglob("fcd.parquet")):
+            if any(part.startswith(".") for part in fcd.relative_to(root).parts):
+                continue  # a simulation still being written (or killed) lives in a hidden folder
             run_dir = fcd.parent
             meta = _read_meta(run_dir)
             nets = sorted(run_dir.glob("*.net.xml"))
