@@ -37,6 +37,20 @@ def tracking_uri(configured: str | None) -> str:
 
 
 def run_training(cfg: TrainConfig, progress: bool = True, extra_callbacks: list | None = None) -> TrainResult:
+    """Train, write ``model.pt`` and ``train_summary.json`` into ``cfg.out_dir``, log to MLflow."""
+    # Lightning's MLFlowLogger calls mlflow.set_tracking_uri, which also sets $MLFLOW_TRACKING_URI
+    # for the rest of the process; put it back so later steps see what the user set.
+    env_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        return _run_training(cfg, progress, extra_callbacks)
+    finally:
+        if env_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env_uri
+
+
+def _run_training(cfg: TrainConfig, progress: bool, extra_callbacks: list | None) -> TrainResult:
     cfg = cfg.resolved()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

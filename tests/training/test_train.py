@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import mlflow
 import torch
 
@@ -20,9 +22,12 @@ def test_same_seed_same_weights(sumo_store, tmp_path):
     assert any(not torch.equal(sa[k], sc[k]) for k in sa)
 
 
-def test_resume_continues_step_count_and_logs_to_mlflow(sumo_store, tmp_path):
+def test_resume_continues_step_count_and_logs_to_mlflow(sumo_store, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "run"
     first = run_training(tiny_train_config(sumo_store.path, out), progress=False)
+    # Lightning's logger sets $MLFLOW_TRACKING_URI; training must not leave it set for later steps
+    assert "MLFLOW_TRACKING_URI" not in os.environ
     assert first.global_step > 0 and (out / "checkpoints" / "last.ckpt").exists()
     second = run_training(tiny_train_config(sumo_store.path, out, **{"optim.max_epochs": 2}), progress=False)
     assert second.global_step == 2 * first.global_step
