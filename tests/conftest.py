@@ -66,3 +66,40 @@ def tiny_train_config(store_path, out_dir, **overrides):
         "mlflow": {"tracking_uri": f"sqlite:///{out_dir}/mlflow.db"},
     }
     return from_dict(TrainConfig, apply_overrides(base, [f"{k}={v}" for k, v in overrides.items()]))
+
+
+# A tiny untrained model exported once per session through the CLI (--fp16 --verify); the export
+# and runtime tests share it.
+TINY_FEATURES_KW = {"history_steps": 8, "future_steps": 6, "raster": {"size": 16, "resolution": 1.0, "ahead": 4.0}}
+TINY_MODEL_KW = {"hidden": 16, "modes": 3, "heads": 4, "interaction_layers": 1, "raster_width": 8, "future_steps": 6,
+                 "rollout_stride": 3}
+
+
+def tiny_features_and_model():
+    from forecast.config import from_dict
+    from forecast.features.config import FeatureConfig
+    from forecast.model.config import ModelConfig
+
+    return from_dict(FeatureConfig, TINY_FEATURES_KW), from_dict(ModelConfig, TINY_MODEL_KW)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory) -> Path:
+    """Directory with ``model.pt`` and ``bundle/`` of the tiny model (run id "run-tiny")."""
+    import torch
+
+    import forecast
+    from forecast.cli import main
+    from forecast.model.checkpoint import save_model
+    from forecast.model.world_model import WorldModel
+
+    features, model_cfg = tiny_features_and_model()
+    root = tmp_path_factory.mktemp("tiny_export")
+    torch.manual_seed(0)
+    model = WorldModel(model_cfg, features.scene_scale).eval()
+    torch.nn.init.normal_(model.rollout.head[-1].weight, std=0.05)  # untrained, the head is zero: constant velocity
+    save_model(root / "model.pt", model, features, {"run_id": "run-tiny", "version": forecast.__version__})
+    rc = main(["--quiet", "export", "--model", str(root / "model.pt"), "--out", str(root / "bundle"), "--fp16",
+               "--verify"])
+    assert rc == 0
+    return root

@@ -9,8 +9,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from forecast.data.schema import MAX_SPEED, QUARANTINE_SCHEMA, AgentType
+
+
+def dictionary_code(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Strings -> (codes [N] int64, names [U] object), vectorised in Arrow; a null becomes "".
+
+    The column is combined into one chunk first, so that codes are global and not per row group.
+    """
+    enc = pc.dictionary_encode(pc.fill_null(column.cast(pa.string()), "").combine_chunks())
+    return enc.indices.to_numpy().astype(np.int64), np.asarray(enc.dictionary.to_pylist(), dtype=object)
 
 
 @dataclass

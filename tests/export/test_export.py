@@ -24,41 +24,14 @@ from forecast.export.onnx_export import (
     synthetic_sample,
     verify_parity,
 )
-from forecast.features.config import FeatureConfig, RasterConfig
 from forecast.features.raster import rasterize_map_layers
 from forecast.model.batch import MODEL_INPUT_NAMES, MODEL_OUTPUT_NAMES, collate
-from forecast.model.checkpoint import load_model, save_model
-from forecast.model.config import ModelConfig
+from forecast.model.checkpoint import load_model
 from forecast.model.world_model import WorldModel
 from forecast.runtime import BundleIntegrityError, Predictor
+from tests.conftest import tiny_features_and_model
 
-FEATURES = FeatureConfig(history_steps=8, future_steps=6, raster=RasterConfig(size=16, resolution=1.0, ahead=4.0))
-MODEL = ModelConfig(hidden=16, modes=3, heads=4, interaction_layers=1, raster_width=8, future_steps=6,
-                    rollout_stride=3)
-
-
-def tiny_export(tmp_path_factory) -> Path:
-    """A tiny untrained model.pt exported once per session through the CLI (--fp16 --verify).
-
-    The same helper lives in tests/runtime/test_runtime.py; whichever runs first builds it.
-    """
-    root = tmp_path_factory.getbasetemp() / "tiny_export"
-    if (root / "bundle" / "bundle.json").exists():
-        return root
-    root.mkdir(exist_ok=True)
-    torch.manual_seed(0)
-    model = WorldModel(MODEL, FEATURES.scene_scale).eval()
-    torch.nn.init.normal_(model.rollout.head[-1].weight, std=0.05)  # untrained, the head is zero: constant velocity
-    save_model(root / "model.pt", model, FEATURES, {"run_id": "run-tiny", "version": forecast.__version__})
-    rc = main(["--quiet", "export", "--model", str(root / "model.pt"), "--out", str(root / "bundle"), "--fp16",
-               "--verify"])
-    assert rc == 0
-    return root
-
-
-@pytest.fixture(scope="session")
-def exported(tmp_path_factory) -> Path:
-    return tiny_export(tmp_path_factory)
+FEATURES, MODEL = tiny_features_and_model()
 
 
 def test_cli_export_writes_a_checked_bundle(exported):

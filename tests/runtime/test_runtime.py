@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import shapely
 import torch
 
-import forecast
-from forecast.cli import main
 from forecast.export.onnx_export import synthetic_map_layers, synthetic_tracks
-from forecast.features.config import FeatureConfig, RasterConfig
 from forecast.features.frames import to_world
 from forecast.features.raster import rasterize_map_layers
 from forecast.features.sample import build_sample
 from forecast.features.tracks import AgentTracks
 from forecast.model.batch import collate
-from forecast.model.checkpoint import load_model, save_model
-from forecast.model.config import ModelConfig
-from forecast.model.world_model import WorldModel
+from forecast.model.checkpoint import load_model
 from forecast.runtime import (
     EmptySceneError,
     InputError,
@@ -33,31 +27,9 @@ from forecast.runtime import (
     TooManyAgentsError,
     UnitMismatchError,
 )
+from tests.conftest import tiny_features_and_model
 
-FEATURES = FeatureConfig(history_steps=8, future_steps=6, raster=RasterConfig(size=16, resolution=1.0, ahead=4.0))
-MODEL = ModelConfig(hidden=16, modes=3, heads=4, interaction_layers=1, raster_width=8, future_steps=6,
-                    rollout_stride=3)
-
-
-def tiny_export(tmp_path_factory) -> Path:
-    """Same as in tests/export/test_export.py: whichever module runs first exports, the other reuses it."""
-    root = tmp_path_factory.getbasetemp() / "tiny_export"
-    if (root / "bundle" / "bundle.json").exists():
-        return root
-    root.mkdir(exist_ok=True)
-    torch.manual_seed(0)
-    model = WorldModel(MODEL, FEATURES.scene_scale).eval()
-    torch.nn.init.normal_(model.rollout.head[-1].weight, std=0.05)  # untrained, the head is zero: constant velocity
-    save_model(root / "model.pt", model, FEATURES, {"run_id": "run-tiny", "version": forecast.__version__})
-    rc = main(["--quiet", "export", "--model", str(root / "model.pt"), "--out", str(root / "bundle"), "--fp16",
-               "--verify"])
-    assert rc == 0
-    return root
-
-
-@pytest.fixture(scope="session")
-def exported(tmp_path_factory) -> Path:
-    return tiny_export(tmp_path_factory)
+FEATURES, MODEL = tiny_features_and_model()
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from shapely.geometry import LineString, Polygon
 
 from forecast.data.ingest import ParsedUnit, Unit
 from forecast.data.schema import MAP_SCHEMA, SPLITS, AgentType
-from forecast.data.validate import Quarantine, RawRows
+from forecast.data.validate import Quarantine, RawRows, dictionary_code
 
 AV2_DT = 0.1  # s; AV2 scenarios are sampled at 10 Hz
 
@@ -160,18 +160,15 @@ def scenario_to_rows(table: pa.Table) -> RawRows:
         col = pc.fill_null(table.column(column).cast(pa.float64()), np.nan)
         return col.to_numpy()
 
-    # One chunk first, so that the dictionary codes are global and not per row group.
-    tid = pc.dictionary_encode(table.column("track_id").cast(pa.string()).combine_chunks())
+    track_code, track_names = dictionary_code(table.column("track_id"))
     # A null class becomes "" and so an unknown type, which the validator quarantines per row.
-    object_type = pc.fill_null(table.column("object_type").cast(pa.string()), "")
-    tty = pc.dictionary_encode(object_type.combine_chunks())
-    type_names = np.asarray(tty.dictionary.to_pylist(), dtype=object)
+    type_code, type_names = dictionary_code(table.column("object_type"))
     type_map = np.array([OBJECT_TYPE_TO_TYPE.get(t, -1) for t in type_names], dtype=np.int8)
     vx, vy = floats("velocity_x"), floats("velocity_y")
     return RawRows(
-        track_code=tid.indices.to_numpy().astype(np.int64),
-        track_names=np.asarray(tid.dictionary.to_pylist(), dtype=object),
-        type_code=tty.indices.to_numpy().astype(np.int64),
+        track_code=track_code,
+        track_names=track_names,
+        type_code=type_code,
         type_names=type_names,
         type_map=type_map,
         time=floats("timestep") * AV2_DT,

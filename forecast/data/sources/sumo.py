@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from forecast.data.ingest import ParsedUnit, Unit
 from forecast.data.schema import AgentType
-from forecast.data.validate import Quarantine, RawRows
+from forecast.data.validate import Quarantine, RawRows, dictionary_code
 
 FCD_COLUMNS = {
     "timestep_time": pa.float64(),
@@ -137,18 +136,17 @@ class SumoAdapter:
 def fcd_to_rows(table: pa.Table, vtypes: dict[str, str]) -> RawRows:
     """FCD table -> RawRows; vectorised (Arrow dictionary encoding, numpy arithmetic)."""
     cols = {c: table.column(c).cast(t) for c, t in FCD_COLUMNS.items()}
-    tid = pc.dictionary_encode(cols["vehicle_id"]).combine_chunks()
-    tty = pc.dictionary_encode(pc.fill_null(cols["vehicle_type"], "")).combine_chunks()
-    type_names = np.asarray(tty.dictionary.to_pylist(), dtype=object)
+    track_code, track_names = dictionary_code(cols["vehicle_id"])
+    type_code, type_names = dictionary_code(cols["vehicle_type"])
     classes = {**DEFAULT_VTYPES, **vtypes}
     type_map = np.array([VCLASS_TO_TYPE.get(classes.get(t, ""), -1) for t in type_names], dtype=np.int8)
     speed = cols["vehicle_speed"].to_numpy()
     heading = sumo_angle_to_heading(cols["vehicle_angle"].to_numpy())
     time = cols["timestep_time"].to_numpy()
     return RawRows(
-        track_code=tid.indices.to_numpy().astype(np.int64),
-        track_names=np.asarray(tid.dictionary.to_pylist(), dtype=object),
-        type_code=tty.indices.to_numpy().astype(np.int64),
+        track_code=track_code,
+        track_names=track_names,
+        type_code=type_code,
         type_names=type_names,
         type_map=type_map,
         time=time,
