@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,8 @@ def _run_training(cfg: TrainConfig, progress: bool, extra_callbacks: list | None
         limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
         log_every_n_steps=t.log_every_n_steps, deterministic=t.deterministic, logger=logger,
         callbacks=[best, LearningRateMonitor("step"), *(extra_callbacks or [])],
-        enable_progress_bar=progress, enable_model_summary=progress, default_root_dir=str(out),
+        # A scheduler's log is no terminal: a bar there is one line per step.
+        enable_progress_bar=progress and sys.stderr.isatty(), enable_model_summary=progress, default_root_dir=str(out),
     )
     module = ForecastModule(cfg)
     data = ForecastDataModule(cfg)
