@@ -6,39 +6,15 @@ training, evaluation and the vehicle runtime read one format.
 
 from __future__ import annotations
 
-from enum import IntEnum
-
 import pyarrow as pa
+
+from forecast.data.types import AGENT_TYPE_LABELS, MAX_SPEED, TARGET_TYPES, AgentType  # noqa: F401 - re-exported
 
 SCHEMA_VERSION = "1"
 SOURCES = ("sumo", "av2", "eth_ucy")
 SPLITS = ("train", "val", "test")
 MAP_LAYERS = ("lane", "lane_centerline", "crosswalk", "sidewalk", "drivable_area", "walking_area")
 
-
-class AgentType(IntEnum):
-    """Agent classes shared by the store, the model (embedding index) and the exported bundle."""
-
-    VEHICLE = 0
-    PEDESTRIAN = 1
-    CYCLIST = 2
-    OTHER = 3
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-    @classmethod
-    def from_label(cls, label: str) -> AgentType:
-        try:
-            return cls[label.upper()]
-        except KeyError:
-            raise ValueError(f"unknown agent type {label!r}; expected one of {[t.label for t in cls]}") from None
-
-
-AGENT_TYPE_LABELS = tuple(t.label for t in AgentType)
-# Classes that are forecasting targets; OTHER is context only.
-TARGET_TYPES = (AgentType.VEHICLE, AgentType.PEDESTRIAN, AgentType.CYCLIST)
 
 SCENARIOS_SCHEMA = pa.schema(
     [
@@ -93,11 +69,3 @@ QUARANTINE_SCHEMA = pa.schema(
     ],
     metadata={"forecast.schema_version": SCHEMA_VERSION, "table": "quarantine"},
 )
-
-# Speeds above these (m/s) are physically implausible for the class and are quarantined.
-MAX_SPEED = {
-    AgentType.VEHICLE: 70.0,
-    AgentType.PEDESTRIAN: 12.0,
-    AgentType.CYCLIST: 25.0,
-    AgentType.OTHER: 70.0,
-}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from forecast.data.schema import TARGET_TYPES
+from forecast.data.types import TARGET_TYPES
 from forecast.features.config import FeatureConfig
 from forecast.features.frames import rotate_to_local, to_local, wrap_angle
 from forecast.features.raster import MapRaster, crop_map, draw_motion

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from forecast.data.schema import AgentType
+from forecast.data.types import AgentType
 from forecast.features.frames import wrap_angle
 
 

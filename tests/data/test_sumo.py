@@ -160,3 +160,12 @@ def test_cli_ingest_strict_and_summary(sumo_runs, tmp_path, capsys):
     code = main(["--quiet", "ingest", "--source", "sumo", str(root), "--store", str(store), "--strict"])
     assert code == 3
     assert "rows quarantined" in capsys.readouterr().out
+
+
+def test_public_store_api(sumo_store):
+    import forecast.data
+
+    store = forecast.data.Store(sumo_store.path)
+    info = store.scenarios(split="val")[0]
+    assert isinstance(info, forecast.data.ScenarioInfo)
+    assert isinstance(store.load_scenario(info.scenario_id), forecast.data.Scenario)

@@ -1,0 +1,38 @@
+"""Agent classes, shared by the store, the model and the vehicle runtime (pure Python: no pyarrow)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class AgentType(IntEnum):
+    """Agent classes shared by the store, the model (embedding index) and the exported bundle."""
+
+    VEHICLE = 0
+    PEDESTRIAN = 1
+    CYCLIST = 2
+    OTHER = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def from_label(cls, label: str) -> AgentType:
+        try:
+            return cls[label.upper()]
+        except KeyError:
+            raise ValueError(f"unknown agent type {label!r}; expected one of {[t.label for t in cls]}") from None
+
+
+AGENT_TYPE_LABELS = tuple(t.label for t in AgentType)
+# Classes that are forecasting targets; OTHER is context only.
+TARGET_TYPES = (AgentType.VEHICLE, AgentType.PEDESTRIAN, AgentType.CYCLIST)
+
+# Speeds above these (m/s) are physically implausible for the class and are quarantined.
+MAX_SPEED = {
+    AgentType.VEHICLE: 70.0,
+    AgentType.PEDESTRIAN: 12.0,
+    AgentType.CYCLIST: 25.0,
+    AgentType.OTHER: 70.0,
+}
