@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/forecast pipeline run configs/pipeline/quickstart.yaml
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q --nbmake tests notebooks
 
 lint: $(STAMP)
