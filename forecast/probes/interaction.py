@@ -77,10 +77,10 @@ def _pairs_in_sample(tracks: AgentTracks, t0: int, agents: np.ndarray, cfg, m, c
         ahead = (local[:, 0] > 3.0) & (local[:, 0] < 30.0)
         for j in np.flatnonzero(ahead & (np.abs(local[:, 1]) < 6.0) & (atype == AgentType.PEDESTRIAN)):
             if crosswalks is not None and crosswalks.distance(shapely.Point(*xy0[j])) < 1.0:
-                out.append(_removal_pair("pedestrian_on_crossing", tracks, t0, agents, cfg, m, i, j))
+                out.append(_removal_pair("pedestrian_on_crossing", base, tracks, t0, agents, cfg, m, i, j))
                 break
         for j in np.flatnonzero(ahead & (np.abs(local[:, 1]) < 1.5) & (atype == AgentType.CYCLIST)):
-            out.append(_removal_pair("cyclist_in_lane", tracks, t0, agents, cfg, m, i, j))
+            out.append(_removal_pair("cyclist_in_lane", base, tracks, t0, agents, cfg, m, i, j))
             break
         rel = np.abs(np.angle(np.exp(1j * (base.heading - base.heading[i]))))
         for j in np.flatnonzero(ahead & (np.abs(local[:, 1]) < 1.5) & (atype == AgentType.VEHICLE) & (rel < 0.35)
@@ -90,9 +90,9 @@ def _pairs_in_sample(tracks: AgentTracks, t0: int, agents: np.ndarray, cfg, m, c
     return out
 
 
-def _removal_pair(probe, tracks, t0, agents, cfg, m, i, j) -> ProbePair:
+def _removal_pair(probe, with_cause: Sample, tracks, t0, agents, cfg, m, i, j) -> ProbePair:
+    """``with_cause`` is the factual sample of ``agents``; the counterfactual drops agent ``j``."""
     keep = np.delete(agents, j)
-    with_cause = build_sample(tracks, t0, cfg, m, agents, agents[0], with_future=False)
     without = build_sample(tracks, t0, cfg, m, keep, agents[0] if j != 0 else keep[0], with_future=False)
     return ProbePair(probe, with_cause, without, int(i), int(i if i < j else i - 1))
 

@@ -44,7 +44,7 @@ def evaluate_persistence(scenes: SceneSet, predict: Callable, max_samples: int =
     rng = np.random.default_rng(seed)
     chosen = rng.permutation(len(scenes.index))[:max_samples]
     per: dict[str, dict[str, list]] = {c: {"pred": [], "prob": []} for c in CONDITIONS}
-    gts, valids = [], []
+    gts = []
     for k in chosen:
         idx = scenes.index[k]
         info = scenes.infos[idx.scenario]
@@ -54,10 +54,13 @@ def evaluate_persistence(scenes: SceneSet, predict: Callable, max_samples: int =
         if not scored.any():
             continue
         gts.append(base.future[scored])
-        valids.append(base.future_mask[scored])
         for c in CONDITIONS:
-            tr = degrade(scenes.tracks[idx.scenario], idx.t0, cfg.history_steps, c, np.random.default_rng([seed, int(k)]))
-            s = build_sample(tr, idx.t0, cfg, m, idx.agents, idx.agents[0], with_future=False)
+            if c == "full":
+                s = base  # the unaltered history: the sample already built
+            else:
+                tr = degrade(scenes.tracks[idx.scenario], idx.t0, cfg.history_steps, c,
+                             np.random.default_rng([seed, int(k)]))
+                s = build_sample(tr, idx.t0, cfg, m, idx.agents, idx.agents[0], with_future=False)
             traj, prob = predict(s)
             per[c]["pred"].append(traj[scored])
             per[c]["prob"].append(prob[scored])

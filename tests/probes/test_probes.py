@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import numpy as np
+
+from forecast.features.config import FeatureConfig, RasterConfig
+from forecast.features.sample import build_sample
+from forecast.features.tracks import AgentTracks
+from forecast.model.baselines import BaselinePredictor
+from forecast.probes.interaction import _removal_pair, score_pairs
+from forecast.probes.persistence import degrade
+
+CFG = FeatureConfig(dt=0.1, history_steps=10, future_steps=10, raster=RasterConfig(size=16, resolution=1.0, ahead=4.0))
+
+
+def _road(t: int = 25) -> AgentTracks:
+    """A car driving east at 10 m/s with a pedestrian 15 m ahead of it, standing on the road."""
+    time = np.arange(t) * 0.1
+    car = np.stack([10.0 * time, np.zeros(t)], -1)
+    ped = np.stack([np.full(t, 15.0 + 10.0 * time[12]), np.zeros(t)], -1)
+    xy = np.stack([car, ped])
+    return AgentTracks(xy, np.full((2, t), np.nan), np.ones((2, t), bool), np.array([0, 1]), 0.1)
+
+
+def _pair():
+    tracks, t0 = _road(), 12
+    agents = np.array([0, 1])
+    base = build_sample(tracks, t0, CFG, None, agents, 0, with_future=False)
+    return _removal_pair("pedestrian_on_crossing", base, tracks, t0, agents, CFG, None, 0, 1)
+
+
+def test_removal_pair_drops_the_cause_only():
+    pair = _pair()
+    assert pair.with_cause.num_agents == 2 and pair.without_cause.num_agents == 1
+    np.testing.assert_array_equal(pair.with_cause.hist[0], pair.without_cause.hist[0])
+
+
+def test_a_model_that_ignores_others_scores_chance():
+    cv = BaselinePredictor("constant_velocity", CFG.future_steps, CFG.dt)
+    out = score_pairs([_pair()], lambda s: cv.predict(s))
+    assert out["pedestrian_on_crossing"]["right_direction"] == 0.5
+    assert out["pedestrian_on_crossing"]["ties"] == 1.0 and out["mean_right_direction"] == 0.5
+
+
+def test_a_model_that_yields_scores_right():
+    cv = BaselinePredictor("constant_velocity", CFG.future_steps, CFG.dt)
+
+    def yielding(sample):
+        traj, prob = cv.predict(sample)
+        if sample.num_agents > 1:  # someone ahead: travel half as far
+            traj = traj * 0.5
+        return traj, prob
+
+    out = score_pairs([_pair()], yielding)
+    assert out["pedestrian_on_crossing"]["right_direction"] == 1.0
+    assert out["pedestrian_on_crossing"]["mean_effect_m"] > 1.0
+
+
+def test_degrade_hides_history_only():
+    tracks, t0 = _road(), 12
+    rng = np.random.default_rng(0)
+    dropped = degrade(tracks, t0, CFG.history_steps, "drop_50", rng)
+    window = dropped.present[:, t0 - CFG.history_steps + 1 : t0]
+    assert 0 < (~window).sum() < window.size  # some, not all, history frames removed
+    assert dropped.present[:, t0].all() and dropped.present[:, t0 + 1 :].all()  # t0 and the future untouched
+    hidden = degrade(tracks, t0, CFG.history_steps, "hidden_1s", rng)
+    # unseen for 1 s (10 steps) ending 0.2 s before t0, clipped to the 10-step history window: steps 3..9
+    assert not hidden.present[:, 3:10].any()
+    assert hidden.present[:, :3].all() and hidden.present[:, 10:].all()
+    assert degrade(tracks, t0, CFG.history_steps, "full", rng) is tracks
