@@ -8,6 +8,7 @@ import lightning as L
 import torch
 
 from forecast.data.schema import TARGET_TYPES
+from forecast.model.baselines import constant_velocity
 from forecast.model.batch import Batch
 from forecast.model.loss import wta_loss
 from forecast.model.world_model import WorldModel
@@ -61,8 +62,9 @@ class ForecastModule(L.LightningModule):
         min_ade = err.mean(-1).min(-1).values
         min_fde = err[..., -1].min(-1).values
         # constant velocity on the same agents, the yardstick
-        t = torch.arange(1, traj.shape[3] + 1, device=traj.device, dtype=traj.dtype) * self.cfg.features.dt
-        cv = batch.hist[:, :, -1, None, 0:2] + batch.hist[:, :, -1, None, 2:4] * t[None, None, :, None]
+        b, a, t_h, f = batch.hist.shape
+        cv = constant_velocity(batch.hist.reshape(b * a, t_h, f).cpu().numpy(), traj.shape[3], self.cfg.features.dt)
+        cv = torch.from_numpy(cv).reshape(b, a, traj.shape[3], 2).to(traj)
         cv_err = torch.linalg.vector_norm(cv - batch.future, dim=-1)
         for agent_type in TARGET_TYPES:
             m = scored & (batch.agent_type == int(agent_type))
