@@ -16,7 +16,6 @@ import numpy as np
 import shapely
 
 from forecast.features.config import MAP_CHANNELS, MOTION_CHANNELS, RasterConfig
-from forecast.features.frames import to_local
 
 _SHIFT = 2  # sub-pixel bits for cv2 drawing
 LAYER_TO_CHANNEL = {
