@@ -241,12 +241,14 @@ class TrainStep:
         return {"train": d}
 
     def run(self, ctx: StepContext) -> StepResult:
+        from forecast.pipeline.signals import lightning_callback
         from forecast.training.train import run_training
 
         cfg = train_config_for(self.train, ctx.out, ctx.inputs["ingest"] / "store", self.tracking_uri)
         if cfg.mlflow.run_name is None:
             cfg.mlflow.run_name = f"{ctx.pipeline}-train-{ctx.hash[:8]}"
-        result = run_training(cfg, progress=ctx.progress)
+        # Stops at the next batch end once SIGTERM/SIGINT came, also when the signal's own raise was swallowed
+        result = run_training(cfg, progress=ctx.progress, extra_callbacks=[lightning_callback()])
         if ctx.rank > 0:
             return StepResult()
         _require(ctx.out / "model.pt", "model")
