@@ -183,6 +183,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"  running now: pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started')}")
     for s in states:
         print(f"  {s['step']:<10}{s['state']:<9}{s['hash']}  {s['partial'] if s['state'] == 'partial' else s['path']}")
+        for reason in s.get("why", []):  # stale (or partial): what changed since its last finished output
+            print(f"  {'':<19}{reason}")
     if gate:
         print(f"gate ({gate.get('decided')}): {'passed' if gate['passed'] else 'FAILED'}")
         for reason in gate.get("reasons", []):
@@ -202,7 +204,7 @@ def register(sub) -> None:
     r.add_argument("overrides", nargs=argparse.REMAINDER,
                    help="dotted overrides, e.g. work_dir=/tmp/x train.overrides.optim.max_epochs=1")
     r.set_defaults(func=_cmd_run)
-    s = psub.add_parser("status", help="show each step's hash and state (done, partial, pending) and the last gate")
+    s = psub.add_parser("status", help="show each step's hash and state (done, partial, stale, pending), why it is stale, and the last gate")
     s.add_argument("config", help="configs/pipeline/<name>.yaml")
     s.add_argument("--json", action="store_true")
     s.add_argument("overrides", nargs=argparse.REMAINDER, help="the same overrides as the run")

@@ -10,8 +10,11 @@ Layout of ``work_dir``::
       <step>/<hash>.partial/   a resumable step in progress (simulate, ingest, train); a rerun continues it
       <step>/.tmp-<hash>-<pid> a non-resumable step in progress; removed by the next run if left behind
 
-``hash`` = sha256 (first 16 hex digits) of the step's name, resolved settings (``Step.spec()``), its input steps' hashes
-and the forecast version. A directory ``<hash>/`` only ever appears by a rename of a finished
+``hash`` = sha256 (first 16 hex digits) of the step's name, resolved settings (``Step.spec()``), its input steps' hashes,
+the forecast version and the source of the code it runs (``Step.code``: its entry modules and every
+``forecast`` module they import, :mod:`forecast.pipeline.code`), so an edited model makes train,
+evaluate and export stale. ``_SUCCESS.json`` keeps each file's sha256, and ``forecast pipeline
+status`` compares them (and the settings) with the last finished output to say why a step is stale. A directory ``<hash>/`` only ever appears by a rename of a finished
 working directory, so a reader (or a killed run) never sees half an output; a step whose
 ``<hash>/_SUCCESS.json`` exists is skipped.
 
@@ -35,6 +38,7 @@ from pathlib import Path
 
 import forecast
 from forecast.data.atomic import sha256_text, write_json_atomic
+from forecast.pipeline.code import code_files, files_hash
 from forecast.pipeline.gate import Check, GateConfig, GateDecision, RegisteredModel, decide
 from forecast.pipeline.signals import StopRequested, check_stop, deferred, stop_requested
 from forecast.pipeline.steps import Step, StepContext, StepResult
@@ -58,13 +62,16 @@ HASH_CHARS = 16
 # ----------------------------------------------------------------------------------------------
 
 
-def step_hash(name: str, spec: dict, input_hashes: dict[str, str], version: str = forecast.__version__) -> str:
-    """What decides a step's output, hashed: its settings, its inputs' hashes, the code version.
+def step_hash(name: str, spec: dict, input_hashes: dict[str, str], version: str = forecast.__version__,
+              code: str = "") -> str:
+    """What decides a step's output, hashed: its settings, its inputs' hashes, the code version and source.
+
+    ``code`` is :func:`forecast.pipeline.code.files_hash` of the files the step runs ("" for none).
 
     The first 16 hex digits of the sha256 (64 bits): short enough for a folder name, and a
     collision among one pipeline's versions is not a practical concern.
     """
-    payload = {"step": name, "spec": spec, "inputs": input_hashes, "version": version}
+    payload = {"step": name, "spec": spec, "inputs": input_hashes, "version": version, "code": code}
     return sha256_text(json.dumps(payload, sort_keys=True, default=str))[:HASH_CHARS]
 
 
@@ -74,6 +81,7 @@ class PlannedStep:
     hash: str
     input_hashes: dict[str, str]
     final: Path  # work_dir/<step>/<hash>
+    code_files: dict[str, str] = field(default_factory=dict)  # source file -> sha256, of the code the step runs
 
     @property
     def name(self) -> str:
@@ -100,9 +108,10 @@ def plan(steps: list[Step], work_dir: Path) -> list[PlannedStep]:
         if missing:
             raise ValueError(f"step {step.name!r} needs step(s) {missing} before it")
         inputs = {i: hashes[i] for i in step.inputs}
-        h = step_hash(step.name, step.spec(), inputs)
+        files = code_files(tuple(getattr(step, "code", ())))
+        h = step_hash(step.name, step.spec(), inputs, code=files_hash(files))
         hashes[step.name] = h
-        out.append(PlannedStep(step, h, inputs, Path(work_dir) / step.name / h))
+        out.append(PlannedStep(step, h, inputs, Path(work_dir) / step.name / h, files))
     return out
 
 
@@ -329,6 +338,7 @@ class _Run:
             "step": p.name, "hash": p.hash, "inputs": {i: str(self._final(i)) for i in p.step.inputs},
             "input_hashes": p.input_hashes, "spec": p.step.spec(), "outputs": result.outputs,
             "summary": result.summary, "metrics": result.metrics, "forecast_version": forecast.__version__,
+            "code_files": p.code_files,
             "git_revision": self.git, "started": started, "duration_s": round(duration, 3), "resumed": resumed,
             "host": socket.gethostname(), "pid": os.getpid(),
         }
@@ -432,14 +442,29 @@ def run_worker(steps: list[Step], work_dir: str | Path, rank: int, force: set[st
 
 
 def step_states(steps: list[Step], work_dir: str | Path) -> list[dict]:
-    """For each step: its hash, and whether it is done, partly done (resumable) or pending."""
+    """For each step: its hash, and whether it is done, partly done (resumable), stale or pending.
+
+    Stale: an earlier output of the step exists under another hash; ``why`` lists what changed since
+    the most recent one (code files, settings, inputs, version: :func:`forecast.pipeline.stale.why_stale`).
+    """
+    from forecast.pipeline.stale import latest_record, why_stale
+
     rows = []
     for p in plan(steps, Path(work_dir)):
-        row = {"step": p.name, "hash": p.hash, "path": str(p.final), "partial": str(p.partial), "state": "pending"}
+        row = {"step": p.name, "hash": p.hash, "path": str(p.final), "partial": str(p.partial), "state": "pending",
+               "why": []}
         if p.done:
             rec = read_json(p.final / SUCCESS)
             row.update(state="done", duration_s=rec.get("duration_s"), started=rec.get("started"))
-        elif p.partial.exists():
-            row.update(state="partial")
+        else:
+            if p.partial.exists():
+                row.update(state="partial")
+            previous = latest_record(Path(work_dir) / p.name, exclude=p.hash)
+            if previous is not None:
+                why = why_stale(previous, spec=p.step.spec(), input_hashes=p.input_hashes, code_files=p.code_files,
+                                version=forecast.__version__)
+                row.update(why=why, previous=previous.get("hash"))
+                if row["state"] == "pending":
+                    row.update(state="stale")
         rows.append(row)
     return rows
