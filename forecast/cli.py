@@ -121,7 +121,7 @@ def _extra_commands():
 
     out = []
     for mod in ("forecast.training.cli", "forecast.evaluation.cli", "forecast.export.cli", "forecast.pipeline.cli",
-                "forecast.benchmark.cli"):
+                "forecast.benchmark.cli", "forecast.scenarios.cli"):
         try:
             out.append(importlib.import_module(mod).register)
         except ModuleNotFoundError as exc:
