@@ -1,4 +1,8 @@
-"""LightningDataModule over the store: in-memory scenes, samples built by workers on demand."""
+"""LightningDataModule over the store: scenes streamed from the store, samples built by workers on demand.
+
+Each rank reads its own contiguous slice of a seeded, scenario-blocked order
+(``forecast.training.sampler``); each loader worker reads the scenarios of the samples it builds.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from forecast.data.store import Store
 from forecast.features.dataset import SceneSet, select_scenarios
 from forecast.model.batch import collate
 from forecast.training.config import TrainConfig
+from forecast.training.sampler import BlockShuffleSampler
 
 
 class SampleDataset(Dataset):
@@ -45,7 +50,8 @@ class ForecastDataModule(L.LightningDataModule):
         d = self.cfg.data
         g = torch.Generator()
         g.manual_seed(self.cfg.seed)
-        return DataLoader(SampleDataset(scenes), batch_size=d.batch_size, shuffle=shuffle, num_workers=d.num_workers,
+        sampler = BlockShuffleSampler(scenes.index.scenario, seed=self.cfg.seed, shuffle=shuffle)
+        return DataLoader(SampleDataset(scenes), batch_size=d.batch_size, sampler=sampler, num_workers=d.num_workers,
                           collate_fn=lambda s: collate(s, self.cfg.features.future_steps), generator=g,
                           persistent_workers=d.num_workers > 0)
 
