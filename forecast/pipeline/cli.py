@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
 
 SIGTERM_EXIT = 143
+SIGINT_EXIT = 130
 
 
 def _split_rest(args: argparse.Namespace) -> None:
@@ -56,15 +56,6 @@ def _registry(loaded):
     return MlflowRegistry(tracking_uri(cfg.mlflow.tracking_uri), cfg.mlflow.experiment)
 
 
-_signals: list[int] = []
-
-
-def _on_sigterm(signum, frame) -> None:
-    # Raised wherever the main thread is; inside trainer.fit Lightning turns it into sys.exit(1).
-    _signals.append(signum)
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from forecast.cli import EXIT_LOCKED
     from forecast.config import to_dict
@@ -75,6 +66,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         run_pipeline,
         run_worker,
     )
+    from forecast.pipeline.signals import StopRequested, StopSignals
     from forecast.pipeline.steps import build_steps
     from forecast.pipeline.tracking import MlflowTracker, NullTracker
     from forecast.pipeline.workdir import PipelineLocked
@@ -105,20 +97,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     opts = RunOptions(name=cfg.name, force=force, progress=not quiet, gate=cfg.gate, params=params,
                       champion=(lambda: registry.champion(cfg.register.model_name, cfg.register.alias))
                       if registry else None)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        result = run_pipeline(steps, cfg.work_dir, opts, tracker)
-    except PipelineLocked as exc:
-        print(f"forecast pipeline: {exc}; exiting {EXIT_LOCKED}", file=sys.stderr)
-        return EXIT_LOCKED
-    except (KeyboardInterrupt, SystemExit) as exc:
-        if isinstance(exc, SystemExit) and not _signals:
-            raise
-        why = f"signal {_signals[0]}" if _signals else "interrupted"
-        print(f"forecast pipeline: stopped by {why}; rerun the same command to resume", file=sys.stderr)
-        return SIGTERM_EXIT if _signals else 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with StopSignals() as stop:
+        try:
+            result = run_pipeline(steps, cfg.work_dir, opts, tracker)
+            stop.check()  # a signal that came during the last writes still means "stopped"
+        except PipelineLocked as exc:
+            print(f"forecast pipeline: {exc}; exiting {EXIT_LOCKED}", file=sys.stderr)
+            return EXIT_LOCKED
+        except (StopRequested, KeyboardInterrupt, SystemExit) as exc:
+            signum = exc.signum if isinstance(exc, StopRequested) else stop.received
+            if signum is None and isinstance(exc, SystemExit):
+                raise
+            code = 128 + signum if signum is not None else SIGINT_EXIT
+            why = f"signal {signum}" if signum is not None else "Ctrl-C"
+            print(f"forecast pipeline: stopped by {why}; nothing half-done was committed; rerun the same command "
+                  f"to resume; exiting {code}", file=sys.stderr)
+            return code
 
     _print_summary(result, cfg)
     if result.status == "failed":
@@ -183,6 +177,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"  running now: pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started')}")
     for s in states:
         print(f"  {s['step']:<10}{s['state']:<9}{s['hash']}  {s['partial'] if s['state'] == 'partial' else s['path']}")
+        for reason in s.get("why", []):  # stale (or partial): what changed since its last finished output
+            print(f"  {'':<19}{reason}")
     if gate:
         print(f"gate ({gate.get('decided')}): {'passed' if gate['passed'] else 'FAILED'}")
         for reason in gate.get("reasons", []):
@@ -202,7 +198,7 @@ def register(sub) -> None:
     r.add_argument("overrides", nargs=argparse.REMAINDER,
                    help="dotted overrides, e.g. work_dir=/tmp/x train.overrides.optim.max_epochs=1")
     r.set_defaults(func=_cmd_run)
-    s = psub.add_parser("status", help="show each step's hash and state (done, partial, pending) and the last gate")
+    s = psub.add_parser("status", help="show each step's hash and state (done, partial, stale, pending), why it is stale, and the last gate")
     s.add_argument("config", help="configs/pipeline/<name>.yaml")
     s.add_argument("--json", action="store_true")
     s.add_argument("overrides", nargs=argparse.REMAINDER, help="the same overrides as the run")

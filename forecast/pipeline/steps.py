@@ -7,6 +7,8 @@ A step is any object with the :class:`Step` shape, so a test (or another deploym
 * ``resumable``: True if a killed run may continue in the same directory (``<hash>.partial``);
   False if it must start from an empty one (``.tmp-<hash>-<pid>``);
 * ``spec()``: the JSON-able, fully resolved settings that decide its output (hashed by the runner);
+* ``code`` (optional): the ``forecast`` modules it runs; the runner hashes their source and that of
+  every ``forecast`` module they import (:mod:`forecast.pipeline.code`), so a code change makes it stale;
 * ``run(ctx)``: does the work inside ``ctx.out`` and returns a :class:`StepResult`.
 
 The runner owns everything around it: hashing, skipping, atomic commit, locking, tracking.
@@ -78,6 +80,7 @@ class Step(Protocol):
     name: str
     inputs: tuple[str, ...]
     resumable: bool
+    code: tuple[str, ...]  # entry modules whose source (and imports') is hashed; may be absent
 
     def spec(self) -> dict: ...
 
@@ -118,6 +121,7 @@ def _require(path: Path, what: str) -> Path:
 
 class SimulateStep:
     name, inputs, resumable = "simulate", (), True  # simulate() keeps finished networks of a killed run
+    code = ("forecast.sim.sumo",)
 
     def __init__(self, sim: SimConfig):
         self.sim = sim
@@ -177,6 +181,7 @@ class IngestStep:
     def __init__(self, cfg: IngestStepConfig):
         self.cfg = cfg
         self.inputs: tuple[str, ...] = () if cfg.input else ("simulate",)
+        self.code = ("forecast.data.ingest", "forecast.data.store", f"forecast.data.sources.{cfg.source}")
         self._spec: dict | None = None
 
     def spec(self) -> dict:
@@ -221,6 +226,7 @@ def train_config_for(train: TrainConfig, out: Path, store: Path, tracking_uri: s
 class TrainStep:
     # Resumable: the same directory keeps checkpoints/last.ckpt and mlflow_run_id, which run_training resumes from.
     name, inputs, resumable = "train", ("ingest",), True
+    code = ("forecast.training.train",)
 
     def __init__(self, train: TrainConfig, tracking_uri: str | None = None):
         self.train = train
@@ -235,12 +241,14 @@ class TrainStep:
         return {"train": d}
 
     def run(self, ctx: StepContext) -> StepResult:
+        from forecast.pipeline.signals import lightning_callback
         from forecast.training.train import run_training
 
         cfg = train_config_for(self.train, ctx.out, ctx.inputs["ingest"] / "store", self.tracking_uri)
         if cfg.mlflow.run_name is None:
             cfg.mlflow.run_name = f"{ctx.pipeline}-train-{ctx.hash[:8]}"
-        result = run_training(cfg, progress=ctx.progress)
+        # Stops at the next batch end once SIGTERM/SIGINT came, also when the signal's own raise was swallowed
+        result = run_training(cfg, progress=ctx.progress, extra_callbacks=[lightning_callback()])
         if ctx.rank > 0:
             return StepResult()
         _require(ctx.out / "model.pt", "model")
@@ -266,6 +274,7 @@ class MlflowFlags:
 
 class EvaluateStep:
     name, inputs, resumable = "evaluate", ("train", "ingest"), False
+    code = ("forecast.evaluation.cli", "forecast.evaluation.evaluate")
 
     def __init__(self, eval_config: dict, args: list[str] | None = None, mlflow: MlflowFlags | None = None):
         self.eval_config = eval_config
@@ -305,6 +314,7 @@ def headline(metrics: dict) -> dict[str, float]:
 
 class ExportStep:
     name, inputs, resumable = "export", ("train",), False
+    code = ("forecast.export.cli",)
 
     def __init__(self, cfg: ExportStepConfig):
         self.cfg = cfg
@@ -338,6 +348,7 @@ class ExportStep:
 
 class RegisterStep:
     name, inputs, resumable = "register", ("train", "evaluate", "export"), False
+    code = ("forecast.pipeline.registry",)
 
     def __init__(self, cfg: RegisterStepConfig, registry):
         self.cfg = cfg
