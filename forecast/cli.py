@@ -7,11 +7,14 @@ Exit codes (for schedulers): 0 success, 1 failure, 2 usage or bad input,
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_QUARANTINE, EXIT_GATE, EXIT_LOCKED = 0, 1, 2, 3, 4, 75
+# a path the user gave is wrong (read-only, a file where a folder belongs, missing): usage, exit 2
+_PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT}
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -132,7 +135,7 @@ def _extra_commands():
 
     out = []
     for mod in ("forecast.training.cli", "forecast.evaluation.cli", "forecast.export.cli", "forecast.pipeline.cli",
-                "forecast.benchmark.cli"):
+                "forecast.benchmark.cli", "forecast.scenarios.cli"):
         try:
             out.append(importlib.import_module(mod).register)
         except ModuleNotFoundError as exc:
@@ -150,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"forecast {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # a path that cannot be read or written: say which, no traceback
+        code = EXIT_USAGE if exc.errno in _PATH_ERRNOS else EXIT_FAIL
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"forecast {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

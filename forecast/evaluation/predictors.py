@@ -116,3 +116,30 @@ class _SampleSource:
                          scenario_id=info.scenario_id)
         s.target_mask &= idx.scored
         return s
+
+
+def resolve_model(spec: str, log=None) -> str:
+    """A registered model ``models:/NAME@ALIAS`` (or ``models:/NAME/VERSION``) -> a local bundle directory
+    (MLflow downloads the registered bundle's artifacts into a temporary directory); anything else as is.
+
+    The tracking server is ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` here (as training).
+    """
+    if not spec.startswith("models:/"):
+        return spec
+    import tempfile
+
+    import mlflow.artifacts
+
+    from forecast.training.train import tracking_uri
+
+    uri = tracking_uri(None)
+    local = mlflow.artifacts.download_artifacts(artifact_uri=spec, dst_path=tempfile.mkdtemp(prefix="champion-"),
+                                                tracking_uri=uri)
+    path = Path(local)
+    if not is_bundle(path) and is_bundle(path / "bundle"):
+        path = path / "bundle"
+    if not is_bundle(path):
+        raise ValueError(f"registered model {spec} is not an exported bundle (no bundle.json under {local})")
+    if log:
+        log(f"champion {spec} -> {path}")
+    return str(path)

@@ -6,15 +6,17 @@ Each rank reads its own contiguous slice of a seeded, scenario-blocked order
 
 from __future__ import annotations
 
+from functools import partial
+
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from forecast.data.store import Store
 from forecast.features.dataset import SceneSet, select_scenarios
-from forecast.model.batch import collate
 from forecast.training.config import TrainConfig
 from forecast.training.sampler import BlockShuffleSampler
+from forecast.training.speed import collate_for_loader, pin_batches
 
 
 class SampleDataset(Dataset):
@@ -52,8 +54,8 @@ class ForecastDataModule(L.LightningDataModule):
         g.manual_seed(self.cfg.seed)
         sampler = BlockShuffleSampler(scenes.index.scenario, seed=self.cfg.seed, shuffle=shuffle)
         return DataLoader(SampleDataset(scenes), batch_size=d.batch_size, sampler=sampler, num_workers=d.num_workers,
-                          collate_fn=lambda s: collate(s, self.cfg.features.future_steps), generator=g,
-                          persistent_workers=d.num_workers > 0)
+                          collate_fn=partial(collate_for_loader, future_steps=self.cfg.features.future_steps),
+                          generator=g, persistent_workers=d.num_workers > 0, pin_memory=pin_batches(self.cfg.trainer))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, True)
