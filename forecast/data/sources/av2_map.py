@@ -1,18 +1,20 @@
 """AV2 log-map JSON -> ``MAP_SCHEMA`` rows, vectorised: the map was 80 % of AV2 ingest time.
 
-One JSON parse (orjson when installed), one pass over the points per collection, and the
-geometries built and WKB-encoded by shapely's array functions instead of one Python object
-per feature.
+One JSON parse (orjson when installed), one pass over the points per collection (in C, via
+``map``/``itemgetter``), and the WKB bytes of every feature written by numpy into one Arrow
+buffer, with no Python object per feature. The rows are byte-identical to building each
+geometry with shapely (tests/data/test_av2_map.py checks it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import shapely
 
 from forecast.data.schema import MAP_SCHEMA
 
@@ -28,6 +30,7 @@ except ImportError:  # pragma: no cover - orjson is a dependency; the standard l
         return json.loads(data)
 
 
+_XYZ = itemgetter("x", "y", "z")
 # AV2 lane_type -> the SUMO-style class names our ``allowed`` column uses.
 LANE_TYPE_TO_ALLOWED = {"VEHICLE": "passenger", "BIKE": "bicycle", "BUS": "bus"}
 
@@ -40,10 +43,14 @@ def _features(data: dict, key: str) -> list[tuple[object, dict]]:
 
 
 def _points(lists: list[list[dict]]) -> tuple[np.ndarray, np.ndarray]:
-    """Point lists -> (coords [P, 3] float64 with z = 0 where missing, offsets [F + 1])."""
-    counts = np.fromiter((len(pts) for pts in lists), np.int64, len(lists))
-    xyz = np.array([(float(p["x"]), float(p["y"]), float(p.get("z", 0.0))) for pts in lists for p in pts],
-                   dtype=np.float64).reshape(-1, 3)
+    """Point lists -> (coords [P, 3] float64, offsets [F + 1]); the loop over points runs in C (map/itemgetter)."""
+    counts = np.array(list(map(len, lists)), dtype=np.int64)
+    flat = chain.from_iterable(lists)
+    try:
+        xyz = np.array(list(map(_XYZ, flat)), dtype=np.float64).reshape(-1, 3)
+    except KeyError:  # a point without z (or x/y: that one raises below, naming the key)
+        xyz = np.array([(p["x"], p["y"], p.get("z", 0.0)) for pts in lists for p in pts],
+                       dtype=np.float64).reshape(-1, 3)
     return xyz, np.r_[0, np.cumsum(counts)]
 
 
@@ -92,35 +99,22 @@ def map_json_to_table(path: Path, map_id: str,
     ax, aoff = _points([f["area_boundary"] for _, f in areas])
     blocks.append(_block(areas, np.diff(aoff), ax[:, :2], "drivable_area", [None] * len(areas), "polygon", order=3))
 
-    fids, layers, allowed, geoms = [], [], [], []
-    lane_rows = []
-    for b in blocks:
-        if b["order"] < 2:
-            lane_rows.append(b)
-            continue
-        fids += b["fid"]
-        layers += [b["layer"]] * len(b["fid"])
-        allowed += b["allowed"]
-        geoms.append(b["wkb"])
-    # interleave lanes and centerlines by lane index, then crossings and areas as they come
-    lk = np.concatenate([np.c_[b["index"], np.full(len(b["index"]), b["order"])] for b in lane_rows]).reshape(-1, 2)
-    order = np.lexsort((lk[:, 1], lk[:, 0]))
-    lf = sum((b["fid"] for b in lane_rows), [])
-    ll = sum(([b["layer"]] * len(b["fid"]) for b in lane_rows), [])
-    la = sum((b["allowed"] for b in lane_rows), [])
-    lw = np.concatenate([b["wkb"] for b in lane_rows])
-    fids = [lf[k] for k in order] + fids
-    layers = [ll[k] for k in order] + layers
-    allowed = [la[k] for k in order] + allowed
-    geometry = np.concatenate([lw[order], *geoms])
+    # rows: lane 0, its centerline, lane 1, ... (key: lane index, row kind), then crossings and areas
+    lane_rows = blocks[:2]
+    key = np.concatenate([np.c_[b["index"], np.full(len(b["index"]), b["order"])] for b in lane_rows]).reshape(-1, 2)
+    order = np.r_[np.lexsort((key[:, 1], key[:, 0])), len(key) + np.arange(sum(len(b["fid"]) for b in blocks[2:]))]
+    fids = sum((b["fid"] for b in blocks), [])
+    layers = sum(([b["layer"]] * len(b["fid"]) for b in blocks), [])
+    allowed = sum((b["allowed"] for b in blocks), [])
+    geometry = pa.concat_arrays([b["wkb"] for b in blocks]).take(pa.array(order))
     n = len(fids)
     return pa.table({
         "map_id": pa.array([map_id] * n, pa.string()),
-        "feature_id": pa.array(fids, pa.string()),
-        "layer": pa.array(layers, pa.string()),
-        "geometry": pa.array(list(geometry), pa.binary()),
+        "feature_id": pa.array([fids[k] for k in order], pa.string()),
+        "layer": pa.array([layers[k] for k in order], pa.string()),
+        "geometry": geometry,
         "speed_limit": pa.nulls(n, pa.float64()),  # AV2 maps carry no speed limits
-        "allowed": pa.array(allowed, pa.string()),
+        "allowed": pa.array([allowed[k] for k in order], pa.string()),
     }, schema=MAP_SCHEMA)
 
 
@@ -141,22 +135,51 @@ def _join(a: np.ndarray, ao: np.ndarray, b: np.ndarray, bo: np.ndarray) -> tuple
 def _block(features: list, counts: np.ndarray, coords: np.ndarray, layer: str, allowed: list, kind: str,
            order: int) -> dict:
     """The rows of one layer: features with enough points (3 for an area, 2 for a line), WKB-encoded."""
-    need = 3 if kind == "polygon" else 2
-    ok = counts >= need
-    ids = np.repeat(np.arange(len(counts)), counts)
-    keep = ok[ids]
-    wkb = np.empty(0, dtype=object)
-    if ok.any():
-        make = _polygons if kind == "polygon" else _lines
-        wkb = shapely.to_wkb(make(coords[keep], ids[keep]))
+    ok = counts >= (3 if kind == "polygon" else 2)
+    keep = np.repeat(ok, counts)
+    wkb = wkb_geometries(coords[keep], counts[ok], polygon=kind == "polygon")
     sel = np.flatnonzero(ok)
     return {"fid": [str(features[i][0]) for i in sel], "allowed": [allowed[i] for i in sel], "layer": layer,
-            "wkb": np.asarray(wkb, dtype=object), "index": sel, "order": order}
+            "wkb": wkb, "index": sel, "order": order}
 
 
-def _polygons(coords: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    return shapely.polygons(shapely.linearrings(coords, indices=ids))
+_POLY_HEAD = np.dtype([("order", "u1"), ("type", "<u4"), ("rings", "<u4"), ("n", "<u4")])
+_LINE_HEAD = np.dtype([("order", "u1"), ("type", "<u4"), ("n", "<u4")])
 
 
-def _lines(coords: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    return shapely.linestrings(coords, indices=ids)
+def wkb_geometries(coords: np.ndarray, counts: np.ndarray, polygon: bool) -> pa.BinaryArray:
+    """2-D WKB (little endian) of ``len(counts)`` linestrings or one-ring polygons, built in numpy.
+
+    coords: [P, 2] float64, feature i's points next; counts: [F] points per feature. A polygon's
+    ring is closed (its first point repeated) unless it already is: the bytes shapely's
+    ``to_wkb(polygons(linearrings(...)))`` gives, without a Python object per feature.
+    """
+    counts = np.asarray(counts, np.int64)
+    start = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
+    if polygon and len(counts):
+        first, last = coords[start], coords[start + counts - 1]
+        closed = (first == last).all(1)
+        if (closed & (counts < 4)).any():
+            raise ValueError("a ring of fewer than 4 points that is already closed encloses no area")
+        extra = np.flatnonzero(~closed)
+        # every point, then each open ring's first point again at its end
+        feat = np.r_[np.repeat(np.arange(len(counts)), counts), extra]
+        pos = np.r_[np.arange(len(coords)) - np.repeat(start, counts), counts[extra]]
+        src = np.r_[np.arange(len(coords)), start[extra]]
+        order = np.lexsort((pos, feat))
+        coords, counts = coords[src[order]], counts + ~closed
+    head_dt = _POLY_HEAD if polygon else _LINE_HEAD
+    head = np.zeros(len(counts), head_dt)
+    head["order"], head["type"], head["n"] = 1, 3 if polygon else 2, counts
+    if polygon:
+        head["rings"] = 1
+    sizes = head_dt.itemsize + 16 * counts
+    offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+    out = np.empty(int(offsets[-1]), np.uint8)
+    out[(offsets[:-1, None] + np.arange(head_dt.itemsize)).ravel()] = head.view(np.uint8)
+    first_pt = offsets[:-1] + head_dt.itemsize
+    pt_pos = np.repeat(first_pt, counts) + 16 * (np.arange(int(counts.sum())) - np.repeat(np.r_[0, np.cumsum(counts)[:-1]],
+                                                                                        counts))
+    out[(pt_pos[:, None] + np.arange(16)).ravel()] = np.ascontiguousarray(coords, dtype="<f8").view(np.uint8).ravel()
+    return pa.Array.from_buffers(pa.binary(), len(counts), [None, pa.py_buffer(offsets.astype(np.int32)),
+                                                            pa.py_buffer(out)])
