@@ -51,7 +51,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
     shard = parse_shard(args.shard)
     store = Store(args.store)
-    summary = run_ingest(_adapter(args.source, args), Path(args.input), store, shard, args.split, not args.quiet)
+    summary = run_ingest(_adapter(args.source, args), Path(args.input), store, shard, args.split, not args.quiet,
+                         batch_scenarios=args.batch_scenarios)
     out = Path(args.summary) if args.summary else store.path / "_summaries" / f"ingest-{args.source}-shard{shard[0]}of{shard[1]}.json"
     write_json_atomic(summary.to_dict(), out)
     print(summary.table())
@@ -65,10 +66,21 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 def _cmd_store(args: argparse.Namespace) -> int:
     from forecast.data.store import Store
 
-    store = Store(args.store)
+    compact = args.store[0] == "compact" and len(args.store) == 2
+    if len(args.store) != 1 and not compact:
+        print("usage: forecast store STORE | forecast store compact STORE", file=sys.stderr)
+        return EXIT_USAGE
+    store = Store(args.store[-1])
     if not store.exists():
         print(f"no store at {store.path}", file=sys.stderr)
         return EXIT_USAGE
+    if compact:
+        from forecast.data.compact import compact_store
+
+        c = compact_store(store, args.batch_scenarios)
+        print(f"compacted {c.units} units ({c.scenarios} scenarios) into {c.batches} batches: "
+              f"{c.files_before} -> {c.files_after} Parquet files")
+        return EXIT_OK
     s = store.summary()
     if args.json:
         print(json.dumps(s, indent=2))
@@ -103,10 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strict", action="store_true", help=f"exit {EXIT_QUARANTINE} if anything was quarantined")
     s.add_argument("--summary", help="where to write the JSON summary (default: STORE/_summaries/)")
     s.add_argument("--scenario-length", type=float, default=10.0, help="SUMO: seconds per scenario (default 10)")
+    s.add_argument("--batch-scenarios", type=int, default=2000, help="scenarios per batch of Parquet files")
     s.set_defaults(func=_cmd_ingest)
 
-    s = sub.add_parser("store", help="print a summary of a store")
-    s.add_argument("store")
+    s = sub.add_parser("store", help="print a summary of a store; `store compact STORE` rewrites an old one as batches")
+    s.add_argument("store", nargs="+", metavar="[compact] STORE")
+    s.add_argument("--batch-scenarios", type=int, default=2000, help="compact: scenarios per batch file")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_cmd_store)
 
