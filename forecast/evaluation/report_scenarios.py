@@ -112,6 +112,8 @@ def comparison_html(result: EvalResult, cfg: EvalConfig, layers: dict[str, dict]
     c = result.metrics.get("comparison")
     if not c:
         return ""
+    if c.get("skipped"):
+        return f'<h2 id="section-comparison">Champion vs challenger</h2><div class="muted">{_e(c["skipped"])}.</div>'
     keys = ("minFDE@6", "minADE@6", "MR@6", "minFDE@1")
     parts = [f'<h2 id="section-comparison">Champion vs challenger: {_e(c["challenger"])} vs {_e(c["champion"])}</h2>',
              f'<div class="muted">Champion: {_e(c.get("champion_spec"))}. Delta = challenger &minus; champion on the '
