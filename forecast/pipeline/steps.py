@@ -18,9 +18,12 @@ step       inputs                outputs (inside its directory)                h
 =========  ====================  ============================================  ========================
 simulate   (data config)         ``runs/<split>/<network>/``                   ``forecast.sim.sumo.simulate``
 ingest     simulate or a folder  ``store/`` (canonical store)                  ``forecast.data.ingest.run_ingest``
+tag        ingest                ``tags.parquet`` (scenario tags)              ``forecast tag`` (CLI)
 train      ingest                ``model.pt``, ``train_summary.json``,          ``run_training``
                                  ``checkpoints/``
+champion   ingest                as train (another seed, see its overrides)    ``run_training``
 evaluate   train, ingest         ``metrics.json``, ``report.html``, ``plots/``  ``forecast evaluate`` (CLI)
+           (+ tag, champion)
 export     train                 ``bundle/`` (``bundle.json``, ONNX files)      ``forecast export --verify`` (CLI)
 register   train, evaluate,      ``registered.json``                           MLflow model registry
            export
@@ -55,6 +58,14 @@ from forecast.training.config import TrainConfig
 
 class StepFailed(RuntimeError):
     """A step could not produce its outputs; the message says why."""
+
+    exit_code = 1  # what ``forecast pipeline run`` exits with when this ended the run
+
+
+class QuarantineFailed(StepFailed):
+    """``ingest.strict`` and something was quarantined: exit 3, as ``forecast ingest --strict``."""
+
+    exit_code = 3
 
 
 @dataclass
@@ -206,9 +217,13 @@ class IngestStep:
         summary = run_ingest(_adapter(self.cfg.source, self.cfg.scenario_length_s), root, store, (0, 1),
                              self.cfg.split, ctx.progress)
         write_json_atomic(summary.to_dict(), store.path / "_summaries" / f"ingest-{self.cfg.source}.json")
+        if summary.quarantined_in_shard:  # said on the terminal, not only in the store
+            reasons = ", ".join(f"{k}: {v}" for k, v in sorted(summary.quarantine_reasons.items())[:5])
+            ctx.log(f"[ingest] warning: {summary.quarantined_in_shard} rows/files quarantined ({reasons}); "
+                    f"see {store.quarantine_dir} or `forecast store {store.path}`")
         if self.cfg.strict and summary.quarantined_in_shard:
-            raise StepFailed(f"ingest.strict: {summary.quarantined_in_shard} rows/files quarantined "
-                             f"(see {store.quarantine_dir})")
+            raise QuarantineFailed(f"ingest.strict: {summary.quarantined_in_shard} rows/files quarantined "
+                                   f"(see {store.quarantine_dir})")
         counts = {k: float(v) for k, v in summary.to_dict().items() if isinstance(v, int)}
         return StepResult({"store": "store"}, summary.to_dict(), counts)
 
@@ -246,12 +261,15 @@ class TrainStep:
 
         cfg = train_config_for(self.train, ctx.out, ctx.inputs["ingest"] / "store", self.tracking_uri)
         if cfg.mlflow.run_name is None:
-            cfg.mlflow.run_name = f"{ctx.pipeline}-train-{ctx.hash[:8]}"
+            cfg.mlflow.run_name = f"{ctx.pipeline}-{self.name}-{ctx.hash[:8]}"
         # Stops at the next batch end once SIGTERM/SIGINT came, also when the signal's own raise was swallowed
         result = run_training(cfg, progress=ctx.progress, extra_callbacks=[lightning_callback()])
         if ctx.rank > 0:
             return StepResult()
         _require(ctx.out / "model.pt", "model")
+        # run_training wrote the working directory's absolute path, which the commit renames away
+        summary = json.loads((ctx.out / "train_summary.json").read_text())
+        write_json_atomic({**summary, "model": "model.pt"}, ctx.out / "train_summary.json")
         return StepResult({"model": "model.pt", "summary": "train_summary.json", "checkpoints": "checkpoints"},
                           {"mlflow_run_id": result.run_id, "global_step": result.global_step}, dict(result.metrics))
 
@@ -272,18 +290,58 @@ class MlflowFlags:
         return ["--run-name", run_name] + (["--tracking-uri", self.tracking_uri] if self.tracking_uri else [])
 
 
+class ChampionStep(TrainStep):
+    """The champion the trained model is compared with: a second training (another seed), same contract as train."""
+
+    name, inputs, resumable = "champion", ("ingest",), True
+
+
+class TagStep:
+    name, inputs, resumable = "tag", ("ingest",), False
+    code = ("forecast.scenarios.tags", "forecast.scenarios.table")
+
+    def __init__(self, splits: list[str]):
+        self.splits = list(splits)
+
+    def spec(self) -> dict:
+        return {"splits": sorted(self.splits)}
+
+    def run(self, ctx: StepContext) -> StepResult:
+        from forecast.scenarios.table import read_meta
+
+        argv = ["tag", "--store", str(ctx.inputs["ingest"] / "store"), "--out", str(ctx.out / "tags.parquet")]
+        for split in self.splits:
+            argv += ["--split", split]
+        call_cli(argv)
+        meta = read_meta(_require(ctx.out / "tags.parquet", "tag table")) or {}
+        counts = {f"tag/{k}": float(v) for k, v in (meta.get("counts") or {}).items()}
+        return StepResult({"tags": "tags.parquet"}, {"agent_steps": meta.get("agent_steps")}, counts)
+
+
 class EvaluateStep:
     name, inputs, resumable = "evaluate", ("train", "ingest"), False
     code = ("forecast.evaluation.cli", "forecast.evaluation.evaluate")
 
-    def __init__(self, eval_config: dict, args: list[str] | None = None, mlflow: MlflowFlags | None = None):
+    def __init__(self, eval_config: dict, args: list[str] | None = None, mlflow: MlflowFlags | None = None,
+                 with_steps: tuple[str, ...] = (), baseline: str | None = None, suite: str | None = None):
         self.eval_config = eval_config
         self.args = list(args or [])
         self.mlflow = mlflow or MlflowFlags()
+        # optional inputs: the tag table and a champion model trained by this pipeline
+        self.inputs = ("train", "ingest", *[s for s in ("tag", "champion") if s in with_steps])
+        self.baseline = baseline
+        self.suite = suite
 
     def spec(self) -> dict:
         cfg = {k: v for k, v in self.eval_config.items() if k != "mlflow"}
-        return {"evaluate": cfg, "args": self.args}
+        out = {"evaluate": cfg, "args": self.args}
+        if self.baseline and "champion" not in self.inputs:
+            out["baseline"] = self.baseline
+        if self.suite:
+            from forecast.scenarios.suites import suite_path
+
+            out["suite"] = sha256_text(suite_path(self.suite).read_text())  # the cases, not where the file is
+        return out
 
     def run(self, ctx: StepContext) -> StepResult:
         cfg_path = ctx.out / "eval_config.yaml"
@@ -293,6 +351,14 @@ class EvaluateStep:
             "--out", str(ctx.out), "--config", str(cfg_path),
             *self.mlflow.args(f"{ctx.pipeline}-evaluate-{ctx.hash[:8]}"), *self.args,
         ]
+        if "tag" in ctx.inputs:
+            argv += ["--tags", str(ctx.inputs["tag"] / "tags.parquet")]
+        if "champion" in ctx.inputs:
+            argv += ["--baseline", str(ctx.inputs["champion"] / "model.pt")]
+        elif self.baseline:
+            argv += ["--baseline", self.baseline]
+        if self.suite:
+            argv += ["--suite", self.suite]
         call_cli(argv)
         metrics = json.loads(_require(ctx.out / "metrics.json", "metrics").read_text())
         _require(ctx.out / "report.html", "report")
@@ -382,8 +448,11 @@ def build_steps(loaded: LoadedPipeline, registry=None) -> list[Step]:
     make: dict[str, Callable[[], Step]] = {
         "simulate": lambda: SimulateStep(loaded.sim),
         "ingest": lambda: IngestStep(cfg.ingest),
+        "tag": lambda: TagStep(cfg.tag.splits),
         "train": lambda: TrainStep(loaded.train, cfg.mlflow.tracking_uri),
-        "evaluate": lambda: EvaluateStep(loaded.evaluate or {}, cfg.evaluate.args, flags),
+        "champion": lambda: ChampionStep(loaded.champion, cfg.mlflow.tracking_uri),
+        "evaluate": lambda: EvaluateStep(loaded.evaluate or {}, cfg.evaluate.args, flags, tuple(cfg.steps),
+                                         cfg.evaluate.baseline, cfg.evaluate.suite),
         "export": lambda: ExportStep(cfg.export),
         "register": lambda: RegisterStep(cfg.register, registry),
     }

@@ -1,4 +1,8 @@
-"""LightningDataModule over the store: in-memory scenes, samples built by workers on demand."""
+"""LightningDataModule over the store: scenes streamed from the store, samples built by workers on demand.
+
+Each rank reads its own contiguous slice of a seeded, scenario-blocked order
+(``forecast.training.sampler``); each loader worker reads the scenarios of the samples it builds.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from forecast.data.store import Store
 from forecast.features.dataset import SceneSet, select_scenarios
 from forecast.training.config import TrainConfig
+from forecast.training.sampler import BlockShuffleSampler
 from forecast.training.speed import collate_for_loader, pin_batches
 
 
@@ -47,7 +52,8 @@ class ForecastDataModule(L.LightningDataModule):
         d = self.cfg.data
         g = torch.Generator()
         g.manual_seed(self.cfg.seed)
-        return DataLoader(SampleDataset(scenes), batch_size=d.batch_size, shuffle=shuffle, num_workers=d.num_workers,
+        sampler = BlockShuffleSampler(scenes.index.scenario, seed=self.cfg.seed, shuffle=shuffle)
+        return DataLoader(SampleDataset(scenes), batch_size=d.batch_size, sampler=sampler, num_workers=d.num_workers,
                           collate_fn=partial(collate_for_loader, future_steps=self.cfg.features.future_steps),
                           generator=g, persistent_workers=d.num_workers > 0, pin_memory=pin_batches(self.cfg.trainer))
 
