@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import shapely
 
 from forecast.cli import main
 from forecast.data.ingest import IngestSummary, run_ingest
@@ -285,13 +286,18 @@ def test_map_layers_and_geometry(tmp_path):
     assert area.area == pytest.approx(80.0 * 20.0)
 
 
-def test_centerline_skipped_when_boundaries_differ(tmp_path):
+def test_centerline_from_boundaries_with_unequal_point_counts(tmp_path):
+    # Lane 12's boundaries have 3 and 2 points: without a centerline in the archive, the store
+    # still gets one, resampled by arc length as av2-api does (10 points, y = 0 midway).
     data = map_json()
     del data["lane_segments"]["12"]["centerline"]
     write_scenario(tmp_path / "in", map_data=data)
     _, store = ingest(tmp_path / "in", tmp_path)
-    ids = store.map_table(f"av2:{SID}").filter(pa.compute.field("layer") == "lane_centerline")["feature_id"]
-    assert ids.to_pylist() == ["11"]
+    table = store.map_table(f"av2:{SID}").filter(pa.compute.field("layer") == "lane_centerline")
+    assert table["feature_id"].to_pylist() == ["11", "12"]
+    center12 = shapely.from_wkb(table["geometry"][1].as_py())
+    np.testing.assert_allclose(np.asarray(center12.coords), np.c_[np.linspace(LANE_L, LANE_L + 10, 10), np.zeros(10)],
+                               atol=1e-12)
 
 
 def test_broken_map_keeps_tracks(tmp_path):

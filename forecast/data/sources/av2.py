@@ -24,6 +24,7 @@ from shapely.geometry import LineString, Polygon
 
 from forecast.data.ingest import ParsedUnit, Unit
 from forecast.data.schema import MAP_SCHEMA, SPLITS, AgentType
+from forecast.data.sources.av2_lanes import midpoint_line
 from forecast.data.validate import Quarantine, RawRows, dictionary_code
 
 AV2_DT = 0.1  # s; AV2 scenarios are sampled at 10 Hz
@@ -224,8 +225,8 @@ def map_json_to_table(path: Path, map_id: str) -> pa.Table:
     """Read an AV2 log map JSON and return ``MAP_SCHEMA`` rows.
 
     Layers: ``lane`` (polygon: left boundary + reversed right boundary), ``lane_centerline``
-    (the given centerline, else the mean of the boundaries when they have as many points,
-    else none), ``crosswalk`` (edge1 + reversed edge2), ``drivable_area`` (area_boundary).
+    (the given centerline, else av2-api's midpoint line of the two boundaries, resampled by
+    arc length), ``crosswalk`` (edge1 + reversed edge2), ``drivable_area`` (area_boundary).
     Coordinates are metres in the city frame; z is dropped. Raises on a malformed file.
     """
     data = json.loads(Path(path).read_text())
@@ -248,9 +249,9 @@ def map_json_to_table(path: Path, map_id: str) -> pa.Table:
         )
 
     for fid, lane in _features(data, "lane_segments"):
-        left, right = _xy(lane["left_lane_boundary"]), _xy(lane["right_lane_boundary"])
+        left, right = _xyz(lane["left_lane_boundary"]), _xyz(lane["right_lane_boundary"])
         allowed = LANE_TYPE_TO_ALLOWED.get(lane.get("lane_type"))
-        add(fid, "lane", _polygon(np.vstack([left, right[::-1]])), allowed)
+        add(fid, "lane", _polygon(np.vstack([left[:, :2], right[::-1, :2]])), allowed)
         add(fid, "lane_centerline", _line(_centerline(lane, left, right)), allowed)
     for fid, crossing in _features(data, "pedestrian_crossings"):
         ring = np.vstack([_xy(crossing["edge1"]), _xy(crossing["edge2"])[::-1]])
@@ -272,13 +273,23 @@ def _xy(points: list[dict]) -> np.ndarray:
     return np.array([[float(p["x"]), float(p["y"])] for p in points], dtype=np.float64).reshape(-1, 2)
 
 
+def _xyz(points: list[dict]) -> np.ndarray:
+    """[{x, y, z}, ...] -> [P, 3] float64 metres (z = 0 where the file has none)."""
+    return np.array([[float(p["x"]), float(p["y"]), float(p.get("z", 0.0))] for p in points],
+                    dtype=np.float64).reshape(-1, 3)
+
+
 def _centerline(lane: dict, left: np.ndarray, right: np.ndarray) -> np.ndarray | None:
-    """[P, 2] centerline: the file's, else the boundaries' mean when point counts match, else None."""
+    """[P, 2] centerline: the file's, else av2-api's midpoint line of the ``[*, 3]`` boundaries.
+
+    Map archives without centerlines are common; av2-api computes the line from the
+    boundaries whatever their point counts, and so do we (10 points, as its map API).
+    """
     if lane.get("centerline"):
         return _xy(lane["centerline"])
-    if len(left) == len(right):
-        return (left + right) / 2.0
-    return None
+    if not len(left) or not len(right):
+        return None
+    return midpoint_line(left, right)
 
 
 def _polygon(ring: np.ndarray) -> Polygon | None:
