@@ -20,12 +20,13 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from forecast.data.atomic import sha256_file, sha256_text, write_json_atomic, write_parquet_atomic
+from forecast.data.geoparquet import with_geo_metadata
 from forecast.data.schema import AGENT_TYPE_LABELS, SCENARIOS_SCHEMA, SCHEMA_VERSION, SPLITS, TRACKS_SCHEMA
 from forecast.data.store import Store, safe_name
 from forecast.data.validate import Quarantine, RawRows, validate_rows
 
 # Bump when the canonical output of an unchanged input changes, so reruns rewrite it.
-INGEST_VERSION = "1"
+INGEST_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ def _write_unit(parsed: ParsedUnit, store: Store) -> tuple[dict, list[str]]:
     outputs += [f"tracks/{part}", f"scenarios/{part}"]
     for map_id, table in parsed.maps.items():
         path = store.maps_dir / f"{safe_name(map_id)}.parquet"
-        write_parquet_atomic(table, path)
+        write_parquet_atomic(with_geo_metadata(table, map_id), path)  # GeoParquet: GIS tools read it
         outputs.append(str(path.relative_to(store.path)))
     qtable = pa.concat_tables([q.to_table() for q in quarantines])
     qpath = store.quarantine_dir / f"source={unit.source}" / f"{name}.parquet"
