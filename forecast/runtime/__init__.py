@@ -3,17 +3,21 @@
 Imports no torch and no lightning (checked by the tests).
 """
 
-from forecast.runtime.predictor import (
+from forecast.runtime.errors import (
     BundleIntegrityError,
     EmptySceneError,
     InputError,
     InvalidTracksError,
     MapError,
+    MapWarning,
+    OptionError,
     PlanError,
-    Prediction,
-    Predictor,
     TooManyAgentsError,
     UnitMismatchError,
+)
+from forecast.runtime.predictor import (
+    Prediction,
+    Predictor,
     read_manifest,
     verify_bundle,
 )
@@ -24,6 +28,8 @@ __all__ = [
     "InputError",
     "InvalidTracksError",
     "MapError",
+    "MapWarning",
+    "OptionError",
     "PlanError",
     "Prediction",
     "Predictor",
