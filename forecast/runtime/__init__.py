@@ -1,4 +1,5 @@
-"""Vehicle runtime: load a verified export bundle and predict from raw world-frame tracks.
+"""Vehicle runtime: load a verified export bundle and predict from raw world-frame tracks (``Predictor``)
+or tick by tick from perception's detections (``SceneTracker``).
 
 Imports no torch and no lightning (checked by the tests).
 """
@@ -21,9 +22,11 @@ from forecast.runtime.predictor import (
     read_manifest,
     verify_bundle,
 )
+from forecast.runtime.tracker import Detections, SceneTracker, TickError, TickStats
 
 __all__ = [
     "BundleIntegrityError",
+    "Detections",
     "EmptySceneError",
     "InputError",
     "InvalidTracksError",
@@ -33,6 +36,9 @@ __all__ = [
     "PlanError",
     "Prediction",
     "Predictor",
+    "SceneTracker",
+    "TickError",
+    "TickStats",
     "TooManyAgentsError",
     "UnitMismatchError",
     "read_manifest",
