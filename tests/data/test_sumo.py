@@ -16,6 +16,7 @@ from forecast.data.ingest import run_ingest
 from forecast.data.schema import AgentType
 from forecast.data.sources.sumo import SumoAdapter, fcd_to_rows, sumo_angle_to_heading
 from forecast.data.store import Store
+from forecast.sim.quality import one_step_jumps
 
 
 def test_sumo_angle_hand_worked():
@@ -228,24 +229,27 @@ def test_store_positions_are_centres(sumo_runs, sumo_store):
 # -- simulation: no one-step jumps at the source -----------------------------------------------
 
 
-def one_step_jumps(table: pa.Table, tolerance_m: float = 1.0) -> int:
-    """Steps of 0.1 s in which an agent moves more than its reported speed allows plus ``tolerance_m``."""
+def test_one_step_jumps_hand_worked():
+    # 10 m/s east; at t=0.3 the car is 3 m sideways (an instant lane change): one jump.
+    # A second car drifts 0.16 m sideways a step (a 2 s lane change): none.
+    t = np.tile(np.arange(6) * 0.1, 2)
+    x = np.tile(np.arange(6) * 1.0, 2)
+    y = np.r_[0, 0, 0, 3.2, 3.2, 3.2, np.arange(6) * 0.16]
+    jumps = one_step_jumps(np.repeat(np.array(["a", "b"]), 6), t, x, y, np.full(12, 10.0))
+    assert list(np.flatnonzero(jumps)) == [3]
+
+
+def _fcd_jumps(table: pa.Table) -> int:
     ids = np.asarray(table["vehicle_id"].to_pylist(), dtype=object)
-    t = table["timestep_time"].to_numpy()
-    order = np.lexsort((t, ids))
-    ids, t = ids[order], t[order]
-    x, y = table["vehicle_x"].to_numpy()[order], table["vehicle_y"].to_numpy()[order]
-    v = table["vehicle_speed"].to_numpy()[order]
-    same = (ids[1:] == ids[:-1]) & np.isclose(np.diff(t), 0.1)
-    step = np.hypot(np.diff(x), np.diff(y))
-    return int(np.count_nonzero(same & (step > np.maximum(v[1:], v[:-1]) * 0.1 + tolerance_m)))
+    return int(one_step_jumps(ids, table["timestep_time"].to_numpy(), table["vehicle_x"].to_numpy(),
+                              table["vehicle_y"].to_numpy(), table["vehicle_speed"].to_numpy()).sum())
 
 
 def test_simulation_has_no_one_step_jumps(sumo_runs):
     # SUMO's defaults give 3 m sideways jumps (instant lane changes), teleports of stuck
     # vehicles and corners in pedestrian paths: 43 such steps in these three tiny runs.
     for fcd in sorted(sumo_runs.rglob("fcd.parquet")):
-        assert one_step_jumps(pq.read_table(fcd)) == 0, fcd
+        assert _fcd_jumps(pq.read_table(fcd)) == 0, fcd
 
 
 def test_sumo_options_on_the_command_line():
@@ -376,3 +380,14 @@ def test_nonsense_scenario_length_is_a_usage_error(sumo_runs, tmp_path, capsys, 
                  f"--scenario-length={length}"])
     assert code == 2 and "scenario length must be a positive multiple of the 0.1 s" in capsys.readouterr().err
     assert not (tmp_path / "s" / "tracks").exists()
+
+
+def test_broken_network_and_broken_fcd_keep_both_records(sumo_runs, tmp_path):
+    root, run = _copy_run(sumo_runs, tmp_path)
+    next(run.glob("*.net.xml")).write_text("<net><edge")
+    (run / "fcd.parquet").write_bytes(b"PAR1 not parquet")
+    s, store = _ingest(root, tmp_path)
+    recs = store.quarantine_table().to_pylist()
+    assert {(Path(r["source_file"]).name.split(".")[-2], r["row"], r["field"]) for r in recs} == {
+        ("net", -1, "net"), ("fcd", -1, "file")}
+    assert s.files_quarantined == 2 and s.rows_read == 0

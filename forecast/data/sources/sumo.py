@@ -139,7 +139,10 @@ class SumoAdapter:
                 base.maps = {map_id: net_to_map_table(nets[0], map_id)}
             except Exception as exc:  # a broken map must not lose the tracks
                 base.map_id = None
-                base.file_quarantine = Quarantine.whole_file("sumo", str(nets[0]), "net", f"unreadable network: {exc}")
+                # beside, not in, file_quarantine: that one is the FCD file's, and a broken FCD
+                # file must not overwrite this record
+                base.other_quarantines.append(
+                    Quarantine.whole_file("sumo", str(nets[0]), "net", f"unreadable network: {exc}"))
         else:
             base.map_id = None
         try:
