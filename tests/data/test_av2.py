@@ -398,15 +398,20 @@ def test_missing_or_mistyped_column_quarantines_file(tmp_path, column, change, r
     assert {(r["source_file"], r["field"], r["reason"]) for r in recs} == {(str(parquet), column, reason)}
 
 
-def test_null_track_id_quarantines_file(tmp_path):
+def test_null_track_id_quarantines_that_row_only(tmp_path):
+    # One row without a track id is that row's fault: the other rows are valid and kept,
+    # and the row never becomes a track "".
     table = scenario_table()
     ids = table["track_id"].to_pylist()
     ids[5] = None
     table = table.set_column(table.schema.get_field_index("track_id"), "track_id", pa.array(ids, pa.string()))
-    write_scenario(tmp_path / "in", table)
+    parquet = write_scenario(tmp_path / "in", table)
     summary, store = ingest(tmp_path / "in", tmp_path)
-    assert summary.rows_quarantined == table.num_rows and summary.rows_written == 0
-    assert summary.quarantine_reasons == {"column 'track_id' has 1 null values": table.num_rows}
+    assert summary.rows_quarantined == 1 and summary.rows_written == table.num_rows - 1
+    [rec] = quarantine_rows(store)
+    assert (rec["source_file"], rec["row"], rec["field"], rec["reason"]) == (str(parquet), 5, "track_id",
+                                                                             "missing track id")
+    assert "" not in set(tracks_of(store)["track_id"].to_pylist())
 
 
 def test_truncated_parquet_quarantined_whole_file(tmp_path):
