@@ -34,7 +34,8 @@ SETTINGS = {
                                                             walkingarea_detail=4),
     "after (SumoOptions defaults)": SumoOptions(),
 }
-JUMP_REASONS = ("impossible speed implied by consecutive positions", "after an impossible jump earlier in the track")
+JUMP_REASONS = ("impossible speed implied by consecutive positions",
+                "cut off by an impossible jump in the track (its longest jump-free part is kept)")
 
 
 def measure(run: Path) -> dict[str, Counter]:

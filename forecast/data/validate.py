@@ -138,8 +138,9 @@ def validate_rows(rows: RawRows, dt: float, source: str, source_file: str) -> tu
     Row order carries no meaning: each track is checked in time order, whatever the order of
     the file. Of duplicates the first row in the file is kept. A position jump (a step that
     no plausible speed explains) is either a single bad row, when the track comes back
-    right after it, which alone is rejected, or a discontinuity (a teleport), after which the
-    rest of the track is rejected too, so that no kept pair of rows straddles the jump.
+    right after it, which alone is rejected, or a discontinuity (a teleport): the track's
+    longest jump-free part is kept and the rest rejected, so that no kept pair of rows
+    straddles the jump.
     """
     n = len(rows)
     reason = np.full(n, None, dtype=object)
@@ -243,17 +244,23 @@ def _reject_motion(rows: RawRows, agent_type, timestep, dt, reason, reject) -> N
         spike[inner] = bad_in[inner] & bad_in[inner + 1] & ~step_bad(inner - 1, inner + 1)
     explained = np.r_[False, spike[:-1]]  # the step back out of a single bad row
     jump = bad_in & ~spike & ~explained
-    # Rows after a jump in the same track: count jumps so far within the track.
+    # Jumps cut a track into jump-free parts; the longest part is kept (the first of equals),
+    # so that no kept pair of rows straddles a jump and as little as possible is lost.
     start = np.r_[True, tc[1:] != tc[:-1]]
-    seen = np.cumsum(jump)
-    before_track = (seen - jump)[start]  # jumps before each track's first row
-    after = (seen - np.repeat(before_track, np.diff(np.r_[np.flatnonzero(start), m]))) > 0
-    after &= ~jump
+    part = np.cumsum(start | jump) - 1  # [m] part index, increasing
+    part_len = np.bincount(part)
+    part_first = np.flatnonzero(start | jump)
+    part_track = (np.cumsum(start) - 1)[part_first]
+    best = np.lexsort((np.arange(len(part_len)), -part_len, part_track))  # per track: longest, then first
+    best = best[np.r_[True, part_track[best][1:] != part_track[best][:-1]]]
+    kept_part = np.zeros(len(part_len), bool)
+    kept_part[best] = True
+    cut = ~kept_part[part]
 
     def mark(flags: np.ndarray) -> np.ndarray:
         out = np.zeros(len(rows), bool)
         out[order[flags]] = True
         return out
 
-    reject(mark(spike | jump), "x", "impossible speed implied by consecutive positions")
-    reject(mark(after), "x", "after an impossible jump earlier in the track")
+    reject(mark(spike | (jump & cut)), "x", "impossible speed implied by consecutive positions")
+    reject(mark(cut), "x", "cut off by an impossible jump in the track (its longest jump-free part is kept)")

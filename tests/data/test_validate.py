@@ -65,20 +65,26 @@ def test_single_bad_row_alone_is_rejected():
     x = np.arange(10) * 1.0
     x[4] = 500.0  # one glitch; the track comes back at once
     keep, _, bad = check(make_rows(["a"] * 10, np.arange(10) * 0.1, x))
-    assert bad == {4: ("x", "impossible speed implied by consecutive positions")}
+    assert bad == {4: ("x", JUMP)}
     assert len(keep) == 9
 
 
-def test_a_jump_rejects_the_rest_of_the_track():
-    # A teleport: 100 m in one step, then normal motion from there. Rejecting only the
-    # first row after it would leave a 100 m step between the rows kept.
-    x = np.r_[np.arange(5) * 1.0, 100 + np.arange(5) * 1.0]
+CUT = "cut off by an impossible jump in the track (its longest jump-free part is kept)"
+JUMP = "impossible speed implied by consecutive positions"
+
+
+def test_a_jump_keeps_the_longest_part_of_the_track():
+    # A teleport: 100 m in one step, then normal motion from there. Rejecting only the row
+    # after it would leave a 100 m step between the rows kept; the longer side is kept.
+    x = np.r_[np.arange(3) * 1.0, 100 + np.arange(7) * 1.0]
     rows = make_rows(["a"] * 10 + ["b"] * 3, np.r_[np.arange(10), np.arange(3)] * 0.1, np.r_[x, 0.0, 1.0, 2.0])
     keep, _, bad = check(rows)
-    assert bad[5] == ("x", "impossible speed implied by consecutive positions")
-    assert {r: bad[r] for r in range(6, 10)} == {r: ("x", "after an impossible jump earlier in the track")
-                                                 for r in range(6, 10)}
-    assert list(keep) == [0, 1, 2, 3, 4, 10, 11, 12]  # the other track is untouched
+    assert bad == {0: ("x", CUT), 1: ("x", CUT), 2: ("x", CUT)}
+    assert list(keep) == [3, 4, 5, 6, 7, 8, 9, 10, 11, 12]  # the other track is untouched
+    # longer before the jump: the landing row and what follows go
+    x = np.r_[np.arange(6) * 1.0, 100 + np.arange(4) * 1.0]
+    keep, _, bad = check(make_rows(["a"] * 10, np.arange(10) * 0.1, x))
+    assert bad == {6: ("x", JUMP), 7: ("x", CUT), 8: ("x", CUT), 9: ("x", CUT)}
 
 
 def test_jump_beyond_reported_speed_where_the_source_opts_in():
@@ -90,4 +96,4 @@ def test_jump_beyond_reported_speed_where_the_source_opts_in():
     _, _, bad = check(make_rows(["a"] * 8, np.arange(8) * 0.1, x, y, speed))
     assert bad == {}
     _, _, bad = check(make_rows(["a"] * 8, np.arange(8) * 0.1, x, y, speed, jump_tolerance_m=1.0))
-    assert bad[4] == ("x", "impossible speed implied by consecutive positions") and len(bad) == 4
+    assert bad == {4: ("x", JUMP), 5: ("x", CUT), 6: ("x", CUT), 7: ("x", CUT)}  # equal parts: the first is kept

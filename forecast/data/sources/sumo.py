@@ -3,9 +3,9 @@
 A run directory (written by ``forecast simulate``) holds ``fcd.parquet``, ``<name>.net.xml``
 and ``run.json`` (split, network name, seed, vType classes and lengths).
 
-SUMO reports a vehicle's position at the centre of its FRONT bumper, and its angle as the
-direction from the back bumper to the front one; the store holds the vehicle's centre, half
-its length behind the front along that direction. Persons are reported at their centre.
+SUMO reports a vehicle's position at the centre of its FRONT bumper; the store holds the
+vehicle's centre, half its length back along the path the front has driven
+(``sumo_centre``). Persons are reported at their centre and kept there.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from forecast.data.ingest import ParsedUnit, Unit
 from forecast.data.schema import AgentType
+from forecast.data.sources.sumo_centre import centre_from_front
 from forecast.data.validate import Quarantine, RawRows, dictionary_code
 
 FCD_COLUMNS = {
@@ -193,7 +194,7 @@ def fcd_to_rows(table: pa.Table, vtypes: dict[str, str], lengths: dict[str, floa
 
     ``vtypes`` maps vType ids to vClasses and ``lengths`` vType ids to lengths (m) where the
     demand declares them. Vehicles and bicycles move from their front bumper to their centre,
-    half their length back along their heading; a NaN heading gives a NaN position there.
+    half their length back along the path driven (behind a track's first row: along its heading).
     """
     cols = {c: table.column(c).cast(t) for c, t in FCD_COLUMNS.items()}
     track_code, track_names = dictionary_code(cols["vehicle_id"])
@@ -204,10 +205,13 @@ def fcd_to_rows(table: pa.Table, vtypes: dict[str, str], lengths: dict[str, floa
     heading = sumo_angle_to_heading(cols["vehicle_angle"].to_numpy())
     time = cols["timestep_time"].to_numpy()
     half = vtype_half_lengths(type_names, vtypes, lengths or {})[type_code]  # [N] metres
-    back = half > 0  # only these move: 0 * NaN heading would turn a person's position into NaN
     x, y = cols["vehicle_x"].to_numpy().copy(), cols["vehicle_y"].to_numpy().copy()
-    x[back] -= half[back] * np.cos(heading[back])
-    y[back] -= half[back] * np.sin(heading[back])
+    # Codes ranked by name, so that the centres do not depend on the order of the file's rows.
+    by_name = np.empty(len(track_names), np.int64)
+    by_name[sorted(range(len(track_names)), key=lambda i: str(track_names[i]))] = np.arange(len(track_names))
+    cx, cy = centre_from_front(by_name[track_code], time, x, y, heading, half)
+    back = half > 0  # persons stay where SUMO puts them: at their centre
+    x[back], y[back] = cx[back], cy[back]
     return RawRows(
         track_code=track_code,
         track_names=track_names,
