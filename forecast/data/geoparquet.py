@@ -45,13 +45,14 @@ def local_engineering_crs(frame: str) -> dict:
     }
 
 
-def geo_metadata(table: pa.Table, frame: str, column: str = "geometry") -> dict:
-    """The ``geo`` metadata of ``table`` whose ``column`` holds WKB geometries in ``frame``.
+def geo_metadata(tables: pa.Table | list[pa.Table], frame: str, column: str = "geometry") -> dict:
+    """The ``geo`` metadata of ``tables`` (written to one file) whose ``column`` holds WKB in ``frame``.
 
     ``geometry_types`` lists the types present (sorted), ``bbox`` is [xmin, ymin, xmax, ymax]
-    in metres (omitted for a table without geometries).
+    in metres (omitted when there are no geometries).
     """
-    wkb = np.asarray(table.column(column).to_pylist(), dtype=object)
+    tables = [tables] if isinstance(tables, pa.Table) else tables
+    wkb = np.asarray([g for t in tables for g in t.column(column).to_pylist()], dtype=object)
     geoms = shapely.from_wkb(wkb) if len(wkb) else np.array([], dtype=object)
     types = sorted({_TYPE_NAMES[int(t)] for t in np.unique(shapely.get_type_id(geoms))}) if len(geoms) else []
     meta: dict = {"encoding": "WKB", "geometry_types": types, "crs": local_engineering_crs(frame), "edges": "planar"}
@@ -60,12 +61,20 @@ def geo_metadata(table: pa.Table, frame: str, column: str = "geometry") -> dict:
     return {"version": GEOPARQUET_VERSION, "primary_column": column, "columns": {column: meta}}
 
 
-def with_geo_metadata(table: pa.Table, frame: str, column: str = "geometry") -> pa.Table:
-    """``table`` with GeoParquet ``geo`` metadata added to its schema (other metadata kept).
+def map_frame(tables: list[pa.Table]) -> str:
+    """The frame name of a map file: its map id, or a note that each map_id has its own origin."""
+    ids = sorted({m for t in tables for m in t.column("map_id").to_pylist()})
+    return ids[0] if len(ids) == 1 else "of each map_id (one origin per map)"
 
-    Write the result with ``pyarrow.parquet.write_table``: Arrow schema metadata becomes the
-    Parquet file's key-value metadata, where GeoParquet readers look for ``geo``.
+
+def with_geo_schema(schema: pa.Schema, tables: list[pa.Table], column: str = "geometry") -> pa.Schema:
+    """``schema`` with the GeoParquet ``geo`` metadata of ``tables`` added (other metadata kept).
+
+    Give the result to ``pyarrow.parquet.ParquetWriter`` or ``write_table``: Arrow schema
+    metadata becomes the Parquet file's key-value metadata, where GeoParquet readers look.
+    The CRS is a local engineering frame named after the file's map (or noting that the
+    file holds several maps, each in its own frame).
     """
-    meta = dict(table.schema.metadata or {})
-    meta[b"geo"] = json.dumps(geo_metadata(table, frame, column)).encode()
-    return table.replace_schema_metadata(meta)
+    meta = dict(schema.metadata or {})
+    meta[b"geo"] = json.dumps(geo_metadata(tables, map_frame(tables), column)).encode()
+    return schema.with_metadata(meta)

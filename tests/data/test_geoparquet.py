@@ -8,13 +8,15 @@ import pyarrow.parquet as pq
 import pytest
 import shapely
 
-from forecast.data.geoparquet import GEOPARQUET_VERSION, geo_metadata, with_geo_metadata
+from forecast.data.geoparquet import GEOPARQUET_VERSION, geo_metadata, with_geo_schema
 from forecast.data.schema import MAP_SCHEMA
-from forecast.data.store import safe_name
 
 
 def _map_file(store, map_id):
-    return store.maps_dir / f"{safe_name(map_id)}.parquet"
+    """The store's map file that holds ``map_id``."""
+    [path] = [p for p in sorted(store.maps_dir.rglob("*.parquet"))
+              if map_id in pq.read_table(p, columns=["map_id"])["map_id"].to_pylist()]
+    return path
 
 
 def test_store_map_is_geoparquet(sumo_store):
@@ -50,7 +52,13 @@ def test_geo_metadata_of_an_empty_and_a_mixed_table():
     rows = [{"map_id": "m", "feature_id": str(i), "layer": "lane", "geometry": shapely.to_wkb(g),
              "speed_limit": None, "allowed": None}
             for i, g in enumerate([shapely.Point(1, 2), shapely.MultiPolygon([shapely.box(0, 0, 3, 1)])])]
-    table = with_geo_metadata(pa.Table.from_pylist(rows, schema=MAP_SCHEMA), "m")
-    assert table.schema.metadata[b"forecast.schema_version"]  # the store's own metadata is kept
-    meta = json.loads(table.schema.metadata[b"geo"])["columns"]["geometry"]
+    table = pa.Table.from_pylist(rows, schema=MAP_SCHEMA)
+    other = table.set_column(0, "map_id", pa.array(["n", "n"]))
+    schema = with_geo_schema(MAP_SCHEMA, [table])
+    assert schema.metadata[b"forecast.schema_version"]  # the store's own metadata is kept
+    meta = json.loads(schema.metadata[b"geo"])["columns"]["geometry"]
     assert meta["geometry_types"] == ["MultiPolygon", "Point"] and meta["bbox"] == [0.0, 0.0, 3.0, 2.0]
+    assert meta["crs"]["name"] == "forecast local frame m"
+    # two maps in one file: each has its own origin, and the CRS says so
+    two = json.loads(with_geo_schema(MAP_SCHEMA, [table, other]).metadata[b"geo"])["columns"]["geometry"]
+    assert "each map_id" in two["crs"]["name"]
