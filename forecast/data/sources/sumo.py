@@ -205,13 +205,11 @@ def fcd_to_rows(table: pa.Table, vtypes: dict[str, str], lengths: dict[str, floa
     heading = sumo_angle_to_heading(cols["vehicle_angle"].to_numpy())
     time = cols["timestep_time"].to_numpy()
     half = vtype_half_lengths(type_names, vtypes, lengths or {})[type_code]  # [N] metres
-    x, y = cols["vehicle_x"].to_numpy().copy(), cols["vehicle_y"].to_numpy().copy()
+    x, y = cols["vehicle_x"].to_numpy(), cols["vehicle_y"].to_numpy()
     # Codes ranked by name, so that the centres do not depend on the order of the file's rows.
     by_name = np.empty(len(track_names), np.int64)
     by_name[sorted(range(len(track_names)), key=lambda i: str(track_names[i]))] = np.arange(len(track_names))
-    cx, cy = centre_from_front(by_name[track_code], time, x, y, heading, half)
-    back = half > 0  # persons stay where SUMO puts them: at their centre
-    x[back], y[back] = cx[back], cy[back]
+    x, y = centre_from_front(by_name[track_code], time, x, y, heading, half)  # persons (half 0) stay
     return RawRows(
         track_code=track_code,
         track_names=track_names,

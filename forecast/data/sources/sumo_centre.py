@@ -22,22 +22,25 @@ def centre_from_front(track: np.ndarray, time: np.ndarray, x: np.ndarray, y: np.
     agents reported at their centre). Per track in time order, the centre is the point of the
     front's own polyline at arc length ``s - back``; where the track has not yet driven
     ``back`` metres since its first row, the path is extended behind that row along its heading.
-    Rows with a non-finite position or time, a moved row without a heading, and repeats of a
-    (track, time) are not part of the path; their centre is NaN (the validator rejects them).
+    Rows with ``back == 0`` keep their position and are no part of any path. Rows with a
+    non-finite position or time or heading, and repeats of a (track, time), are not part of
+    the path; their centre is NaN (the validator rejects them).
     Tracks are processed in the order of their codes: give codes that follow the track names
     to make the result independent of the order of the file, to the last bit.
     """
-    n = len(x)
-    cx, cy = np.full(n, np.nan), np.full(n, np.nan)
-    ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(time) & (np.isfinite(heading) | (back == 0))
+    cx, cy = x.astype(np.float64, copy=True), y.astype(np.float64, copy=True)  # back == 0: as reported
+    moved = back > 0
+    cx[moved] = np.nan
+    cy[moved] = np.nan
+    ok = moved & np.isfinite(x) & np.isfinite(y) & np.isfinite(time) & np.isfinite(heading)
     idx = np.flatnonzero(ok)
-    idx = idx[np.lexsort((idx, time[idx], track[idx]))]  # by track, time, file order
+    idx = idx[np.lexsort((time[idx], track[idx]))]  # by track, then time; lexsort is stable: file order
     if not len(idx):
         return cx, cy
     tr, t = track[idx], time[idx]
     first_of_pair = np.r_[True, (tr[1:] != tr[:-1]) | (t[1:] != t[:-1])]
     idx, tr = idx[first_of_pair], tr[first_of_pair]
-    px, py, h, b = x[idx], y[idx], heading[idx], back[idx]
+    px, py, h, b = x[idx], y[idx], heading[idx], back[idx]  # [m] in track, time order
     start = np.r_[True, tr[1:] != tr[:-1]]
     step = np.r_[0.0, np.hypot(np.diff(px), np.diff(py))]
     step[start] = 0.0
@@ -54,10 +57,10 @@ def centre_from_front(track: np.ndarray, time: np.ndarray, x: np.ndarray, y: np.
     ox = px[j - 1] + f * (px[j] - px[j - 1])
     oy = py[j - 1] + f * (py[j] - py[j - 1])
     # Not yet `back` metres from the track's first row: extend behind it along its heading.
-    first = np.flatnonzero(start)[group]
-    before = s < b
-    short = b - s
-    ox = np.where(before, px[first] - short * np.cos(h[first]), ox)
-    oy = np.where(before, py[first] - short * np.sin(h[first]), oy)
+    before = np.flatnonzero(s < b)
+    first = np.flatnonzero(start)[group[before]]
+    short = b[before] - s[before]
+    ox[before] = px[first] - short * np.cos(h[first])
+    oy[before] = py[first] - short * np.sin(h[first])
     cx[idx], cy[idx] = ox, oy
     return cx, cy
