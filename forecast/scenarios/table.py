@@ -28,7 +28,7 @@ from forecast.scenarios.tags import TAGS, TagConfig, motion, scene_tags
 
 TAGS_FILE = "tags/tags.parquet"
 META_KEY = b"forecast.tags"
-TAGGER_VERSION = 1
+TAGGER_VERSION = 2  # near miss needs a vehicle in the pair
 
 
 def tags_path(store: Store | str | Path) -> Path:
