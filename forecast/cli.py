@@ -18,7 +18,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from forecast.config import apply_overrides, from_dict, load_yaml
     from forecast.sim.sumo import SimConfig, simulate
 
-    cfg = from_dict(SimConfig, apply_overrides(load_yaml(args.config), args.overrides))
+    cfg = from_dict(SimConfig, apply_overrides(load_yaml(args.config), args.overrides), where=args.config)
     runs = simulate(cfg, Path(args.out), progress=not args.quiet)
     for r in runs:
         print(r)

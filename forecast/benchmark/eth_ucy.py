@@ -149,6 +149,8 @@ def config_from_dict(data: dict) -> BenchmarkConfig:
     data["train"] = train
     for key, value in PROTOCOL.items():
         given = _get(train, key)
+        if given is not None and not isinstance(given, int | float):
+            raise ValueError(f"benchmark config: train.{key}: got {given!r}, expected {type(value).__name__}")
         if given is not None and not math.isclose(float(given), float(value)):
             raise ValueError(f"benchmark config: train.{key}={given!r}, but the ETH/UCY protocol fixes it to {value!r}")
         _set(train, key, value)

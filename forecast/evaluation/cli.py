@@ -21,7 +21,7 @@ def config_from_args(args: argparse.Namespace):
     from forecast.config import from_dict, load_yaml
     from forecast.evaluation.evaluate import EvalConfig
 
-    cfg = from_dict(EvalConfig, load_yaml(args.config) if args.config else {})
+    cfg = from_dict(EvalConfig, load_yaml(args.config) if args.config else {}, where=args.config or "")
     for flag, attr in (("split", "split"), ("max_samples", "max_samples"), ("t0_stride", "t0_stride"), ("seed", "seed"),
                        ("source", "source"), ("device", "device")):
         value = getattr(args, flag)

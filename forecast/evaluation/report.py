@@ -10,19 +10,15 @@ from __future__ import annotations
 import base64
 import html
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from forecast import metrics as M
 from forecast.evaluation import plots as P
+from forecast.evaluation.config import EvalConfig
+from forecast.evaluation.results import CLASSES, METRIC_NAMES, EvalResult
 from forecast.features.frames import to_world
 
-if TYPE_CHECKING:
-    from forecast.evaluation.evaluate import EvalConfig, EvalResult
-
-CLASSES = ("vehicle", "pedestrian", "cyclist")
-METRIC_NAMES = ("minADE@1", "minFDE@1", "minADE@6", "minFDE@6", "MR@6", "brier-minFDE@6")
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1200px;color:#222;
      padding:0 16px;line-height:1.4}

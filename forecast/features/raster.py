@@ -1,4 +1,6 @@
-"""Bird's-eye rasters: the map is drawn once per map (OpenCV), then cropped per agent with an affine warp.
+"""Bird's-eye rasters: the map is drawn once per map (OpenCV); per scene, the map window and the
+agents' recent motion are laid on one world-aligned grid, and each agent's raster is an affine crop of it
+(linear in the number of agents).
 
 Pixel convention of an agent raster ``[C, S, S]``: the agent heads up the image (row decreasing);
 its left is to the left (column decreasing); the raster centre lies ``ahead`` metres in front.
@@ -6,6 +8,7 @@ its left is to the left (column decreasing); the raster centre lies ``ahead`` me
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -13,7 +16,6 @@ import numpy as np
 import shapely
 
 from forecast.features.config import MAP_CHANNELS, MOTION_CHANNELS, RasterConfig
-from forecast.features.frames import to_local
 
 _SHIFT = 2  # sub-pixel bits for cv2 drawing
 LAYER_TO_CHANNEL = {
@@ -35,6 +37,11 @@ class MapRaster:
     x0: float
     y0: float
     resolution: float
+
+    @functools.cached_property
+    def split(self) -> tuple[np.ndarray, np.ndarray]:
+        """The image as ``[H, W, 4]`` and ``[H, W]`` contiguous arrays (fast warps), made once per map."""
+        return np.ascontiguousarray(self.image[..., :4]), np.ascontiguousarray(self.image[..., 4])
 
 
 def rasterize_map_layers(layers: dict[str, list[shapely.Geometry]], resolution: float,
@@ -71,53 +78,125 @@ def rasterize_map_layers(layers: dict[str, list[shapely.Geometry]], resolution: 
 
 def agent_to_map_affine(origin: np.ndarray, heading: float, cfg: RasterConfig, m: MapRaster) -> np.ndarray:
     """2x3 affine taking agent-raster pixel (col, row) to map-raster pixel (col, row)."""
+    return _agent_affines(origin[None], np.array([heading]), cfg, m.x0, m.y0, m.resolution)[0]
+
+
+def _agent_affines(origins: np.ndarray, headings: np.ndarray, cfg: RasterConfig, x0: float, y0: float,
+                   resolution: float) -> np.ndarray:
+    """``[A, 2, 3]`` affines from agent-raster pixels to the pixels of a world-aligned grid at (x0, y0)."""
     r, c = cfg.resolution, (cfg.size - 1) / 2.0
-    # agent pixel -> local metres: u = ahead + (c - row) r, v = (c - col) r
-    local = np.array([[0.0, -r, cfg.ahead + c * r], [-r, 0.0, c * r], [0.0, 0.0, 1.0]])
-    ch, sh = np.cos(heading), np.sin(heading)
-    world = np.array([[ch, -sh, origin[0]], [sh, ch, origin[1]], [0.0, 0.0, 1.0]])
-    to_map = np.array([[1 / m.resolution, 0.0, -m.x0 / m.resolution], [0.0, 1 / m.resolution, -m.y0 / m.resolution],
-                       [0.0, 0.0, 1.0]])
-    return (to_map @ world @ local)[:2]
+    ch, sh = np.cos(headings), np.sin(headings)
+    # agent pixel (col, row) -> local metres: u = ahead + (c - row) r, v = (c - col) r; then rotate, shift, scale
+    out = np.empty((len(origins), 2, 3))
+    out[:, 0, 0] = sh * r / resolution
+    out[:, 0, 1] = -ch * r / resolution
+    out[:, 0, 2] = (ch * (cfg.ahead + c * r) - sh * c * r + origins[:, 0] - x0) / resolution
+    out[:, 1, 0] = -ch * r / resolution
+    out[:, 1, 1] = -sh * r / resolution
+    out[:, 1, 2] = (sh * (cfg.ahead + c * r) + ch * c * r + origins[:, 1] - y0) / resolution
+    return out
+
+
+def footprint_radius(cfg: RasterConfig) -> float:
+    """Metres from an agent to the farthest point its raster can sample (corner, plus a pixel of interpolation)."""
+    half = cfg.size * cfg.resolution / 2.0
+    return abs(cfg.ahead) + half * np.sqrt(2.0) + 2.0 * cfg.resolution
+
+
+# Motion windows larger than this (pixels) are split into tiles, so a scene spread over kilometres
+# costs memory in proportion to its agents, not to its area.
+MAX_WINDOW_PIXELS = 2048 * 2048
+_TILE_PIXELS = 512
+_WARP = {"flags": cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, "borderMode": cv2.BORDER_CONSTANT, "borderValue": 0}
+
+
+def rasterize_agents(m: MapRaster | None, hist_xy: np.ndarray, hist_valid: np.ndarray, agent_type: np.ndarray,
+                     origins: np.ndarray, headings: np.ndarray, cfg: RasterConfig) -> np.ndarray:
+    """Every agent's raster ``[A, C, S, S]`` uint8 (map channels, then motion channels), linear in A.
+
+    The map is drawn once per map; the recent motion of every included agent (by type, brighter
+    is more recent) is drawn once per scene, world-aligned, in a window around the agents. Each
+    agent's raster is then an affine crop of both, so an agent's own history shows in its raster
+    like everyone else's. hist_xy: [A, T_h, 2] world positions up to t0 (only history is drawn);
+    hist_valid: [A, T_h]; agent_type: [A]; origins: [A, 2] world metres; headings: [A] radians.
+    """
+    a, s = len(origins), cfg.size
+    n_map = len(MAP_CHANNELS)
+    out = np.empty((a, n_map + len(MOTION_CHANNELS), s, s), np.uint8)
+    if a == 0:
+        return out
+    _crop_map_into(m, origins, headings, cfg, out[:, :n_map])
+    # The motion grid: the map's (drawn at the rasters' resolution by the runtime and the data sets),
+    # else one at the rasters' resolution anchored at the world origin.
+    gx, gy, res = (m.x0, m.y0, m.resolution) if m is not None else (0.0, 0.0, cfg.resolution)
+    rad = footprint_radius(cfg) / res + 1.0
+    col = (origins[:, 0] - gx) / res
+    row = (origins[:, 1] - gy) / res
+    lo_c, hi_c = np.floor(col - rad).astype(np.int64), np.ceil(col + rad).astype(np.int64) + 1
+    lo_r, hi_r = np.floor(row - rad).astype(np.int64), np.ceil(row + rad).astype(np.int64) + 1
+    if (hi_c.max() - lo_c.min()) * (hi_r.max() - lo_r.min()) <= MAX_WINDOW_PIXELS:
+        groups = [np.arange(a)]
+    else:
+        _, inverse = np.unique(np.stack([col, row], 1) // _TILE_PIXELS, axis=0, return_inverse=True)
+        inverse = inverse.ravel()
+        groups = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
+    pts = _motion_points(hist_xy, hist_valid, agent_type, gx, gy, res)
+    crops = np.empty((a, s, s, len(MOTION_CHANNELS)), np.uint8)
+    for g in groups:
+        c0, c1, r0, r1 = lo_c[g].min(), hi_c[g].max(), lo_r[g].min(), hi_r[g].max()
+        window = _motion_window(pts, c0, c1, r0, r1)
+        affines = _agent_affines(origins[g], headings[g], cfg, gx + c0 * res, gy + r0 * res, res)
+        for k, i in enumerate(g):
+            cv2.warpAffine(window, affines[k], (s, s), dst=crops[i], **_WARP)
+    out[:, n_map:] = crops.transpose(0, 3, 1, 2)
+    return out
 
 
 def crop_map(m: MapRaster | None, origins: np.ndarray, headings: np.ndarray, cfg: RasterConfig) -> np.ndarray:
     """Per-agent map crops ``[A, C_map, S, S]`` uint8; zeros when there is no map."""
-    a = len(origins)
-    out = np.zeros((a, len(MAP_CHANNELS), cfg.size, cfg.size), np.uint8)
-    if m is None:
-        return out
-    for i in range(a):
-        affine = agent_to_map_affine(origins[i], float(headings[i]), cfg, m)
-        crop = cv2.warpAffine(m.image, affine, (cfg.size, cfg.size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        out[i] = crop.reshape(cfg.size, cfg.size, -1).transpose(2, 0, 1)
+    out = np.empty((len(origins), len(MAP_CHANNELS), cfg.size, cfg.size), np.uint8)
+    _crop_map_into(m, origins, headings, cfg, out)
     return out
 
 
-def draw_motion(hist_xy: np.ndarray, hist_valid: np.ndarray, agent_type: np.ndarray, origins: np.ndarray,
-                headings: np.ndarray, cfg: RasterConfig) -> np.ndarray:
-    """Recent motion of the *other* agents, by type, in each agent's raster: ``[A, 3, S, S]`` uint8.
+def _crop_map_into(m: MapRaster | None, origins: np.ndarray, headings: np.ndarray, cfg: RasterConfig,
+                   out: np.ndarray) -> None:
+    """Write the map crops into ``out [A, C_map, S, S]``. OpenCV's warp has fast paths for 1, 3 and 4
+    channels only, so the map's channels are warped as four plus one."""
+    if m is None or len(origins) == 0:
+        out[:] = 0
+        return
+    s = cfg.size
+    head, tail = m.split
+    affines = _agent_affines(origins, headings, cfg, m.x0, m.y0, m.resolution)
+    crops = np.empty((len(origins), s, s, head.shape[2]), np.uint8)
+    for i in range(len(origins)):
+        cv2.warpAffine(head, affines[i], (s, s), dst=crops[i], **_WARP)
+        cv2.warpAffine(tail, affines[i], (s, s), dst=out[i, -1], **_WARP)
+    out[:, : head.shape[2]] = crops.transpose(0, 3, 1, 2)
 
-    hist_xy: [A, T_h, 2] world positions up to t0; hist_valid: [A, T_h]; agent_type: [A].
-    Brighter is more recent. Only history (<= t0) is drawn.
-    """
+
+def _motion_points(hist_xy: np.ndarray, hist_valid: np.ndarray, agent_type: np.ndarray, gx: float, gy: float,
+                   res: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """History points on the grid: (col, row, channel, intensity) of every valid step of a drawn type."""
     a, t_h, _ = hist_xy.shape
-    s, r, c = cfg.size, cfg.resolution, (cfg.size - 1) / 2.0
-    out = np.zeros((a, len(MOTION_CHANNELS), s, s), np.uint8)
-    if a < 2:
-        return out
-    pts = np.broadcast_to(hist_xy.reshape(1, a * t_h, 2), (a, a * t_h, 2))
-    local = to_local(np.nan_to_num(pts), origins, headings)  # [A_recv, A*T_h, 2]
-    row = np.rint(c - (local[..., 0] - cfg.ahead) / r).astype(np.int64)
-    col = np.rint(c - local[..., 1] / r).astype(np.int64)
-    src = np.repeat(np.arange(a), t_h)
-    channel = np.array([MOTION_CHANNELS.index(n) if n in MOTION_CHANNELS else -1
-                        for n in ("vehicle", "pedestrian", "cyclist", "other")])[agent_type[src]]
-    intensity = np.tile(np.linspace(255 / t_h, 255, t_h), a).astype(np.uint8)
-    ok = (row >= 0) & (row < s) & (col >= 0) & (col < s)
-    ok &= hist_valid.reshape(1, -1) & (channel >= 0)[None, :] & (src[None, :] != np.arange(a)[:, None])
-    recv, k = np.nonzero(ok)
-    flat = ((recv * len(MOTION_CHANNELS) + channel[k]) * s + row[recv, k]) * s + col[recv, k]
-    np.maximum.at(out.reshape(-1), flat, intensity[k])
-    return out
+    channel_of = np.array([MOTION_CHANNELS.index(n) if n in MOTION_CHANNELS else -1
+                           for n in ("vehicle", "pedestrian", "cyclist", "other")])
+    channel = np.broadcast_to(channel_of[agent_type][:, None], (a, t_h))
+    intensity = np.broadcast_to(np.linspace(255 / t_h, 255, t_h).astype(np.uint8)[None], (a, t_h))
+    ok = hist_valid & (channel >= 0)
+    xy = hist_xy[ok]
+    col = np.rint((xy[:, 0] - gx) / res).astype(np.int64)
+    row = np.rint((xy[:, 1] - gy) / res).astype(np.int64)
+    return col, row, channel[ok], intensity[ok]
+
+
+def _motion_window(pts, c0: int, c1: int, r0: int, r1: int) -> np.ndarray:
+    """Grid pixels [r0, r1) x [c0, c1) of the motion channels: ``[h, w, 3]`` uint8, brightest point wins."""
+    h, w = int(r1 - r0), int(c1 - c0)
+    window = np.zeros((h, w, len(MOTION_CHANNELS)), np.uint8)
+    col, row, channel, intensity = pts
+    inside = (col >= c0) & (col < c1) & (row >= r0) & (row < r1)
+    flat = ((row[inside] - r0) * w + (col[inside] - c0)) * len(MOTION_CHANNELS) + channel[inside]
+    np.maximum.at(window.reshape(-1), flat, intensity[inside])
+    return window

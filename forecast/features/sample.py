@@ -13,7 +13,7 @@ import numpy as np
 from forecast.data.types import TARGET_TYPES
 from forecast.features.config import FeatureConfig
 from forecast.features.frames import rotate_to_local, to_local, wrap_angle
-from forecast.features.raster import MapRaster, crop_map, draw_motion
+from forecast.features.raster import MapRaster, rasterize_agents
 from forecast.features.tracks import AgentTracks, causal_heading, causal_velocity
 
 
@@ -99,10 +99,7 @@ def build_sample(
     pose = np.concatenate([scene_xy, np.cos(rel)[:, None], np.sin(rel)[:, None]], axis=1).astype(np.float32)
 
     atype = tracks.agent_type[agents].astype(np.int64)
-    raster = np.concatenate(
-        [crop_map(map_raster, origin, heading0, cfg.raster), draw_motion(xy, present, atype, origin, heading0, cfg.raster)],
-        axis=1,
-    )
+    raster = rasterize_agents(map_raster, xy, present, atype, origin, heading0, cfg.raster)
     enough = present.sum(1) >= cfg.min_history_steps
     target = np.isin(atype, np.array([int(t) for t in TARGET_TYPES])) & enough
 

@@ -149,11 +149,15 @@ def resolve_pipeline(cfg: PipelineConfig) -> LoadedPipeline:
     sim = train = evaluate = None
     if "simulate" in cfg.steps:
         data = deep_merge(load_yaml(cfg.simulate.config), cfg.simulate.overrides)
-        sim = from_dict(SimConfig, data, where=cfg.simulate.config)
+        sim = from_dict(SimConfig, data, where=f"{cfg.simulate.config} + simulate.overrides")
     if "train" in cfg.steps:
         data = deep_merge(load_yaml(cfg.train.config), cfg.train.overrides)
-        train = from_dict(TrainConfig, data, where=cfg.train.config)
+        train = from_dict(TrainConfig, data, where=f"{cfg.train.config} + train.overrides")
     if "evaluate" in cfg.steps:
+        from forecast.evaluation.evaluate import EvalConfig
+
         base = load_yaml(cfg.evaluate.config) if cfg.evaluate.config else {}
         evaluate = deep_merge(base, {**cfg.evaluate.overrides, "split": cfg.evaluate.split})
+        # Checked now, not when the evaluate step starts after training.
+        from_dict(EvalConfig, evaluate, where=f"{cfg.evaluate.config} + evaluate.overrides")
     return LoadedPipeline(cfg, sim, train, evaluate)

@@ -20,7 +20,19 @@ from forecast.features.config import FeatureConfig
 from forecast.features.frames import to_local, to_world
 from forecast.features.raster import MapRaster, rasterize_map_layers
 from forecast.features.sample import Sample, build_sample
-from forecast.features.tracks import AgentTracks, check_tracks
+from forecast.features.tracks import AgentTracks
+from forecast.runtime import validation
+from forecast.runtime.errors import (  # noqa: F401  (re-exported: their historical home)
+    BundleIntegrityError,
+    EmptySceneError,
+    InputError,
+    InvalidTracksError,
+    MapError,
+    OptionError,
+    PlanError,
+    TooManyAgentsError,
+    UnitMismatchError,
+)
 
 BUNDLE_FILE = "bundle.json"
 REGISTRATION_FILE = "registration.json"  # written after registration; not part of the hashed bundle
@@ -30,38 +42,6 @@ INPUT_DTYPES = {"hist": np.float32, "hist_mask": np.bool_, "agent_type": np.int6
                 "raster": np.uint8, "agent_mask": np.bool_, "plan": np.float32, "plan_mask": np.bool_}
 PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
                     "tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider"}
-
-
-class BundleIntegrityError(ValueError):
-    """The bundle is incomplete, altered, or not a bundle: refuse to run it."""
-
-
-class InputError(ValueError):
-    """Base class of the errors for input that the predictor refuses (each says what and why)."""
-
-
-class EmptySceneError(InputError):
-    """No agent to predict."""
-
-
-class TooManyAgentsError(InputError):
-    """More agents present at t0 than the bundle's graph accepts."""
-
-
-class InvalidTracksError(InputError):
-    """Tracks the sample builder cannot trust: NaN positions, wrong dtype or shape, unknown agent type."""
-
-
-class UnitMismatchError(InputError):
-    """Time step (or another unit) that does not match the bundle and cannot be converted."""
-
-
-class MapError(InputError):
-    """A map that cannot be drawn (no drawable layers, too large)."""
-
-
-class PlanError(InputError):
-    """A plan of the wrong shape, with non-finite values, or for an agent not in the scene."""
 
 
 @dataclass
@@ -107,6 +87,7 @@ def read_manifest(bundle_dir: str | Path) -> dict:
                                    f"(this runtime reads version {BUNDLE_FORMAT_VERSION})")
     if not isinstance(manifest.get("files"), dict) or not manifest["files"]:
         raise BundleIntegrityError(f"{path}: no file hashes")
+    validation.check_manifest(manifest, str(path))
     return manifest
 
 
@@ -180,28 +161,38 @@ class Predictor:
         self.bundle_dir = Path(bundle_dir)
         self.manifest = read_manifest(self.bundle_dir)
         blobs = verify_bundle(self.bundle_dir, self.manifest)
-        models = self.manifest.get("models", {})
-        if variant not in models:
-            raise ValueError(f"bundle {self.bundle_dir} has no {variant} model (has {sorted(models)})")
-        sample = self.manifest["sample"]
-        self.features: FeatureConfig = from_dict(FeatureConfig, sample["feature_config"])
-        self.future_steps: int = int(sample["future_steps"])
-        self.modes: int = int(sample["modes"])
-        self.max_agents: int = int(self.manifest["max_agents"])
-        self.agent_types: dict[str, int] = {k: int(v) for k, v in sample["agent_types"].items()}
+        spec = validation.check_manifest(self.manifest, str(self.bundle_dir / BUNDLE_FILE))
+        models = spec.models
+        validation.check_variant(variant, models, str(self.bundle_dir))
+        threads = validation.check_threads(threads)
+        try:
+            self.features: FeatureConfig = from_dict(FeatureConfig, spec.feature_config)
+        except (TypeError, ValueError) as exc:
+            raise BundleIntegrityError(f"{self.bundle_dir / BUNDLE_FILE}: sample.feature_config: {exc}") from exc
+        self.future_steps: int = spec.future_steps
+        self.modes: int = spec.modes
+        self.max_agents: int = spec.max_agents
+        self.agent_types: dict[str, int] = spec.agent_types
         self.variant = variant
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if threads:
-            opts.intra_op_num_threads = int(threads)
+            opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         self.providers = resolve_providers(providers)
-        self.session = ort.InferenceSession(blobs[models[variant]], opts, providers=self.providers)
+        try:
+            self.session = ort.InferenceSession(blobs[models[variant]], opts, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/InvalidProtobuf classes
+            raise BundleIntegrityError(f"{self.bundle_dir / models[variant]}: onnxruntime cannot load it "
+                                       f"({type(exc).__name__}: {str(exc)[:300]})") from exc
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        expected_in = [i["name"] for i in self.manifest["inputs"]]
+        expected_in = spec.input_names
         if self.input_names != expected_in:
             raise BundleIntegrityError(f"graph inputs {self.input_names} differ from {BUNDLE_FILE}'s {expected_in}")
+        missing = {"traj", "prob", "scale"} - set(self.output_names)
+        if missing:
+            raise BundleIntegrityError(f"graph outputs {self.output_names} lack {sorted(missing)}")
         self._maps: OrderedDict[object, tuple[object, MapRaster]] = OrderedDict()
         self._map_cache_size = map_cache_size
 
@@ -212,54 +203,17 @@ class Predictor:
     # -- input checks --
 
     def check_tracks(self, tracks: AgentTracks) -> None:
-        """Every check of the input tracks, each with its own error class."""
-        if not isinstance(tracks, AgentTracks):
-            raise InvalidTracksError(f"expected forecast.features.tracks.AgentTracks, got {type(tracks).__name__}")
-        xy = np.asarray(tracks.xy)
-        if xy.ndim != 3 or xy.shape[-1] != 2:
-            raise InvalidTracksError(f"xy must have shape [A, T, 2] (metres), got {xy.shape}")
-        if xy.shape[0] == 0 or xy.shape[1] == 0:
-            raise EmptySceneError(f"empty scene: tracks have shape {xy.shape} (no agents or no steps)")
-        if xy.dtype.kind != "f":
-            raise InvalidTracksError(f"xy must be floating-point metres, got dtype {xy.dtype} "
-                                     "(integer positions usually mean a unit or parsing error)")
-        codes = np.asarray(tracks.agent_type)
-        if codes.shape != xy.shape[:1]:
-            raise InvalidTracksError(f"agent_type must have shape [A]=({xy.shape[0]},), got {codes.shape}")
-        if np.shape(tracks.heading) != xy.shape[:2] or np.shape(tracks.present) != xy.shape[:2]:
-            raise InvalidTracksError(f"heading and present must have shape [A, T]={xy.shape[:2]}, got "
-                                     f"{np.shape(tracks.heading)} and {np.shape(tracks.present)}")
-        if np.asarray(tracks.present).dtype != np.bool_:
-            raise InvalidTracksError(f"present must be bool, got dtype {np.asarray(tracks.present).dtype}")
-        if codes.dtype.kind not in "iu":
-            raise InvalidTracksError(f"agent_type must be integer AgentType codes {self.agent_types}, got dtype "
-                                     f"{codes.dtype}")
-        unknown = sorted(set(np.unique(codes).tolist()) - set(self.agent_types.values()))
-        if unknown:
-            raise InvalidTracksError(f"unknown agent type code(s) {unknown}; this bundle knows {self.agent_types}")
-        try:
-            check_tracks(tracks)
-        except ValueError as exc:
-            raise InvalidTracksError(str(exc)) from exc
+        """Every check of the input tracks, each with its own error class (``forecast.runtime.validation``)."""
+        validation.check_tracks(tracks, self.agent_types)
 
     def _match_dt(self, tracks: AgentTracks, t0: int) -> tuple[AgentTracks, int]:
         """Tracks at the bundle's dt, keeping step ``t0``: whole-multiple downsampling only."""
-        want = self.features.dt
-        if abs(tracks.dt - want) <= 1e-9 * max(1.0, want):
-            return tracks, t0
-        ratio = want / tracks.dt
-        n = int(round(ratio))
-        if n < 2 or abs(ratio - n) > 1e-6:
-            hint = " (dt is seconds per step; was it given in milliseconds?)" if tracks.dt >= 1.0 else ""
-            raise UnitMismatchError(f"tracks have dt={tracks.dt:g} s but the bundle expects dt={want:g} s, and "
-                                    f"{tracks.dt:g} s cannot be downsampled to it by a whole factor{hint}")
-        off = t0 % n
-        sub = AgentTracks(tracks.xy[:, off::n], tracks.heading[:, off::n], tracks.present[:, off::n],
-                          tracks.agent_type, want, tracks.track_ids)
-        return sub, (t0 - off) // n
+        return validation.check_tracks_dt(tracks, self.features.dt, t0)
 
     def map_raster(self, map_layers: dict | None, map_id: str | None = None) -> MapRaster | None:
         """The map drawn once and cached (by ``map_id`` when given, else by the layers object)."""
+        if map_id is not None and not isinstance(map_id, str):
+            raise OptionError(f"map_id must be a string or None, got {type(map_id).__name__}")
         if map_layers is None:
             if map_id is not None and map_id in self._maps:
                 return self._maps[map_id][1]
@@ -271,11 +225,9 @@ class Predictor:
         if hit is not None and (map_id is not None or hit[0] is map_layers):
             self._maps.move_to_end(key)
             return hit[1]
-        if not isinstance(map_layers, dict):
-            raise MapError(f"map_layers must be a dict of layer name -> list of shapely geometries, got "
-                           f"{type(map_layers).__name__}")
+        checked = validation.check_map_layers(map_layers)
         try:
-            raster = rasterize_map_layers(map_layers, self.features.raster.resolution)
+            raster = rasterize_map_layers(checked, self.features.raster.resolution)
         except ValueError as exc:
             raise MapError(str(exc)) from exc
         self._maps[key] = (map_layers, raster)  # holding the layers keeps id() from being reused
@@ -289,9 +241,8 @@ class Predictor:
               map_id: str | None = None) -> tuple[Sample, AgentTracks, int, np.ndarray]:
         """Checks, dt matching and ``build_sample``: (sample, tracks at the bundle's dt, t0 there, agents)."""
         self.check_tracks(tracks)
-        if not isinstance(t0, int | np.integer) or not 0 <= t0 < tracks.num_steps:
-            raise InputError(f"t0 must be a step index in [0, {tracks.num_steps}), got {t0!r}")
-        tr, t = self._match_dt(tracks, int(t0))
+        t0 = validation.check_t0(t0, tracks.num_steps)
+        tr, t = self._match_dt(tracks, t0)
         agents = np.flatnonzero(tr.present[:, t])
         if len(agents) == 0:
             raise EmptySceneError(f"empty scene: no agent is present at t0={t0}")
@@ -343,22 +294,7 @@ class Predictor:
         )
 
     def _plan(self, sample: Sample, tracks: AgentTracks, agents: np.ndarray, plan, plan_agent) -> tuple[int, np.ndarray]:
-        if plan is None or plan_agent is None:
-            raise PlanError("a plan needs both plan ([T_f, 2] world-frame metres) and plan_agent")
-        plan = np.asarray(plan)
-        if plan.dtype.kind != "f":
-            raise PlanError(f"plan must be floating-point metres, got dtype {plan.dtype}")
-        if plan.shape != (self.future_steps, 2):
-            raise PlanError(f"plan must have shape ({self.future_steps}, 2) (T_f steps of dt={self.features.dt:g} s "
-                            f"after t0, world x/y in metres), got {plan.shape}")
-        if not np.isfinite(plan).all():
-            raise PlanError("plan has NaN or infinite values")
-        if isinstance(plan_agent, str):
-            if tracks.track_ids is None or plan_agent not in set(tracks.track_ids.tolist()):
-                raise PlanError(f"plan_agent {plan_agent!r} is not a track id of the scene")
-            idx = int(np.flatnonzero(np.asarray(tracks.track_ids) == plan_agent)[0])
-        else:
-            idx = int(plan_agent)
+        plan, idx = validation.check_plan(plan, plan_agent, self.future_steps, self.features.dt, tracks)
         where = np.flatnonzero(agents == idx)
         if len(where) == 0:
             raise PlanError(f"plan_agent {plan_agent!r} is not present at t0 (only agents present at t0 are predicted)")

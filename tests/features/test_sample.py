@@ -107,9 +107,15 @@ def test_rasters_show_layers_in_the_right_place():
     assert r[ch["sidewalk"], c, c + 8] == 255 and r[ch["sidewalk"], c, c] == 0  # 4 m east: sidewalk
     assert r[ch["crosswalk"], c - 20, c] == 255 and r[ch["crosswalk"], c + 20, c] == 0  # 10 m ahead, not behind
     assert r[ch["lane_centerline"], c, c] == 255
-    # the pedestrian, 6 m ahead, appears in the pedestrian motion channel of agent 0 only
+    # the pedestrian, 6 m ahead, appears in the pedestrian channel there and nowhere else
     assert r[ch["pedestrian"], c - 12, c] > 0 and r[ch["pedestrian"]].sum() == r[ch["pedestrian"], c - 12, c]
-    assert s.raster[1, ch["pedestrian"]].sum() == 0 and s.raster[1, ch["vehicle"]].sum() > 0
+    # the scene's motion is drawn once and cropped per agent: every agent sees every included agent,
+    # itself too. The standing pedestrian faces east (heading 0): itself at its centre, the vehicle 6 m
+    # to its right (south)
+    p = s.raster[1].astype(int)
+    assert abs(s.heading[1]) < 1e-9
+    assert p[ch["pedestrian"], c, c] > 0 and p[ch["pedestrian"]].sum() == p[ch["pedestrian"], c, c]
+    assert p[ch["vehicle"], c, c + 12] > 0 and r[ch["vehicle"], c, c] > 0
 
 
 def test_plan_scores_each_target_once():
@@ -156,3 +162,45 @@ def test_resample_refuses_upsampling():
     with pytest.raises(ValueError, match="resample"):
         tr.resample(0.05)
     assert AgentType.PEDESTRIAN == 1
+
+
+def _scene(a: int, seed: int = 0, spread: float = 60.0):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(-spread, spread, (a, 1, 2)) + rng.normal(0, 1.0, (a, 1, 2)) * np.arange(10)[None, :, None]
+    valid = rng.random((a, 10)) < 0.9
+    valid[:, -1] = True
+    return xy, valid, rng.integers(0, 4, a), xy[:, -1], rng.uniform(-np.pi, np.pi, a)
+
+
+def test_motion_rasters_are_one_scene_drawing_cropped_per_agent():
+    from forecast.features.raster import rasterize_agents
+
+    cfg = RasterConfig(size=32, resolution=0.5, ahead=4.0)
+    xy, valid, types, origin, heading = _scene(12)
+    full = rasterize_agents(None, xy, valid, types, origin, heading, cfg)
+    # Each agent's raster depends on the scene, not on which other agents are cropped alongside it
+    # (up to one level of OpenCV's fixed-point rounding where the drawing window moves).
+    for i in (0, 5, 11):
+        alone = rasterize_agents(None, xy, valid, types, origin[i : i + 1], heading[i : i + 1], cfg)
+        assert np.abs(alone[0].astype(int) - full[i]).max() <= 1
+    # An agent whose history is far from everyone only ever sees itself.
+    far = xy.copy()
+    far[0] += 10_000.0
+    r = rasterize_agents(None, far, valid, types, far[:, -1], heading, cfg)
+    mine = rasterize_agents(None, far[:1], valid[:1], types[:1], far[:1, -1], heading[:1], cfg)
+    assert np.abs(r[0].astype(int) - mine[0]).max() <= 1 and mine[0].any()
+
+
+def test_tiled_windows_equal_one_window(monkeypatch):
+    from forecast.features import raster
+
+    cfg = RasterConfig(size=24, resolution=0.5, ahead=2.0)
+    xy, valid, types, origin, heading = _scene(20, seed=3, spread=300.0)
+    m = rasterize_map_layers({"drivable_area": [box(-400, -400, 400, 400).buffer(-50)],
+                              "lane": [LineString([(-300, 0), (300, 10)])]}, 0.5)
+    one = raster.rasterize_agents(m, xy, valid, types, origin, heading, cfg)
+    monkeypatch.setattr(raster, "MAX_WINDOW_PIXELS", 10)  # forces tiles of 512 px
+    monkeypatch.setattr(raster, "_TILE_PIXELS", 64)
+    tiled = raster.rasterize_agents(m, xy, valid, types, origin, heading, cfg)
+    assert np.abs(one.astype(int) - tiled).max() <= 1 and (one != tiled).mean() < 1e-3
+    assert one[:, len(MAP_CHANNELS):].any() and one[:, : len(MAP_CHANNELS)].any()

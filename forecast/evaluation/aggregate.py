@@ -1,0 +1,120 @@
+"""Aggregation: per-agent metrics and the blocks of ``metrics.json`` (pure functions of the loop's arrays).
+
+A *block* is ``{"n", "minADE@1", "minFDE@1", "minADE@6", "minFDE@6", "MR@6", "brier-minFDE@6"}`` (means
+over the agents of a mask, ``null`` where none counts); :func:`model_block` is one predictor's part
+of ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from forecast import metrics as M
+from forecast.data.types import AgentType
+from forecast.evaluation.config import EvalConfig
+from forecast.evaluation.results import CLASSES, METRIC_NAMES, AgentTable, Outputs
+from forecast.features.config import FeatureConfig
+
+
+def _num(x: float) -> float | None:
+    x = float(x)
+    return None if math.isnan(x) or math.isinf(x) else x
+
+
+def per_agent_metrics(pred: np.ndarray, gt: np.ndarray, prob: np.ndarray, valid: np.ndarray | None = None,
+                      miss_threshold: float = 2.0) -> dict[str, np.ndarray]:
+    """The six metrics per agent ``[N]`` (``@6`` uses all modes when K < 6)."""
+    k6 = min(6, pred.shape[1])
+    return {
+        "minADE@1": M.min_ade(pred, gt, prob, k=1, valid=valid),
+        "minFDE@1": M.min_fde(pred, gt, prob, k=1, valid=valid),
+        "minADE@6": M.min_ade(pred, gt, prob, k=k6, valid=valid),
+        "minFDE@6": M.min_fde(pred, gt, prob, k=k6, valid=valid),
+        "MR@6": M.miss_rate(pred, gt, prob, k=k6, threshold=miss_threshold, valid=valid),
+        "brier-minFDE@6": M.brier_min_fde(pred, gt, prob, k=k6, valid=valid),
+    }
+
+
+def summarise(per_agent: dict[str, np.ndarray], mask: np.ndarray | None = None) -> dict:
+    """A block: ``n`` and the mean of each metric over ``mask`` (``None`` where empty)."""
+    n = len(next(iter(per_agent.values())))
+    m = np.ones(n, dtype=bool) if mask is None else mask
+    out: dict = {"n": int(m.sum())}
+    for key in METRIC_NAMES:
+        out[key] = _num(M.aggregate(per_agent[key], m))
+    return out
+
+
+def horizons(cfg: EvalConfig, features: FeatureConfig) -> dict[str, int]:
+    """``{"1s": 10, ...}``: horizon labels and their step counts that fit in the future."""
+    out = {}
+    for h in cfg.horizons_s:
+        steps = int(round(h / features.dt))
+        if 1 <= steps <= features.future_steps:
+            out[f"{h:g}s"] = steps
+    return out
+
+
+def _drivable(layers: dict | None):
+    if not layers or not layers.get("drivable_area"):
+        return None
+    import shapely
+
+    return shapely.union_all(layers["drivable_area"])
+
+
+def offroad_flags(end_world: np.ndarray, agents: AgentTable, drivable: dict[str, object]) -> np.ndarray:
+    """``[N]`` float: 1.0 where a vehicle's endpoint is off the drivable area, 0.0 on it, NaN otherwise."""
+    out = np.full(len(agents), np.nan)
+    vehicle = agents.agent_type == int(AgentType.VEHICLE)
+    for map_id, area in drivable.items():
+        if area is None:
+            continue
+        sel = vehicle & (agents.map_id == map_id)
+        if sel.any():
+            out[sel] = M.offroad(end_world[sel], area).astype(np.float64)
+    return out
+
+
+def model_block(out: Outputs, agents: AgentTable, cfg: EvalConfig, features: FeatureConfig,
+                drivable: dict[str, object], masks: dict[str, dict[str, np.ndarray]]) -> dict:
+    """Every metric of one predictor (the per-model part of metrics.json)."""
+    per = per_agent_metrics(out.pred, agents.gt, out.prob, agents.valid, cfg.miss_threshold)
+    by_class = {c: summarise(per, agents.agent_class == c) for c in CLASSES}
+    by_horizon, by_class_horizon = {}, {c: {} for c in CLASSES}
+    for label, steps in horizons(cfg, features).items():
+        per_h = per_agent_metrics(*_truncate(out, agents, steps), cfg.miss_threshold)
+        by_horizon[label] = summarise(per_h)
+        for c in CLASSES:
+            by_class_horizon[c][label] = summarise(per_h, agents.agent_class == c)
+    ece = M.expected_calibration_error(out.prob, out.pred, agents.gt, agents.valid, bins=cfg.calibration_bins)
+    ece_by_class = {c: _num(M.expected_calibration_error(out.prob[sel], out.pred[sel], agents.gt[sel], agents.valid[sel],
+                                                         bins=cfg.calibration_bins)) if sel.any() else None
+                    for c in CLASSES for sel in [agents.agent_class == c]}
+    scene = {
+        "offroad_rate": _num(M.aggregate(offroad_flags(out.end_world, agents, drivable))),
+        "overlap_rate": _num(M.aggregate(out.overlap)),
+        "calibration_ece": _num(ece),
+        "calibration_ece_by_class": ece_by_class,
+        "offroad_rate_gt": _num(M.aggregate(offroad_flags(agents.gt_end_world, agents, drivable))),
+        "overlap_rate_gt": _num(M.aggregate(agents.gt_overlap)),
+    }
+    return {
+        "num_agents": {c: int((agents.agent_class == c).sum()) for c in CLASSES},
+        "num_modes": int(out.pred.shape[1]),
+        "overall": summarise(per),
+        "by_class": by_class,
+        "by_horizon": by_horizon,
+        "by_class_horizon": by_class_horizon,
+        "scene": scene,
+        # the modes of all agents of a sample as joint futures (AV2 multi-agent: avgMinADE/FDE, actorMR)
+        "joint": M.summarise_joint(M.joint_metrics(out.pred, agents.gt, agents.sample, agents.valid, cfg.miss_threshold)),
+        "slices": {fam: {v: summarise(per, m) for v, m in vals.items()} for fam, vals in masks.items()},
+    }
+
+
+def _truncate(out: Outputs, agents: AgentTable, steps: int):
+    pred, gt, valid = M.truncate_horizon(out.pred, agents.gt, agents.valid, steps)
+    return pred, gt, out.prob, valid

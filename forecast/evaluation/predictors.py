@@ -1,0 +1,125 @@
+"""Predictors the evaluation runs: a baseline name, a ``model.pt`` or an exported bundle directory.
+
+Every predictor has ``predict(sample) -> (traj [A, K, T, 2], prob [A, K])`` in the agent frame.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from forecast.config import to_dict
+from forecast.evaluation.results import BASELINES
+from forecast.features.config import FeatureConfig
+from forecast.features.dataset import SceneSet
+from forecast.features.raster import rasterize_map_layers
+from forecast.features.sample import Sample, build_sample
+
+
+def is_bundle(path: Path) -> bool:
+    return path.is_dir() and (path / "bundle.json").is_file()
+
+
+def load_predictor(spec: str, features: FeatureConfig, device: str = "cpu"):
+    """``spec`` -> ``(name, predictor)``: a baseline name, a ``model.pt`` file or an exported bundle directory.
+
+    Every predictor has ``predict(sample) -> (traj [A, K, T, 2], prob [A, K])`` in the agent frame;
+    learned ones also carry ``.features`` (the FeatureConfig their samples need).
+    """
+    from forecast.model.baselines import BaselinePredictor
+
+    if spec in BASELINES:
+        return spec, BaselinePredictor(spec, features.future_steps, features.dt)
+    path = Path(spec)
+    if is_bundle(path):
+        p = BundleSamplePredictor(path)
+        return p.name, p
+    if path.is_file():
+        from forecast.model.predictor import TorchPredictor
+
+        try:
+            p = TorchPredictor(path, device=device)
+        except (FileNotFoundError, ValueError):
+            raise
+        except Exception as exc:  # torch raises many types for a file that is not a model.pt
+            raise ValueError(f"cannot load model {spec!r} as a model.pt: {type(exc).__name__}: {exc}") from exc
+        return p.name, p
+    if path.is_dir():
+        raise ValueError(f"model {spec!r} is a directory without bundle.json (expected a model.pt, an exported "
+                         f"bundle directory or one of the baselines {', '.join(BASELINES)})")
+    raise ValueError(f"unknown model {spec!r}: not a file, not a bundle directory, not a baseline "
+                     f"(known baselines: {', '.join(BASELINES)})")
+
+
+def bundle_features(path: Path) -> FeatureConfig:
+    """The FeatureConfig an exported bundle was built with (``bundle.json``: ``sample.feature_config``)."""
+    from forecast.config import from_dict
+    from forecast.runtime.predictor import read_manifest
+
+    return from_dict(FeatureConfig, read_manifest(path)["sample"]["feature_config"], where="bundle.json feature_config")
+
+
+class BundleSamplePredictor:
+    """An exported bundle run by the vehicle runtime (``forecast.runtime.Predictor``) on evaluation Samples.
+
+    ``Predictor.predict`` starts from raw tracks and predicts every agent present at t0; evaluation
+    already holds the Samples (built by the same ``build_sample``), so this adapter lets the runtime
+    verify and load the bundle, then feeds its onnxruntime session with ``Predictor.inputs(sample)``.
+    """
+
+    def __init__(self, path: str | Path, variant: str = "fp32"):
+        from forecast.runtime.predictor import Predictor
+
+        self.path = Path(path)
+        self.runtime = Predictor(self.path, variant=variant)  # checks every file's sha256
+        self.features = self.runtime.features
+        self.name = self.path.name
+
+    def predict(self, sample: Sample, plan: np.ndarray | None = None,
+                plan_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """plan: [A, T_f, 2] agent-frame futures of the agents in ``plan_mask`` [A] (the action), or None."""
+        if sample.num_agents > self.runtime.max_agents:
+            raise ValueError(f"bundle {self.path} accepts at most {self.runtime.max_agents} agents per scene, "
+                             f"a sample has {sample.num_agents}")
+        names = self.runtime.output_names
+        feed = self.runtime.inputs(sample)
+        if plan is not None:
+            feed["plan"] = np.ascontiguousarray(plan[None], dtype=np.float32)
+            feed["plan_mask"] = np.ascontiguousarray(plan_mask[None], dtype=bool)
+        out = dict(zip(names, self.runtime.session.run(names, feed), strict=True))
+        return np.asarray(out["traj"])[0], np.asarray(out["prob"])[0]
+
+
+class _SampleSource:
+    """The samples of a SceneSet, rebuilt for predictors whose FeatureConfig differs from the set's
+    (same agents, same t0; only history length / raster settings may differ)."""
+
+    def __init__(self, scenes: SceneSet):
+        self.scenes = scenes
+        self._rasters: dict[tuple, dict] = {}
+
+    def check(self, name: str, cfg: FeatureConfig) -> None:
+        base = self.scenes.cfg
+        if abs(cfg.dt - base.dt) > 1e-9 or cfg.future_steps != base.future_steps:
+            raise ValueError(
+                f"model {name!r} predicts {cfg.future_steps} steps at dt={cfg.dt:g} s but the evaluation samples have "
+                f"{base.future_steps} steps at dt={base.dt:g} s: models compared side by side need the same future"
+            )
+
+    def sample_for(self, k: int, cfg: FeatureConfig | None, base: Sample) -> Sample:
+        if cfg is None or to_dict(cfg) == to_dict(self.scenes.cfg):
+            return base
+        res = cfg.raster.resolution
+        rasters = self._rasters.setdefault((res,), {})
+        idx = self.scenes.index[k]
+        info = self.scenes.infos[idx.scenario]
+        raster = None
+        if info.map_id:
+            if info.map_id not in rasters:
+                rasters[info.map_id] = rasterize_map_layers(self.scenes.map_layers(info.map_id), res)
+            raster = rasters[info.map_id]
+        s = build_sample(self.scenes.tracks[idx.scenario], idx.t0, cfg, raster, idx.agents, idx.agents[0],
+                         scenario_id=info.scenario_id)
+        s.target_mask &= idx.scored
+        return s
