@@ -10,6 +10,7 @@ from forecast.data.store import Store
 from forecast.features.dataset import SceneSet, select_scenarios
 from forecast.model.batch import collate
 from forecast.training.config import TrainConfig
+from forecast.training.sampling import interaction_sampler
 
 
 class SampleDataset(Dataset):
@@ -45,7 +46,10 @@ class ForecastDataModule(L.LightningDataModule):
         d = self.cfg.data
         g = torch.Generator()
         g.manual_seed(self.cfg.seed)
-        return DataLoader(SampleDataset(scenes), batch_size=d.batch_size, shuffle=shuffle, num_workers=d.num_workers,
+        # Training may favour scenes where agents interact (forecast.training.sampling).
+        sampler = interaction_sampler(scenes, d.interaction_sampling, g) if shuffle and d.interaction_sampling > 0 else None
+        return DataLoader(SampleDataset(scenes), batch_size=d.batch_size, shuffle=shuffle and sampler is None,
+                          sampler=sampler, num_workers=d.num_workers,
                           collate_fn=lambda s: collate(s, self.cfg.features.future_steps), generator=g,
                           persistent_workers=d.num_workers > 0)
 
