@@ -413,23 +413,27 @@ def evaluate_scene(store, scene: str, model_path: Path | None, features: Feature
     """
     t = time.perf_counter()
     fan = fan or FanConfig()
-    val_scenes = scored_scenes(store, scene, features, val_t0_stride, split="val")
-    val_windows = collect_windows(val_scenes)
-    chosen, candidates = choose_fan(val_windows, features.future_steps, fan)
+    has_val = bool(select_scenarios(store, "val", SOURCE, f"{SOURCE}:{scene}:"))
+    if has_val:  # without validation folders nothing may be chosen: no fan, no val scores
+        val_scenes = scored_scenes(store, scene, features, val_t0_stride, split="val")
+        val_windows = collect_windows(val_scenes)
+        chosen, candidates = choose_fan(val_windows, features.future_steps, fan)
     scenes = scored_scenes(store, scene, features, t0_stride)
     windows = collect_windows(scenes)
     if not len(windows):
         raise ValueError(f"scene {scene}: no test windows with all {features.history_steps + features.future_steps} "
                          f"steps present")
     cv = constant_velocity_world(windows.hist, features.future_steps)
-    fan_pred = constant_velocity_fan(windows.hist, features.future_steps, chosen["speeds"], chosen["headings_deg"])
     out = {"test_windows": len(windows), "test_windows_per_file": windows.per_file(), "test_samples": len(scenes),
-           "cv": score(cv, windows.future), "cv_fan": score(fan_pred, windows.future),
-           "fan_choice": {"speeds": chosen["speeds"], "headings_deg": chosen["headings_deg"], "chosen_on": "val",
-                          "val_windows": len(val_windows), "candidates": candidates},
-           "val": {"windows": len(val_windows), "t0_stride": val_t0_stride,
-                   "cv": score(constant_velocity_world(val_windows.hist, features.future_steps), val_windows.future),
-                   "cv_fan": {k: chosen[k] for k in ("ADE", "FDE")}}}
+           "cv": score(cv, windows.future)}
+    if has_val:
+        fan_pred = constant_velocity_fan(windows.hist, features.future_steps, chosen["speeds"], chosen["headings_deg"])
+        out["cv_fan"] = score(fan_pred, windows.future)
+        out["fan_choice"] = {"speeds": chosen["speeds"], "headings_deg": chosen["headings_deg"], "chosen_on": "val",
+                             "val_windows": len(val_windows), "candidates": candidates}
+        out["val"] = {"windows": len(val_windows), "t0_stride": val_t0_stride,
+                      "cv": score(constant_velocity_world(val_windows.hist, features.future_steps), val_windows.future),
+                      "cv_fan": {k: chosen[k] for k in ("ADE", "FDE")}}
     if model_path is not None:
         from forecast.model.checkpoint import load_model
 
@@ -439,9 +443,10 @@ def evaluate_scene(store, scene: str, model_path: Path | None, features: Feature
         out["ours"] = score(traj, windows.future)  # best of K = 20
         out["ours_most_likely"] = score(traj, windows.future, prob=prob, k=1)
         out["modes"] = int(traj.shape[1])
-        vtraj, vprob = predict_windows(loaded.model, val_scenes, val_windows, batch_size)
-        out["val"]["ours"] = score(vtraj, val_windows.future)
-        out["val"]["ours_most_likely"] = score(vtraj, val_windows.future, prob=vprob, k=1)
+        if has_val:
+            vtraj, vprob = predict_windows(loaded.model, val_scenes, val_windows, batch_size)
+            out["val"]["ours"] = score(vtraj, val_windows.future)
+            out["val"]["ours_most_likely"] = score(vtraj, val_windows.future, prob=vprob, k=1)
     out["eval_time_s"] = time.perf_counter() - t
     return out, windows
 
@@ -527,21 +532,16 @@ def run_benchmark(cfg: BenchmarkConfig, progress: bool = False, retrain: bool = 
                                cfg.fan, cfg.val_t0_stride)
         scene_result.update(ev)
         result["scenes"][scene] = scene_result
-        msg = (f"{scene}: {ev['test_windows']} windows; CV {ev['cv']['ADE']:.3f}/{ev['cv']['FDE']:.3f}; "
-               f"CV fan {ev['cv_fan']['ADE']:.3f}/{ev['cv_fan']['FDE']:.3f}")
-        if "ours" in ev:
-            msg += (f"; ours {ev['ours']['ADE']:.3f}/{ev['ours']['FDE']:.3f}, most likely "
-                    f"{ev['ours_most_likely']['ADE']:.3f}/{ev['ours_most_likely']['FDE']:.3f}; val: ours "
-                    f"{ev['val']['ours']['ADE']:.3f}/{ev['val']['ours']['FDE']:.3f}, most likely "
-                    f"{ev['val']['ours_most_likely']['ADE']:.3f}/{ev['val']['ours_most_likely']['FDE']:.3f}")
-        _log(msg)
+        _log(f"{scene}: {ev['test_windows']} windows; " + "; ".join(
+            f"{m} {ev[m]['ADE']:.3f}/{ev[m]['FDE']:.3f}" for m in METHODS if m in ev) + "; val: " + "; ".join(
+            f"{m} {v['ADE']:.3f}/{v['FDE']:.3f}" for m, v in ev.get("val", {}).items() if isinstance(v, dict)))
         write_json_atomic(scene_result, out / scene / "result.json")
     result["average"] = {
         "scenes": list(result["scenes"]),
         "complete": set(result["scenes"]) == set(SCENES),
         **{m: a for m in METHODS if (a := average(result["scenes"], m)) is not None},
     }
-    val_rows = {s: r["val"] for s, r in result["scenes"].items()}
+    val_rows = {s: r["val"] for s, r in result["scenes"].items() if "val" in r}
     result["average_val"] = {m: a for m in METHODS if (a := average(val_rows, m)) is not None}
     result["cv_sanity"] = cv_sanity(result)
     result["total_time_s"] = time.perf_counter() - started
@@ -590,7 +590,7 @@ def format_table(result: dict) -> str:
         lines.append("validation windows (the other scenes' val folders: where settings are compared)")
         for key, name, samples in rows:
             if key in result["average_val"]:
-                lines.append(row(name, samples, {s: r["val"].get(key) for s, r in scenes.items()},
+                lines.append(row(name, samples, {s: r.get("val", {}).get(key) for s, r in scenes.items()},
                                  result["average_val"].get(key)))
     lines.append(f"published (from {README}; not measured here)")
     for p in PUBLISHED:

@@ -57,7 +57,7 @@ def fit_temperatures(logits: np.ndarray, winner: np.ndarray, agent_type: np.ndar
         scores = [nll(logits[sel], winner[sel], float(c)) for c in GRID]
         best = int(np.argmin(scores))
         temps[t] = float(GRID[best])
-        report[str(t)] = {"n": int(sel.sum()), "temperature": temps[t], "nll_before": nll(logits[sel], winner[sel], 1.0),
+        report[str(t)] = {"n": int(sel.sum()), "temperature": float(temps[t]), "nll_before": nll(logits[sel], winner[sel], 1.0),
                           "nll_after": float(scores[best])}
     return {"temperature": temps.tolist(), "by_type": report}
 
