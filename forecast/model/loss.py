@@ -7,7 +7,7 @@ from torch.nn import functional as F
 
 
 def wta_loss(traj, scale, logits, future, future_mask, target_mask, cls_weight: float = 1.0,
-             agent_weight: torch.Tensor | None = None, scene_weight: float = 0.0):
+             agent_weight: torch.Tensor | None = None, scene_weight: float = 0.0, marginal_weight: float = 0.0):
     """traj/scale [B, A, K, T, 2], logits [B, A, K], future [B, A, T, 2], future_mask [B, A, T],
     target_mask [B, A], agent_weight [B, A] (optional, default 1: how much each agent counts).
 
@@ -16,6 +16,9 @@ def wta_loss(traj, scale, logits, future, future_mask, target_mask, cls_weight: 
     of the regression instead goes to the *scene's* winner, the mode with the lowest summed
     displacement over all scored agents of the scene (all agents of a scene share it: a joint
     future, as Argoverse 2's multi-agent task scores it).
+
+    With ``marginal_weight`` > 0, mode 0 is also regressed on *every* agent (weighted so): it learns
+    the conditional median future, a safe most-likely mode where the other modes are long shots.
 
     Classification: the logits are trained to predict the mode whose endpoint (the last valid
     step) is closest to the truth, the mode that minFDE@1 and brier-minFDE pick.
@@ -38,6 +41,8 @@ def wta_loss(traj, scale, logits, future, future_mask, target_mask, cls_weight: 
         idx = scene_best[:, None, None].expand(-1, ade.shape[1], 1)
         reg_scene = (nll.gather(2, idx).squeeze(2) * w).sum() / n_agents
         reg = (1.0 - scene_weight) * reg + scene_weight * reg_scene
+    if marginal_weight > 0:
+        reg = reg + marginal_weight * (nll[:, :, 0] * w).sum() / n_agents
 
     last = future_mask.shape[-1] - 1 - future_mask.flip(-1).float().argmax(-1)  # [B, A] last valid step
     fde = err.gather(3, last[:, :, None, None].expand(-1, -1, err.shape[2], 1)).squeeze(-1)  # [B, A, K]

@@ -34,6 +34,7 @@ class OptimConfig:
     warmup_steps: int = 50
     cls_weight: float = 1.0
     scene_wta_weight: float = 0.0  # share of the regression on the scene's shared winning mode (joint futures)
+    marginal_mode_weight: float = 0.0  # mode 0 also regressed on every agent: the conditional median future
     near_plan_weight: float = 1.0  # extra loss weight of agents near a teacher-forced plan (their response)
     near_plan_radius: float = 20.0  # metres: "near" a planned agent
 

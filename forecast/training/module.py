@@ -54,7 +54,8 @@ class ForecastModule(L.LightningModule):
                               o.near_plan_radius, o.near_plan_weight)
         traj, scale, logits = self.model.forward_logits(*batch.model_inputs())
         loss, reg, cls = wta_loss(traj, scale, logits, batch.future, batch.future_mask, batch.target_mask,
-                                  o.cls_weight, agent_weight=weight, scene_weight=o.scene_wta_weight)
+                                  o.cls_weight, agent_weight=weight, scene_weight=o.scene_wta_weight,
+                                  marginal_weight=o.marginal_mode_weight)
         self.log_dict({"train/loss": loss, "train/reg": reg, "train/cls": cls}, prog_bar=True, batch_size=batch.size)
         return loss
 

@@ -122,3 +122,11 @@ def test_temperature_fit_recovers_a_known_temperature():
     assert out["temperature"][0] == pytest.approx(2.5, rel=0.1)
     assert out["temperature"][1:] == [1.0, 1.0]  # no validation agents of those types: unchanged
     assert nll(raw, winner, out["temperature"][0]) <= nll(raw, winner, 1.0)
+
+
+def test_marginal_mode_is_trained_on_every_agent():
+    traj, scale, logits, fut, fm, tm = _toy()
+    traj.requires_grad_(True)
+    wta_loss(traj, scale, logits, fut, fm, tm, marginal_weight=0.5)[1].backward()
+    g = traj.grad.abs().sum(dim=(0, 3, 4))  # [A, K]
+    assert g[1, 0] > 0  # agent 1's winner is mode 1, but mode 0 learns from it too
