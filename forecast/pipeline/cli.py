@@ -1,7 +1,8 @@
 """``forecast pipeline run|status CONFIG``: the scheduled batch pipeline (what cron or Airflow calls).
 
 Exit codes of ``run`` (``forecast.cli``): 0 every step done or skipped (also a failed gate with
-``gate.fail_on_gate: false``); 1 a step failed (rerun to resume); 2 bad config or usage; 4 the
+``gate.fail_on_gate: false``); 1 a step failed (rerun to resume); 2 bad config or usage; 3
+``ingest.strict`` and rows or files were quarantined; 4 the
 promotion gate said no (``fail_on_gate: true``); 75 another run holds the work_dir lock;
 143 stopped by SIGTERM, 130 by Ctrl-C (rerun to resume).
 """
@@ -10,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
 
 SIGTERM_EXIT = 143
+SIGINT_EXIT = 130
 
 
 def _split_rest(args: argparse.Namespace) -> None:
@@ -56,15 +57,6 @@ def _registry(loaded):
     return MlflowRegistry(tracking_uri(cfg.mlflow.tracking_uri), cfg.mlflow.experiment)
 
 
-_signals: list[int] = []
-
-
-def _on_sigterm(signum, frame) -> None:
-    # Raised wherever the main thread is; inside trainer.fit Lightning turns it into sys.exit(1).
-    _signals.append(signum)
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from forecast.cli import EXIT_LOCKED
     from forecast.config import to_dict
@@ -75,6 +67,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         run_pipeline,
         run_worker,
     )
+    from forecast.pipeline.signals import StopRequested, StopSignals
     from forecast.pipeline.steps import build_steps
     from forecast.pipeline.tracking import MlflowTracker, NullTracker
     from forecast.pipeline.workdir import PipelineLocked
@@ -105,20 +98,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     opts = RunOptions(name=cfg.name, force=force, progress=not quiet, gate=cfg.gate, params=params,
                       champion=(lambda: registry.champion(cfg.register.model_name, cfg.register.alias))
                       if registry else None)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        result = run_pipeline(steps, cfg.work_dir, opts, tracker)
-    except PipelineLocked as exc:
-        print(f"forecast pipeline: {exc}; exiting {EXIT_LOCKED}", file=sys.stderr)
-        return EXIT_LOCKED
-    except (KeyboardInterrupt, SystemExit) as exc:
-        if isinstance(exc, SystemExit) and not _signals:
-            raise
-        why = f"signal {_signals[0]}" if _signals else "interrupted"
-        print(f"forecast pipeline: stopped by {why}; rerun the same command to resume", file=sys.stderr)
-        return SIGTERM_EXIT if _signals else 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with StopSignals() as stop:
+        try:
+            result = run_pipeline(steps, cfg.work_dir, opts, tracker)
+            stop.check()  # a signal that came during the last writes still means "stopped"
+        except PipelineLocked as exc:
+            print(f"forecast pipeline: {exc}; exiting {EXIT_LOCKED}", file=sys.stderr)
+            return EXIT_LOCKED
+        except (StopRequested, KeyboardInterrupt, SystemExit) as exc:
+            signum = exc.signum if isinstance(exc, StopRequested) else stop.received
+            if signum is None and isinstance(exc, SystemExit):
+                raise
+            code = 128 + signum if signum is not None else SIGINT_EXIT
+            why = f"signal {signum}" if signum is not None else "Ctrl-C"
+            print(f"forecast pipeline: stopped by {why}; nothing half-done was committed; rerun the same command "
+                  f"to resume; exiting {code}", file=sys.stderr)
+            return code
 
     _print_summary(result, cfg)
     if result.status == "failed":
@@ -134,7 +129,7 @@ def exit_code(result, gate) -> int:
     from forecast.cli import EXIT_FAIL, EXIT_GATE, EXIT_OK
 
     if result.status == "failed":
-        return EXIT_FAIL
+        return result.exit_code if isinstance(result.exit_code, int) and result.exit_code > 0 else EXIT_FAIL
     if result.status == "gate_failed" and gate.fail_on_gate:
         return EXIT_GATE
     return EXIT_OK
@@ -166,7 +161,7 @@ def _print_summary(result, cfg) -> None:
 def _cmd_status(args: argparse.Namespace) -> int:
     from forecast.pipeline.runner import step_states
     from forecast.pipeline.steps import build_steps
-    from forecast.pipeline.workdir import lock_holder
+    from forecast.pipeline.workdir import lock_holder, read_latest
 
     loaded = _load(args)
     cfg = loaded.config
@@ -174,15 +169,22 @@ def _cmd_status(args: argparse.Namespace) -> int:
     states = step_states(build_steps(loaded), work_dir)
     holder = lock_holder(work_dir)
     gate = json.loads((work_dir / "gate.json").read_text()) if (work_dir / "gate.json").exists() else None
+    latest = read_latest(work_dir)
+    last = {k: latest.get(k) for k in ("status", "started", "updated", "pid", "host", "error", "note")} if latest else None
     if args.json:
         print(json.dumps({"pipeline": cfg.name, "work_dir": str(work_dir), "steps": states, "locked_by": holder,
-                          "gate": gate}, indent=2))
+                          "gate": gate, "last_run": last}, indent=2))
         return 0
     print(f"pipeline {cfg.name}  (work_dir {work_dir})")
+    if last:
+        print(f"  last run: {last['status']} (started {last['started']}, updated {last['updated']})"
+              + (f": {last['note']}" if last.get("note") else ""))
     if holder:
         print(f"  running now: pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started')}")
     for s in states:
         print(f"  {s['step']:<10}{s['state']:<9}{s['hash']}  {s['partial'] if s['state'] == 'partial' else s['path']}")
+        for reason in s.get("why", []):  # stale (or partial): what changed since its last finished output
+            print(f"  {'':<19}{reason}")
     if gate:
         print(f"gate ({gate.get('decided')}): {'passed' if gate['passed'] else 'FAILED'}")
         for reason in gate.get("reasons", []):
@@ -202,7 +204,7 @@ def register(sub) -> None:
     r.add_argument("overrides", nargs=argparse.REMAINDER,
                    help="dotted overrides, e.g. work_dir=/tmp/x train.overrides.optim.max_epochs=1")
     r.set_defaults(func=_cmd_run)
-    s = psub.add_parser("status", help="show each step's hash and state (done, partial, pending) and the last gate")
+    s = psub.add_parser("status", help="show each step's hash and state (done, partial, stale, pending), why it is stale, and the last gate")
     s.add_argument("config", help="configs/pipeline/<name>.yaml")
     s.add_argument("--json", action="store_true")
     s.add_argument("overrides", nargs=argparse.REMAINDER, help="the same overrides as the run")

@@ -7,6 +7,8 @@ A step is any object with the :class:`Step` shape, so a test (or another deploym
 * ``resumable``: True if a killed run may continue in the same directory (``<hash>.partial``);
   False if it must start from an empty one (``.tmp-<hash>-<pid>``);
 * ``spec()``: the JSON-able, fully resolved settings that decide its output (hashed by the runner);
+* ``code`` (optional): the ``forecast`` modules it runs; the runner hashes their source and that of
+  every ``forecast`` module they import (:mod:`forecast.pipeline.code`), so a code change makes it stale;
 * ``run(ctx)``: does the work inside ``ctx.out`` and returns a :class:`StepResult`.
 
 The runner owns everything around it: hashing, skipping, atomic commit, locking, tracking.
@@ -54,6 +56,14 @@ from forecast.training.config import TrainConfig
 class StepFailed(RuntimeError):
     """A step could not produce its outputs; the message says why."""
 
+    exit_code = 1  # what ``forecast pipeline run`` exits with when this ended the run
+
+
+class QuarantineFailed(StepFailed):
+    """``ingest.strict`` and something was quarantined: exit 3, as ``forecast ingest --strict``."""
+
+    exit_code = 3
+
 
 @dataclass
 class StepContext:
@@ -78,6 +88,7 @@ class Step(Protocol):
     name: str
     inputs: tuple[str, ...]
     resumable: bool
+    code: tuple[str, ...]  # entry modules whose source (and imports') is hashed; may be absent
 
     def spec(self) -> dict: ...
 
@@ -118,6 +129,7 @@ def _require(path: Path, what: str) -> Path:
 
 class SimulateStep:
     name, inputs, resumable = "simulate", (), True  # simulate() keeps finished networks of a killed run
+    code = ("forecast.sim.sumo",)
 
     def __init__(self, sim: SimConfig):
         self.sim = sim
@@ -177,6 +189,7 @@ class IngestStep:
     def __init__(self, cfg: IngestStepConfig):
         self.cfg = cfg
         self.inputs: tuple[str, ...] = () if cfg.input else ("simulate",)
+        self.code = ("forecast.data.ingest", "forecast.data.store", f"forecast.data.sources.{cfg.source}")
         self._spec: dict | None = None
 
     def spec(self) -> dict:
@@ -201,9 +214,13 @@ class IngestStep:
         summary = run_ingest(_adapter(self.cfg.source, self.cfg.scenario_length_s), root, store, (0, 1),
                              self.cfg.split, ctx.progress)
         write_json_atomic(summary.to_dict(), store.path / "_summaries" / f"ingest-{self.cfg.source}.json")
+        if summary.quarantined_in_shard:  # said on the terminal, not only in the store
+            reasons = ", ".join(f"{k}: {v}" for k, v in sorted(summary.quarantine_reasons.items())[:5])
+            ctx.log(f"[ingest] warning: {summary.quarantined_in_shard} rows/files quarantined ({reasons}); "
+                    f"see {store.quarantine_dir} or `forecast store {store.path}`")
         if self.cfg.strict and summary.quarantined_in_shard:
-            raise StepFailed(f"ingest.strict: {summary.quarantined_in_shard} rows/files quarantined "
-                             f"(see {store.quarantine_dir})")
+            raise QuarantineFailed(f"ingest.strict: {summary.quarantined_in_shard} rows/files quarantined "
+                                   f"(see {store.quarantine_dir})")
         counts = {k: float(v) for k, v in summary.to_dict().items() if isinstance(v, int)}
         return StepResult({"store": "store"}, summary.to_dict(), counts)
 
@@ -221,6 +238,7 @@ def train_config_for(train: TrainConfig, out: Path, store: Path, tracking_uri: s
 class TrainStep:
     # Resumable: the same directory keeps checkpoints/last.ckpt and mlflow_run_id, which run_training resumes from.
     name, inputs, resumable = "train", ("ingest",), True
+    code = ("forecast.training.train",)
 
     def __init__(self, train: TrainConfig, tracking_uri: str | None = None):
         self.train = train
@@ -235,15 +253,20 @@ class TrainStep:
         return {"train": d}
 
     def run(self, ctx: StepContext) -> StepResult:
+        from forecast.pipeline.signals import lightning_callback
         from forecast.training.train import run_training
 
         cfg = train_config_for(self.train, ctx.out, ctx.inputs["ingest"] / "store", self.tracking_uri)
         if cfg.mlflow.run_name is None:
             cfg.mlflow.run_name = f"{ctx.pipeline}-train-{ctx.hash[:8]}"
-        result = run_training(cfg, progress=ctx.progress)
+        # Stops at the next batch end once SIGTERM/SIGINT came, also when the signal's own raise was swallowed
+        result = run_training(cfg, progress=ctx.progress, extra_callbacks=[lightning_callback()])
         if ctx.rank > 0:
             return StepResult()
         _require(ctx.out / "model.pt", "model")
+        # run_training wrote the working directory's absolute path, which the commit renames away
+        summary = json.loads((ctx.out / "train_summary.json").read_text())
+        write_json_atomic({**summary, "model": "model.pt"}, ctx.out / "train_summary.json")
         return StepResult({"model": "model.pt", "summary": "train_summary.json", "checkpoints": "checkpoints"},
                           {"mlflow_run_id": result.run_id, "global_step": result.global_step}, dict(result.metrics))
 
@@ -266,6 +289,7 @@ class MlflowFlags:
 
 class EvaluateStep:
     name, inputs, resumable = "evaluate", ("train", "ingest"), False
+    code = ("forecast.evaluation.cli", "forecast.evaluation.evaluate")
 
     def __init__(self, eval_config: dict, args: list[str] | None = None, mlflow: MlflowFlags | None = None):
         self.eval_config = eval_config
@@ -305,6 +329,7 @@ def headline(metrics: dict) -> dict[str, float]:
 
 class ExportStep:
     name, inputs, resumable = "export", ("train",), False
+    code = ("forecast.export.cli",)
 
     def __init__(self, cfg: ExportStepConfig):
         self.cfg = cfg
@@ -338,6 +363,7 @@ class ExportStep:
 
 class RegisterStep:
     name, inputs, resumable = "register", ("train", "evaluate", "export"), False
+    code = ("forecast.pipeline.registry",)
 
     def __init__(self, cfg: RegisterStepConfig, registry):
         self.cfg = cfg

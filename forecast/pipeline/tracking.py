@@ -107,7 +107,7 @@ class MlflowTracker:
             self.client.log_batch(run_id, metrics=rows[i:i + 500])
         self.client.log_metric(self.parent, f"{step}/duration_s", float(duration_s), timestamp=now)
         self.client.set_tag(self.parent, f"step.{step}", status)
-        self.client.set_terminated(run_id, "FAILED" if status == "failed" else "FINISHED")
+        self.client.set_terminated(run_id, {"failed": "FAILED", "stopped": "KILLED"}.get(status, "FINISHED"))
 
     def step(self, step: str, step_hash: str, status: str, duration_s: float,
              params: dict[str, str] | None = None) -> None:

@@ -37,6 +37,9 @@ class OptimConfig:
     marginal_mode_weight: float = 0.0  # mode 0 also regressed on every agent: the conditional median future
     near_plan_weight: float = 1.0  # extra loss weight of agents near a teacher-forced plan (their response)
     near_plan_radius: float = 20.0  # metres: "near" a planned agent
+    # Linear LR scaling: when set, lr applies to this many scenes per optimiser step and is scaled by
+    # batch_size * world_size / lr_reference_batch_size (larger per-GPU batches keep their dynamics).
+    lr_reference_batch_size: int | None = None
 
 
 @dataclass
@@ -54,6 +57,13 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     deterministic: bool = True
     torch_threads: int | None = None  # intra-op threads on CPU (None: torch's default)
+    # Speed options (forecast.training.speed); all off by default.
+    agent_buckets: list[int] | None = None  # pad each batch's agent axis up to one of these sizes (on the device)
+    compile: bool = False  # torch.compile the model's forward (use with agent_buckets: one graph per bucket)
+    compile_mode: str | None = None  # torch.compile mode: None (default), "reduce-overhead" (CUDA graphs), ...
+    compile_backend: str = "inductor"
+    channels_last: bool = False  # convolution weights in channels-last memory format
+    pin_memory: bool | None = None  # pinned batches, non-blocking copies; None: on when training on a GPU
 
 
 @dataclass
