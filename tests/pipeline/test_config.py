@@ -21,7 +21,7 @@ def _repo_root(monkeypatch):
 def test_shipped_configs_load():
     quick = load_pipeline("configs/pipeline/quickstart.yaml")
     assert quick.config.work_dir == "runs/quickstart" and not quick.config.gate.enabled
-    assert [s.name for s in build_steps(quick)] == ["simulate", "ingest", "train", "evaluate", "export"]
+    assert [s.name for s in build_steps(quick)] == ["simulate", "ingest", "tag", "train", "champion", "evaluate", "export"]
     nightly = load_pipeline("configs/pipeline/nightly.yaml")
     assert nightly.config.gate.enabled and nightly.config.gate.must_beat_registered
     assert nightly.config.steps[-1] == "register"
