@@ -202,9 +202,12 @@ def pip_requirements() -> list[str]:
 def tracking(uri: str):
     """Point MLflow's fluent API at ``uri`` for a block, then put back what was there (URIs and env var)."""
     import mlflow
+    import mlflow.tracking.fluent as fluent
 
     saved_env = os.environ.get("MLFLOW_TRACKING_URI")
     saved_tracking, saved_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    # set_experiment() is global too, and start_run(run_id=...) refuses a run of another experiment
+    saved_experiment = getattr(fluent, "_active_experiment_id", None)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
@@ -212,6 +215,8 @@ def tracking(uri: str):
     finally:
         mlflow.set_tracking_uri(saved_tracking)
         mlflow.set_registry_uri(saved_registry)
+        if hasattr(fluent, "_active_experiment_id"):
+            fluent._active_experiment_id = saved_experiment
         if saved_env is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
@@ -250,6 +255,8 @@ def log_bundle_model(bundle_dir: str | Path, tracking_uri: str, run_id: str | No
     with tracking(tracking_uri):
         if run_id is None:
             mlflow.set_experiment(experiment)
+        else:
+            mlflow.set_experiment(experiment_id=MlflowClient(tracking_uri).get_run(run_id).info.experiment_id)
         with mlflow.start_run(run_id=run_id, run_name=None if run_id else "export-model") as run:
             info = mlflow.pyfunc.log_model(
                 # models from code: the model is this file plus the artifacts, not a pickled object
