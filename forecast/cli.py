@@ -7,11 +7,14 @@ Exit codes (for schedulers): 0 success, 1 failure, 2 usage or bad input,
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_QUARANTINE, EXIT_GATE, EXIT_LOCKED = 0, 1, 2, 3, 4, 75
+# a path the user gave is wrong (read-only, a file where a folder belongs, missing): usage, exit 2
+_PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT}
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -48,7 +51,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
     shard = parse_shard(args.shard)
     store = Store(args.store)
-    summary = run_ingest(_adapter(args.source, args), Path(args.input), store, shard, args.split, not args.quiet)
+    summary = run_ingest(_adapter(args.source, args), Path(args.input), store, shard, args.split, not args.quiet,
+                         batch_scenarios=args.batch_scenarios)
     out = Path(args.summary) if args.summary else store.path / "_summaries" / f"ingest-{args.source}-shard{shard[0]}of{shard[1]}.json"
     write_json_atomic(summary.to_dict(), out)
     print(summary.table())
@@ -62,10 +66,21 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 def _cmd_store(args: argparse.Namespace) -> int:
     from forecast.data.store import Store
 
-    store = Store(args.store)
+    compact = args.store[0] == "compact" and len(args.store) == 2
+    if len(args.store) != 1 and not compact:
+        print("usage: forecast store STORE | forecast store compact STORE", file=sys.stderr)
+        return EXIT_USAGE
+    store = Store(args.store[-1])
     if not store.exists():
         print(f"no store at {store.path}", file=sys.stderr)
         return EXIT_USAGE
+    if compact:
+        from forecast.data.compact import compact_store
+
+        c = compact_store(store, args.batch_scenarios)
+        print(f"compacted {c.units} units ({c.scenarios} scenarios) into {c.batches} batches: "
+              f"{c.files_before} -> {c.files_after} Parquet files")
+        return EXIT_OK
     s = store.summary()
     if args.json:
         print(json.dumps(s, indent=2))
@@ -100,10 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strict", action="store_true", help=f"exit {EXIT_QUARANTINE} if anything was quarantined")
     s.add_argument("--summary", help="where to write the JSON summary (default: STORE/_summaries/)")
     s.add_argument("--scenario-length", type=float, default=10.0, help="SUMO: seconds per scenario (default 10)")
+    s.add_argument("--batch-scenarios", type=int, default=2000, help="scenarios per batch of Parquet files")
     s.set_defaults(func=_cmd_ingest)
 
-    s = sub.add_parser("store", help="print a summary of a store")
-    s.add_argument("store")
+    s = sub.add_parser("store", help="print a summary of a store; `store compact STORE` rewrites an old one as batches")
+    s.add_argument("store", nargs="+", metavar="[compact] STORE")
+    s.add_argument("--batch-scenarios", type=int, default=2000, help="compact: scenarios per batch file")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_cmd_store)
 
@@ -118,7 +135,7 @@ def _extra_commands():
 
     out = []
     for mod in ("forecast.training.cli", "forecast.evaluation.cli", "forecast.export.cli", "forecast.pipeline.cli",
-                "forecast.benchmark.cli"):
+                "forecast.benchmark.cli", "forecast.scenarios.cli"):
         try:
             out.append(importlib.import_module(mod).register)
         except ModuleNotFoundError as exc:
@@ -136,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"forecast {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # a path that cannot be read or written: say which, no traceback
+        code = EXIT_USAGE if exc.errno in _PATH_ERRNOS else EXIT_FAIL
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"forecast {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

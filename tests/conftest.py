@@ -68,7 +68,7 @@ def tiny_train_config(store_path, out_dir, **overrides):
     return from_dict(TrainConfig, apply_overrides(base, [f"{k}={v}" for k, v in overrides.items()]))
 
 
-# A tiny untrained model exported once per session through the CLI (--fp16 --verify); the export
+# A tiny untrained model exported once per session through the CLI (--fp16 --int8 --verify); the export
 # and runtime tests share it.
 TINY_FEATURES_KW = {"history_steps": 8, "future_steps": 6, "raster": {"size": 16, "resolution": 1.0, "ahead": 4.0}}
 TINY_MODEL_KW = {"hidden": 16, "modes": 3, "heads": 4, "interaction_layers": 1, "raster_width": 8, "future_steps": 6,
@@ -100,6 +100,6 @@ def exported(tmp_path_factory) -> Path:
     torch.nn.init.normal_(model.rollout.head[-1].weight, std=0.05)  # untrained, the head is zero: constant velocity
     save_model(root / "model.pt", model, features, {"run_id": "run-tiny", "version": forecast.__version__})
     rc = main(["--quiet", "export", "--model", str(root / "model.pt"), "--out", str(root / "bundle"), "--fp16",
-               "--verify"])
+               "--int8", "--verify"])
     assert rc == 0
     return root

@@ -19,13 +19,15 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from forecast.data.atomic import sha256_file, sha256_text, write_json_atomic, write_parquet_atomic
-from forecast.data.schema import AGENT_TYPE_LABELS, SCENARIOS_SCHEMA, SCHEMA_VERSION, SPLITS, TRACKS_SCHEMA
+from forecast.data.atomic import sha256_file, sha256_text, write_json_atomic
+from forecast.data.batch import BuiltUnit, outputs_intact, write_batch
+from forecast.data.schema import AGENT_TYPE_LABELS, SCHEMA_VERSION, SPLITS, TRACKS_SCHEMA
 from forecast.data.store import Store, safe_name
 from forecast.data.validate import Quarantine, RawRows, validate_rows
 
 # Bump when the canonical output of an unchanged input changes, so reruns rewrite it.
-INGEST_VERSION = "1"
+INGEST_VERSION = "2"
+BATCH_SCENARIOS = 2000  # scenarios per batch of files (one row group each)
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,12 @@ class Adapter(Protocol):
 
 @dataclass
 class IngestSummary:
-    """Counts of one ingestion run; ``rows_read == rows_written + rows_quarantined`` always holds."""
+    """Counts of one ingestion of a shard; ``rows_read == rows_written + rows_quarantined`` always holds.
+
+    Row and file counts cover the whole shard (units written by this run and units skipped
+    because an earlier, possibly interrupted, run committed them), so a resumed ingest reports
+    the same totals as an uninterrupted one.
+    """
 
     source: str
     shard: str
@@ -80,7 +87,8 @@ class IngestSummary:
     rows_read: int = 0
     rows_written: int = 0
     rows_quarantined: int = 0
-    scenarios_written: int = 0
+    scenarios_written: int = 0  # by this run
+    scenarios_total: int = 0  # in the shard's committed output, this run's and skipped batches'
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     quarantined_in_shard: int = 0  # this run plus skipped units, for --strict
 
@@ -97,7 +105,7 @@ class IngestSummary:
             ("rows read", self.rows_read),
             ("rows written", self.rows_written),
             ("rows quarantined", self.rows_quarantined),
-            ("scenarios written", self.scenarios_written),
+            ("scenarios written / in shard", f"{self.scenarios_written} / {self.scenarios_total}"),
         ]
         rows += [(f"  quarantine: {k}", v) for k, v in sorted(self.quarantine_reasons.items())]
         width = max(len(str(k)) for k, _ in rows)
@@ -123,6 +131,14 @@ def in_shard(key: str, shard: tuple[int, int]) -> bool:
     return zlib.crc32(key.encode()) % n == i
 
 
+def adapter_settings(adapter: Adapter) -> dict:
+    """The adapter's settings that shape its output (e.g. SUMO's scenario length): part of the skip key."""
+    if hasattr(adapter, "settings"):
+        return dict(adapter.settings())
+    return {k: v for k, v in sorted(vars(adapter).items())
+            if not k.startswith("_") and isinstance(v, str | int | float | bool | type(None))}
+
+
 def run_ingest(
     adapter: Adapter,
     root: Path,
@@ -130,8 +146,14 @@ def run_ingest(
     shard: tuple[int, int] = (0, 1),
     split: str | None = None,
     progress: bool = True,
+    batch_scenarios: int = BATCH_SCENARIOS,
 ) -> IngestSummary:
-    """Ingest every unit of ``root`` that falls in ``shard`` into ``store``; returns the counts."""
+    """Ingest every unit of ``root`` that falls in ``shard`` into ``store``; returns the counts.
+
+    Units are written in batches of about ``batch_scenarios`` scenarios (``forecast.data.batch``).
+    A batch whose inputs, adapter settings and outputs (sha256) are unchanged is skipped; its
+    counts still enter the summary, so a resumed run reports the whole ingest.
+    """
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"input {root} does not exist")
@@ -139,81 +161,119 @@ def run_ingest(
     if not units:
         raise FileNotFoundError(f"no {adapter.name} input found under {root}")
     summary = IngestSummary(source=adapter.name, shard=f"{shard[0]}/{shard[1]}", units_total=len(units))
-    mine = [u for u in units if in_shard(u.key, shard)]
+    mine = sorted((u for u in units if in_shard(u.key, shard)), key=lambda u: (u.split, u.key))
+    for u in mine:
+        if u.split not in SPLITS:
+            raise ValueError(f"{u.key}: split {u.split!r} is not one of {SPLITS}")
     summary.units_in_shard = len(mine)
+    settings = adapter_settings(adapter)
+    file_hashes = {u.key: {str(p): sha256_file(p) for p in u.files} for u in mine}
+    hashes = {u.key: _unit_hash(u, settings, file_hashes[u.key]) for u in mine}
+    reused, todo = _plan(store, adapter.name, mine, hashes)
     reasons: Counter[str] = Counter()
-    for unit in tqdm(mine, desc=f"ingest {adapter.name}", unit="unit", disable=not progress, file=sys.stderr):
-        if unit.split not in SPLITS:
-            raise ValueError(f"{unit.key}: split {unit.split!r} is not one of {SPLITS}")
-        input_hash = _unit_hash(unit)
-        manifest_path = store.manifest_dir / unit.source / f"{safe_name(unit.key)}.json"
-        old = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
-        if old and old["input_hash"] == input_hash and all((store.path / p).exists() for p in old["outputs"]):
+    for m in reused:
+        for rec in m["units"]:
             summary.units_skipped += 1
-            summary.quarantined_in_shard += old["counts"]["rows_quarantined"] + old["counts"]["files_quarantined"]
-            continue
-        parsed = adapter.parse(unit)
-        counts, outputs = _write_unit(parsed, store)
-        manifest = {
-            "unit": unit.key,
-            "source": unit.source,
-            "split": unit.split,
-            "files": {str(p): sha256_file(p) for p in unit.files},
-            "input_hash": input_hash,
-            "schema_version": SCHEMA_VERSION,
-            "ingest_version": INGEST_VERSION,
-            "outputs": outputs,
-            "counts": counts,
-        }
-        # The manifest is written last: it is the commit marker of the unit.
-        write_json_atomic(manifest, manifest_path)
+            _add_counts(summary, reasons, rec["counts"])
+    pending: list[BuiltUnit] = []
+    for unit in tqdm(todo, desc=f"ingest {adapter.name}", unit="unit", disable=not progress, file=sys.stderr):
+        if pending and (pending[0].split != unit.split or sum(b.num_scenarios for b in pending) >= batch_scenarios):
+            _commit(store, adapter.name, pending, settings)
+            pending = []
+        built = _build_unit(adapter.parse(unit), hashes[unit.key], file_hashes[unit.key])
+        pending.append(built)
         summary.units_written += 1
-        summary.files_quarantined += counts["files_quarantined"]
-        summary.rows_read += counts["rows_read"]
-        summary.rows_written += counts["rows_written"]
-        summary.rows_quarantined += counts["rows_quarantined"]
-        summary.scenarios_written += counts["scenarios"]
-        summary.quarantined_in_shard += counts["rows_quarantined"] + counts["files_quarantined"]
-        reasons.update(counts["reasons"])
+        summary.scenarios_written += built.num_scenarios
+        _add_counts(summary, reasons, built.counts)
+    if pending:
+        _commit(store, adapter.name, pending, settings)
     summary.quarantine_reasons = dict(reasons)
     assert summary.rows_read == summary.rows_written + summary.rows_quarantined, "row counts must add up"
     return summary
 
 
-def _unit_hash(unit: Unit) -> str:
-    parts = [INGEST_VERSION, SCHEMA_VERSION, unit.key, unit.split] + [sha256_file(p) for p in unit.files]
+def _add_counts(summary: IngestSummary, reasons: Counter[str], counts: dict) -> None:
+    summary.files_quarantined += counts["files_quarantined"]
+    summary.rows_read += counts["rows_read"]
+    summary.rows_written += counts["rows_written"]
+    summary.rows_quarantined += counts["rows_quarantined"]
+    summary.scenarios_total += counts["scenarios"]
+    summary.quarantined_in_shard += counts["rows_quarantined"] + counts["files_quarantined"]
+    reasons.update(counts["reasons"])
+
+
+def _plan(store: Store, source: str, mine: list[Unit], hashes: dict[str, str]) -> tuple[list[dict], list[Unit]]:
+    """Split the shard's units into committed batches to keep and units to (re)write.
+
+    A batch is kept when its units are, in order, the next units of the shard with the same
+    input hashes and its outputs are intact. Any other manifest that touches the shard's units
+    (an old layout, other settings, a changed input, a damaged file) is removed with its outputs
+    first, so that no scenario is ever stored twice.
+    """
+    manifests = store.batch_manifests(source)
+    by_first = {m["units"][0]["key"]: m for m in manifests if m.get("units")}
+    keys = {u.key for u in mine}
+    reused: list[dict] = []
+    todo: list[Unit] = []
+    i = 0
+    while i < len(mine):
+        m = by_first.get(mine[i].key)
+        recs = m["units"] if m else []
+        nxt = mine[i : i + len(recs)]
+        if (m and len(nxt) == len(recs) and all(u.key == r["key"] and hashes[u.key] == r["input_hash"]
+                                                for u, r in zip(nxt, recs, strict=True))
+                and outputs_intact(store.path, m["outputs"])):
+            reused.append(m)
+            i += len(recs)
+        else:
+            todo.append(mine[i])
+            i += 1
+    kept = {id(m) for m in reused}
+    for m in manifests:
+        if id(m) not in kept and keys & {r["key"] for r in m.get("units", [])}:
+            store.remove_batch(m)
+    for m in store.unit_manifests(source):  # schema 1: one manifest and three files per unit
+        if m.get("unit") in keys:
+            store.remove_batch(m)
+    return reused, todo
+
+
+def _commit(store: Store, source: str, units: list[BuiltUnit], settings: dict) -> None:
+    split = units[0].split
+    name = safe_name(f"{source}/{split}/{units[0].key}/{len(units)}")
+    outputs = write_batch(store.path, source, split, name, units)
+    manifest = {
+        "batch": name,
+        "source": source,
+        "split": split,
+        "schema_version": SCHEMA_VERSION,
+        "ingest_version": INGEST_VERSION,
+        "settings": settings,
+        "units": [{"key": u.key, "files": u.files, "input_hash": u.input_hash, "counts": u.counts} for u in units],
+        "outputs": outputs,
+    }
+    # The manifest is written last: it is the commit marker of the batch.
+    write_json_atomic(manifest, store.batch_manifest_path(source, name))
+
+
+def _unit_hash(unit: Unit, settings: dict, file_hashes: dict[str, str]) -> str:
+    parts = [INGEST_VERSION, SCHEMA_VERSION, unit.key, unit.split, json.dumps(settings, sort_keys=True)]
+    parts += [file_hashes[str(p)] for p in unit.files]
     return sha256_text("|".join(parts))
 
 
-def _write_unit(parsed: ParsedUnit, store: Store) -> tuple[dict, list[str]]:
+def _build_unit(parsed: ParsedUnit, input_hash: str, file_hashes: dict[str, str]) -> BuiltUnit:
+    """Validate a parsed unit and build its tables (nothing is written here)."""
     unit = parsed.unit
-    name = safe_name(unit.key)
-    part = f"source={unit.source}/split={unit.split}/{name}.parquet"
-    outputs: list[str] = []
     quarantines = [parsed.file_quarantine, *parsed.other_quarantines]
     tracks = TRACKS_SCHEMA.empty_table()
     scen_rows: list[dict] = []
+    scen_counts: list[int] = []
     if parsed.rows is not None and len(parsed.rows):
         keep, timestep, q = validate_rows(parsed.rows, parsed.dt, unit.source, parsed.source_file)
         quarantines.append(q)
-        tracks, scen_rows = _build_tables(parsed, parsed.rows.take(keep), timestep)
-    scen_cols = [n for n in SCENARIOS_SCHEMA.names if n not in ("source", "split")]
-    scen_schema = pa.schema([SCENARIOS_SCHEMA.field(n) for n in scen_cols], metadata=SCENARIOS_SCHEMA.metadata)
-    scenarios = pa.Table.from_pylist(scen_rows, schema=scen_schema)
-    write_parquet_atomic(tracks, store.tracks_dir / part)
-    write_parquet_atomic(scenarios, store.scenarios_dir / part)
-    outputs += [f"tracks/{part}", f"scenarios/{part}"]
-    for map_id, table in parsed.maps.items():
-        path = store.maps_dir / f"{safe_name(map_id)}.parquet"
-        write_parquet_atomic(table, path)
-        outputs.append(str(path.relative_to(store.path)))
-    qtable = pa.concat_tables([q.to_table() for q in quarantines])
-    qpath = store.quarantine_dir / f"source={unit.source}" / f"{name}.parquet"
-    if qtable.num_rows:
-        write_parquet_atomic(qtable.drop_columns(["source"]), qpath)
-        outputs.append(str(qpath.relative_to(store.path)))
-    elif qpath.exists():
-        qpath.unlink()  # a rerun on fixed input must not keep the old rejects
+        tracks, scen_rows, scen_counts = _build_tables(parsed, parsed.rows.take(keep), timestep)
+    qtable = pa.concat_tables([q.to_table() for q in quarantines]).drop_columns(["source"])
     reasons: Counter[str] = Counter()
     for q in quarantines:
         reasons.update(q.reason_counts())
@@ -227,10 +287,12 @@ def _write_unit(parsed: ParsedUnit, store: Store) -> tuple[dict, list[str]]:
     }
     if counts["rows_read"] != counts["rows_written"] + counts["rows_quarantined"]:
         raise AssertionError(f"{unit.key}: rows read {counts['rows_read']} != written + quarantined ({counts})")
-    return counts, outputs
+    return BuiltUnit(key=unit.key, split=unit.split, files=file_hashes,
+                     input_hash=input_hash, tracks=tracks, scenarios=scen_rows, scenario_rows=scen_counts,
+                     maps=parsed.maps, quarantine=qtable, counts=counts)
 
 
-def _build_tables(parsed: ParsedUnit, rows: RawRows, timestep: np.ndarray) -> tuple[pa.Table, list[dict]]:
+def _build_tables(parsed: ParsedUnit, rows: RawRows, timestep: np.ndarray) -> tuple[pa.Table, list[dict], list[int]]:
     """Cut validated rows into scenarios and build the tracks table; no per-row Python loop."""
     if parsed.window_steps:
         window = timestep // parsed.window_steps
@@ -268,10 +330,11 @@ def _build_tables(parsed: ParsedUnit, rows: RawRows, timestep: np.ndarray) -> tu
     counts = np.bincount(scen_code, minlength=len(windows))
     max_local = np.zeros(len(windows), np.int64)
     np.maximum.at(max_local, scen_code, local)
-    scen_rows = []
+    scen_rows, scen_counts = [], []
     for i, sid in enumerate(scen_names):
         if counts[i] == 0:
             continue
+        scen_counts.append(int(counts[i]))
         n_t = int(max_local[i]) + 1
         scen_rows.append(
             {
@@ -283,4 +346,4 @@ def _build_tables(parsed: ParsedUnit, rows: RawRows, timestep: np.ndarray) -> tu
                 "source_file": parsed.source_file,
             }
         )
-    return tracks, scen_rows
+    return tracks, scen_rows, scen_counts

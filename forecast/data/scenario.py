@@ -22,6 +22,12 @@ class ScenarioInfo:
     num_timesteps: int
     focal_track_id: str | None
     source_file: str
+    # Where the rows are (schema 2); None in a store written by schema 1 (read by a filtered scan).
+    tracks_file: str | None = None
+    row_group: int | None = None
+    num_rows: int | None = None
+    map_file: str | None = None
+    map_row_group: int | None = None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ import pyarrow as pa
 
 from forecast.data.types import AGENT_TYPE_LABELS, MAX_SPEED, TARGET_TYPES, AgentType  # noqa: F401 - re-exported
 
-SCHEMA_VERSION = "1"
+# 2: batched files with one row group per scenario; the scenarios table is the index into them.
+SCHEMA_VERSION = "2"
 SOURCES = ("sumo", "av2", "eth_ucy")
 SPLITS = ("train", "val", "test")
 MAP_LAYERS = ("lane", "lane_centerline", "crosswalk", "sidewalk", "drivable_area", "walking_area")
@@ -26,6 +27,12 @@ SCENARIOS_SCHEMA = pa.schema(
         pa.field("num_timesteps", pa.int32(), nullable=False),
         pa.field("focal_track_id", pa.string()),
         pa.field("source_file", pa.string(), nullable=False),
+        # The index (schema 2): where the scenario's rows live. Null in a store written by schema 1.
+        pa.field("tracks_file", pa.string()),  # relative to the store
+        pa.field("row_group", pa.int32()),  # the scenario's row group in tracks_file
+        pa.field("num_rows", pa.int64()),
+        pa.field("map_file", pa.string()),  # relative to the store; identical maps share one row group
+        pa.field("map_row_group", pa.int32()),
     ],
     metadata={"forecast.schema_version": SCHEMA_VERSION, "table": "scenarios"},
 )

@@ -1,16 +1,19 @@
 """The canonical store: a directory of Parquet tables that any Arrow tool can read.
 
-Layout::
+Layout (schema 2; ``forecast.data.batch`` writes it)::
 
     STORE/
-      scenarios/source=<s>/split=<p>/<unit>.parquet   one row per scenario
-      tracks/source=<s>/split=<p>/<unit>.parquet      one row per agent state
-      maps/<map>.parquet                              one row per map feature (WKB geometry)
-      quarantine/source=<s>/<unit>.parquet            rejected rows with their reasons
-      _manifest/<source>/<unit>.json                  what each input unit produced, and its hash
+      scenarios/source=<s>/split=<p>/<batch>.parquet  one row per scenario: the index (file, row group)
+      tracks/source=<s>/split=<p>/<batch>.parquet     one row per agent state, one row group per scenario
+      maps/source=<s>/<batch>.parquet                 one row per map feature (WKB), one row group per map
+      quarantine/source=<s>/<batch>.parquet           rejected rows with their reasons
+      _manifest/<source>/<batch>.json                 the batch's units, their input hashes and counts,
+                                                      its outputs' sha256
 
-A *unit* is one input (a SUMO run, an AV2 scenario, an ETH/UCY file). Units are written
-independently, so shards of one ingestion never touch the same file.
+A *unit* is one input (a SUMO run, an AV2 scenario, an ETH/UCY file); a *batch* is a run of
+units written together (about 2,000 scenarios). Shards of one ingestion write disjoint batches.
+A store written by schema 1 (three files per unit, maps/<map>.parquet) is still read, by
+filtered scans; ``forecast store compact`` rewrites it as batches.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import shapely
 
 from forecast.data.scenario import Scenario, ScenarioInfo, scenarios_from_tracks
@@ -51,6 +55,7 @@ class Store:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._maps: dict[str, tuple[str, int]] | None = None
 
     # -- paths -------------------------------------------------------------------------
     @property
@@ -80,7 +85,8 @@ class Store:
     def scenarios_table(self) -> pa.Table:
         if not self.scenarios_dir.is_dir():
             return SCENARIOS_SCHEMA.empty_table()
-        table = ds.dataset(self.scenarios_dir, format="parquet", partitioning=_HIVE).to_table()
+        # The explicit schema reads a schema-1 file too (its index columns come back null).
+        table = ds.dataset(self.scenarios_dir, format="parquet", partitioning=_HIVE, schema=SCENARIOS_SCHEMA).to_table()
         return table.sort_by("scenario_id")
 
     def tracks_dataset(self) -> ds.Dataset:
@@ -91,35 +97,68 @@ class Store:
             return pa.table({})
         return ds.dataset(self.quarantine_dir, format="parquet", partitioning="hive").to_table()
 
-    def map_table(self, map_id: str) -> pa.Table:
-        path = self.maps_dir / f"{safe_name(map_id)}.parquet"
-        if not path.exists():
-            raise FileNotFoundError(f"map {map_id!r} is not in store {self.path} (looked for {path})")
-        import pyarrow.parquet as pq
+    def map_table(self, map_id: str, where: tuple[str, int] | None = None) -> pa.Table:
+        """A map's rows. ``where``: its (map_file, map_row_group) from the index, else looked up."""
+        where = where or self._map_index().get(map_id)
+        if where is not None:
+            table = pq.ParquetFile(self.path / where[0]).read_row_group(where[1]).cast(MAP_SCHEMA)
+            # identical maps are stored once, under the first map_id that had them
+            return table.set_column(0, "map_id", pa.array([map_id] * table.num_rows, pa.string()))
+        path = self.maps_dir / f"{safe_name(map_id)}.parquet"  # schema 1
+        if path.exists():
+            return pq.read_table(path, schema=MAP_SCHEMA)
+        # a map no scenario refers to (e.g. beside an unreadable track file): scan for it
+        table = ds.dataset(self.maps_dir, format="parquet", schema=MAP_SCHEMA).to_table(
+            filter=pc.field("map_id") == map_id) if self.maps_dir.is_dir() else MAP_SCHEMA.empty_table()
+        if table.num_rows == 0:
+            raise FileNotFoundError(f"map {map_id!r} is not in store {self.path}")
+        return table
 
-        return pq.read_table(path, schema=MAP_SCHEMA)
+    def _map_index(self) -> dict[str, tuple[str, int]]:
+        if self._maps is None:
+            t = self.scenarios_table().select(["map_id", "map_file", "map_row_group"])
+            self._maps = {m: (f, int(g)) for m, f, g in zip(*(t.column(c).to_pylist() for c in t.column_names),
+                                                            strict=True) if m and f}
+        return self._maps
 
     def map_ids(self) -> list[str]:
-        if not self.maps_dir.is_dir():
-            return []
-        return sorted(set(ds.dataset(self.maps_dir, format="parquet").to_table(columns=["map_id"])["map_id"].to_pylist()))
+        ids = {m for m in self.scenarios_table().column("map_id").to_pylist() if m}
+        if self.maps_dir.is_dir():  # maps stored without a scenario, and schema-1 maps
+            table = ds.dataset(self.maps_dir, format="parquet", schema=MAP_SCHEMA).to_table(columns=["map_id"])
+            ids |= set(pc.unique(table["map_id"]).to_pylist())
+        return sorted(ids)
 
     # -- typed access ------------------------------------------------------------------
     def scenarios(self, source: str | None = None, split: str | None = None) -> list[ScenarioInfo]:
         """Every scenario (optionally of one source and/or split), sorted by id."""
         table = self.scenarios_table()
-        rows = table.to_pylist()
-        infos = [ScenarioInfo(**{k: r[k] for k in ScenarioInfo.__dataclass_fields__}) for r in rows]
-        return [i for i in infos if (source is None or i.source == source) and (split is None or i.split == split)]
+        if source is not None:
+            table = table.filter(pc.field("source") == source)
+        if split is not None:
+            table = table.filter(pc.field("split") == split)
+        return [ScenarioInfo(**{k: r[k] for k in ScenarioInfo.__dataclass_fields__}) for r in table.to_pylist()]
 
     def load_scenarios(self, infos: Iterable[ScenarioInfo]) -> list[Scenario]:
-        """Load many scenarios with one scan per (source, split) partition; order follows ``infos``."""
+        """Load many scenarios; order follows ``infos``.
+
+        Indexed scenarios (schema 2) are read by row group, one open per file; others by one
+        filtered scan per (source, split) partition.
+        """
         infos = list(infos)
+        by_file: dict[str, list[ScenarioInfo]] = defaultdict(list)
         by_part: dict[tuple[str, str], list[ScenarioInfo]] = defaultdict(list)
         for info in infos:
-            by_part[(info.source, info.split)].append(info)
+            if info.tracks_file is not None and info.row_group is not None:
+                by_file[info.tracks_file].append(info)
+            else:
+                by_part[(info.source, info.split)].append(info)
         loaded: dict[str, Scenario] = {}
-        dataset = self.tracks_dataset()
+        for rel, part in by_file.items():
+            table = pq.ParquetFile(self.path / rel).read_row_groups(sorted({int(i.row_group) for i in part}),
+                                                                    columns=TRACKS_SCHEMA.names)
+            for scen in scenarios_from_tracks(table, {i.scenario_id: i for i in part}):
+                loaded[scen.info.scenario_id] = scen
+        dataset = self.tracks_dataset() if by_part else None
         for (source, split), part in by_part.items():
             ids = pa.array([i.scenario_id for i in part])
             flt = (pc.field("source") == source) & (pc.field("split") == split) & pc.field("scenario_id").isin(ids)
@@ -134,19 +173,60 @@ class Store:
             raise KeyError(f"scenario {scenario_id!r} is not in store {self.path}")
         return self.load_scenarios(match)[0]
 
-    def load_map(self, map_id: str) -> dict[str, list[shapely.Geometry]]:
+    def load_map(self, map_id: str, where: tuple[str, int] | None = None) -> dict[str, list[shapely.Geometry]]:
         """The map's features as shapely geometries, grouped by layer."""
-        table = self.map_table(map_id)
+        table = self.map_table(map_id, where)
         geoms = shapely.from_wkb(np.asarray(table.column("geometry").to_pylist(), dtype=object))
         layers: dict[str, list[shapely.Geometry]] = defaultdict(list)
         for layer, g in zip(table.column("layer").to_pylist(), geoms, strict=True):
             layers[layer].append(g)
         return dict(layers)
 
-    def manifests(self) -> list[dict]:
-        if not self.manifest_dir.is_dir():
+    def _manifest_files(self, source: str | None = None) -> list[tuple[Path, dict]]:
+        root = self.manifest_dir if source is None else self.manifest_dir / source
+        if not root.is_dir():
             return []
-        return [json.loads(p.read_text()) for p in sorted(self.manifest_dir.rglob("*.json"))]
+        out = []
+        for p in sorted(root.rglob("*.json")):
+            try:
+                m = json.loads(p.read_text())
+            except (OSError, json.JSONDecodeError):
+                m = {"broken": True}  # a damaged manifest commits nothing: its batch is redone
+            if isinstance(m, dict):
+                m["_path"] = str(p)
+                out.append((p, m))
+        return out
+
+    def batch_manifests(self, source: str | None = None) -> list[dict]:
+        """Committed batches (schema 2): ``{"batch", "units": [{"key", "input_hash", "counts"}], "outputs"}``."""
+        return [m for _, m in self._manifest_files(source) if "units" in m]
+
+    def unit_manifests(self, source: str | None = None) -> list[dict]:
+        """Per-unit manifests of a schema-1 store."""
+        return [m for _, m in self._manifest_files(source) if "unit" in m and "units" not in m]
+
+    def manifests(self) -> list[dict]:
+        """One record per committed input unit: ``{"unit", "source", "split", "input_hash", "counts"}``."""
+        out = [m for m in self.unit_manifests()]
+        for m in self.batch_manifests():
+            out += [{"unit": u["key"], "source": m["source"], "split": m["split"], "input_hash": u["input_hash"],
+                     "counts": u["counts"], "batch": m["batch"]} for u in m["units"]]
+        return sorted(out, key=lambda m: m["unit"])
+
+    def batch_manifest_path(self, source: str, batch: str) -> Path:
+        return self.manifest_dir / source / f"{batch}.json"
+
+    def remove_batch(self, manifest: dict) -> None:
+        """Delete a committed batch (or schema-1 unit): its manifest first, then its outputs."""
+        path = Path(manifest["_path"])
+        if path.exists():
+            path.unlink()
+        outputs = manifest.get("outputs") or {}
+        for rel in outputs:  # a dict (schema 2) or a list (schema 1) of relative paths
+            p = self.path / rel
+            if p.exists():
+                p.unlink()
+        self._maps = None
 
     def summary(self) -> dict:
         """Counts for a terminal summary: scenarios, agents and rows per source/split/class."""

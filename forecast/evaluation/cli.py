@@ -41,6 +41,10 @@ def config_from_args(args: argparse.Namespace):
         cfg.mlflow.experiment = args.experiment
     if args.run_name:
         cfg.mlflow.run_name = args.run_name
+    if args.tags:
+        cfg.tags = args.tags
+    if args.suite:
+        cfg.suite = args.suite
     return cfg
 
 
@@ -50,8 +54,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     quiet = getattr(args, "quiet", False)
     result = evaluate(args.store, args.model, cfg, out_dir=args.out, progress=not quiet,
-                      log=lambda msg: print(msg, file=sys.stderr))
+                      log=lambda msg: print(msg, file=sys.stderr), baseline=args.baseline)
     print(format_table(result.metrics))
+    suite = result.metrics.get("suite")
+    if suite:
+        for name, s in suite["summary"].items():
+            print(f"suite {suite['name']} v{suite['version']} {name}: {s['passed']} passed, {s['failed']} failed, "
+                  f"{s['missing']} missing")
     print(f"metrics: {result.out_dir / 'metrics.json'}")
     print(f"report:  {result.out_dir / 'report.html'}")
     if result.run_id:
@@ -67,6 +76,11 @@ def register(sub) -> None:
     )
     s.add_argument("--model", action="append", required=True, metavar="M",
                    help="model.pt, a bundle directory (with bundle.json) or a baseline name; repeat to compare")
+    s.add_argument("--baseline", metavar="CHAMPION",
+                   help="the champion the first --model (the challenger) is compared with: model.pt, bundle, "
+                        "models:/NAME@ALIAS (registry) or a baseline name; per-tag deltas with bootstrap intervals")
+    s.add_argument("--suite", help="also run this scenario suite (configs/suites/NAME.yaml or a file)")
+    s.add_argument("--tags", help="tag table (default STORE/tags/tags.parquet; `forecast tag`)")
     s.add_argument("--store", required=True, help="store directory")
     s.add_argument("--out", required=True, help="output directory (metrics.json, report.html, plots/)")
     s.add_argument("--config", help="configs/eval/<name>.yaml (flags below override it)")

@@ -26,6 +26,15 @@ class WorldModelCardConfig:
 
 
 @dataclass
+class CompareConfig:
+    """Champion vs challenger (``--baseline``): bootstrap over scenarios, the most regressed scenes."""
+
+    bootstrap: int = 1000  # resamples
+    level: float = 0.95  # interval coverage
+    num_regressions: int = 6  # scenes drawn, the ones where the challenger got most worse (minFDE@6)
+
+
+@dataclass
 class EvalConfig:
     """Settings of one evaluation (configs/eval/*.yaml); CLI flags override them."""
 
@@ -44,6 +53,10 @@ class EvalConfig:
     features: FeatureConfig | None = None  # sample settings when only baselines run (default FeatureConfig())
     mlflow: MlflowEvalConfig = field(default_factory=MlflowEvalConfig)
     world_model: WorldModelCardConfig = field(default_factory=WorldModelCardConfig)
+    tags: str | None = None  # tag table (default STORE/tags/tags.parquet when it exists: `forecast tag`)
+    min_tag_count: int = 30  # tags with fewer agents are marked rare
+    compare: CompareConfig = field(default_factory=CompareConfig)
+    suite: str | None = None  # a suite name (configs/suites/NAME.yaml) or a suite file to run as well
 
 
 def config_from_dict(data: dict) -> EvalConfig:

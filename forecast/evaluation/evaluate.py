@@ -49,16 +49,19 @@ from forecast.config import to_dict
 from forecast.data.atomic import atomic_write
 from forecast.data.store import Store
 from forecast.evaluation import slices as S
-from forecast.evaluation.aggregate import _drivable, model_block, per_agent_metrics, summarise
+from forecast.evaluation.aggregate import _drivable, horizons, model_block, per_agent_metrics, summarise
+from forecast.evaluation.by_tag import agent_keys, horizon_miss, tag_blocks
 from forecast.evaluation.collect import collect
+from forecast.evaluation.compare import comparison_section
 from forecast.evaluation.config import EvalConfig, MlflowEvalConfig, WorldModelCardConfig, config_from_dict
-from forecast.evaluation.predictors import load_predictor
+from forecast.evaluation.predictors import load_predictor, resolve_model
 from forecast.evaluation.report import build_report
 from forecast.evaluation.results import BASELINES, CLASSES, METRIC_NAMES, AgentTable, EvalResult, Outputs
 from forecast.evaluation.terminal import format_table
 from forecast.evaluation.tracking import headline_metrics, log_mlflow
 from forecast.features.config import FeatureConfig
 from forecast.features.dataset import SceneSet, select_scenarios
+from forecast.scenarios.table import tag_lookup
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -77,12 +80,15 @@ def evaluate(
     features: FeatureConfig | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    baseline: str | None = None,
 ) -> EvalResult:
     """Evaluate ``models`` (model.pt paths, bundle directories or baseline names) and the baselines.
 
     ``features`` overrides the sample settings (otherwise: the first learned model's, else
     ``cfg.features``, else ``FeatureConfig()``). With ``out_dir``: writes metrics.json, report.html and
-    plots there, and logs to MLflow when ``cfg.mlflow.enabled``.
+    plots there, and logs to MLflow when ``cfg.mlflow.enabled``. ``baseline``: the champion (model.pt,
+    bundle, registered model ``models:/NAME@ALIAS`` or a baseline name) the first model is compared with
+    (``metrics["comparison"]``). Per-tag metrics need the tag table (``forecast tag``).
     """
     cfg = cfg or EvalConfig()
     log = log or (lambda msg: None)
@@ -107,6 +113,13 @@ def evaluate(
     predictors.update(learned)
     if len(set(names)) != len(names):
         raise ValueError(f"a model is given twice: {models}")
+    champion = None
+    if baseline is not None:
+        champion = baseline
+        if baseline not in BASELINES:
+            cname, cp = load_predictor(resolve_model(baseline, log), cfg.features or FeatureConfig(), cfg.device)
+            champion = _unique(f"champion:{cname}", set(names))
+            predictors[champion] = cp
 
     infos = select_scenarios(store, cfg.split, cfg.source, cfg.scenario_prefix)
     if not infos:
@@ -121,7 +134,19 @@ def evaluate(
     drivable = {m: _drivable(layers[m]) for m in map_ids}
     tags = S.tag_agents(agents.origin, agents.speed, agents.agent_class, agents.source, agents.map_id, layers)
     masks = S.slice_masks(tags)
-    blocks = {n: model_block(outputs[n], agents, cfg, feats, drivable, masks) for n in dict.fromkeys(names + list(BASELINES))}
+    scored = list(dict.fromkeys(names + list(BASELINES) + ([champion] if champion else [])))
+    blocks = {n: model_block(outputs[n], agents, cfg, feats, drivable, masks) for n in scored}
+    per_agent = {n: per_agent_metrics(outputs[n].pred, agents.gt, outputs[n].prob, agents.valid, cfg.miss_threshold)
+                 for n in blocks}
+    scen_tags, track_id, store_t0 = {}, None, None
+    table = tag_table(store, cfg, log)
+    if table is not None:
+        track_id, store_t0 = agent_keys(agents, scenes)
+        scen_tags = tag_lookup(table, agents.scenario_id, track_id, store_t0)
+        hz = horizons(cfg, feats)
+        for n in blocks:
+            miss = horizon_miss(outputs[n], agents, hz, cfg.miss_threshold)
+            blocks[n]["by_tag"] = tag_blocks(per_agent[n], miss, scen_tags, cfg.min_tag_count)
 
     first = names[0]
     card = None
@@ -143,16 +168,45 @@ def evaluate(
     }
     if card is not None:
         metrics["world_model"] = card
-    result = EvalResult(metrics, agents, outputs, names, scenes, None,
-                        per_agent={n: per_agent_metrics(outputs[n].pred, agents.gt, outputs[n].prob, agents.valid,
-                                                        cfg.miss_threshold) for n in blocks},
-                        tags=tags)
+    regressions: list[int] = []
+    if champion is not None:
+        metrics["champion"] = {"name": champion, "spec": baseline, **blocks[champion]}
+        cmp_masks = {"by_class": {c: agents.agent_class == c for c in CLASSES}}
+        if scen_tags:
+            cmp_masks["by_tag"] = scen_tags
+        metrics["comparison"], regressions = comparison_section(
+            first, champion, per_agent, agents.scenario_id, agents.t0 if store_t0 is None else store_t0, cmp_masks,
+            cfg.compare.bootstrap, cfg.compare.level, cfg.compare.num_regressions, cfg.seed, track_id)
+        metrics["comparison"]["champion_spec"] = baseline
+        metrics["comparison"] = _json_safe(metrics["comparison"])
+    if cfg.suite:
+        from forecast.evaluation.suite_run import run_suite
+
+        suite_preds = {n: predictors[n] for n in [first, *([champion] if champion else [])]}
+        metrics["suite"] = run_suite(store, cfg.suite, suite_preds, feats, log)
+    result = EvalResult(metrics, agents, outputs, names, scenes, None, per_agent=per_agent, tags=tags,
+                        scenario_tags=scen_tags, track_id=track_id, store_t0=store_t0, champion=champion,
+                        regressions=regressions)
     if out_dir is not None:
         write_outputs(result, Path(out_dir), cfg, layers)
         if cfg.mlflow.enabled:
             result.run_id = log_mlflow(result, cfg)
             log(f"mlflow run {result.run_id} (experiment {cfg.mlflow.experiment})")
     return result
+
+
+def tag_table(store: Store, cfg: EvalConfig, log: Callable[[str], None]):
+    """The tag table (``cfg.tags``, else the one beside the store), or None when there is none."""
+    from forecast.scenarios.table import read_tags, tags_path
+
+    path = Path(cfg.tags) if cfg.tags else tags_path(store)
+    if not path.is_file():
+        if cfg.tags:
+            raise FileNotFoundError(f"no tag table at {path}")
+        log(f"no tag table at {path}: per-tag metrics skipped (run `forecast tag --store {store.path}`)")
+        return None
+    log(f"scenario tags: {path}")
+    return read_tags(path)
 
 
 def world_model_section(store: Store, cfg: EvalConfig, feats: FeatureConfig, scenes: SceneSet,

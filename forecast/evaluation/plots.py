@@ -166,6 +166,7 @@ class SceneCase:
     others_type: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # [M]
     others_tail: list[np.ndarray] = field(default_factory=list)  # M x [h, 2] their recent observed positions
     subtitle: str = ""
+    baseline_label: str = "constant velocity"  # legend of the dotted ``baseline`` line
 
 
 def _polygon_path(poly, dx: float, dy: float) -> MplPath | None:
@@ -276,7 +277,7 @@ def scene_plot(case: SceneCase, size_in: float = 7.0, min_extent: float = 30.0) 
     if case.baseline is not None:
         b = np.vstack([origin, case.baseline])
         ax.plot(b[:, 0] - dx, b[:, 1] - dy, color="#555555", lw=1.2, ls=":", zorder=6)
-        handles.append(plt.Line2D([], [], color="#555555", lw=1.2, ls=":", label="constant velocity"))
+        handles.append(plt.Line2D([], [], color="#555555", lw=1.2, ls=":", label=case.baseline_label))
 
     # the agent: history, ground truth
     h = case.history

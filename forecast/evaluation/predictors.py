@@ -13,7 +13,6 @@ from forecast.config import to_dict
 from forecast.evaluation.results import BASELINES
 from forecast.features.config import FeatureConfig
 from forecast.features.dataset import SceneSet
-from forecast.features.raster import rasterize_map_layers
 from forecast.features.sample import Sample, build_sample
 
 
@@ -97,7 +96,6 @@ class _SampleSource:
 
     def __init__(self, scenes: SceneSet):
         self.scenes = scenes
-        self._rasters: dict[tuple, dict] = {}
 
     def check(self, name: str, cfg: FeatureConfig) -> None:
         base = self.scenes.cfg
@@ -110,16 +108,38 @@ class _SampleSource:
     def sample_for(self, k: int, cfg: FeatureConfig | None, base: Sample) -> Sample:
         if cfg is None or to_dict(cfg) == to_dict(self.scenes.cfg):
             return base
-        res = cfg.raster.resolution
-        rasters = self._rasters.setdefault((res,), {})
         idx = self.scenes.index[k]
         info = self.scenes.infos[idx.scenario]
-        raster = None
-        if info.map_id:
-            if info.map_id not in rasters:
-                rasters[info.map_id] = rasterize_map_layers(self.scenes.map_layers(info.map_id), res)
-            raster = rasters[info.map_id]
+        # drawn once per map and resolution, memory-mapped from the set's raster cache
+        raster = self.scenes.raster(info.map_id, cfg.raster.resolution) if info.map_id in self.scenes.maps else None
         s = build_sample(self.scenes.tracks[idx.scenario], idx.t0, cfg, raster, idx.agents, idx.agents[0],
                          scenario_id=info.scenario_id)
         s.target_mask &= idx.scored
         return s
+
+
+def resolve_model(spec: str, log=None) -> str:
+    """A registered model ``models:/NAME@ALIAS`` (or ``models:/NAME/VERSION``) -> a local bundle directory
+    (MLflow downloads the registered bundle's artifacts into a temporary directory); anything else as is.
+
+    The tracking server is ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` here (as training).
+    """
+    if not spec.startswith("models:/"):
+        return spec
+    import tempfile
+
+    import mlflow.artifacts
+
+    from forecast.training.train import tracking_uri
+
+    uri = tracking_uri(None)
+    local = mlflow.artifacts.download_artifacts(artifact_uri=spec, dst_path=tempfile.mkdtemp(prefix="champion-"),
+                                                tracking_uri=uri)
+    path = Path(local)
+    if not is_bundle(path) and is_bundle(path / "bundle"):
+        path = path / "bundle"
+    if not is_bundle(path):
+        raise ValueError(f"registered model {spec} is not an exported bundle (no bundle.json under {local})")
+    if log:
+        log(f"champion {spec} -> {path}")
+    return str(path)

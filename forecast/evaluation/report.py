@@ -15,6 +15,7 @@ import numpy as np
 
 from forecast import metrics as M
 from forecast.evaluation import plots as P
+from forecast.evaluation import report_scenarios as RS
 from forecast.evaluation.config import EvalConfig
 from forecast.evaluation.results import CLASSES, METRIC_NAMES, EvalResult
 from forecast.features.frames import to_world
@@ -318,6 +319,11 @@ def build_report(result: EvalResult, cfg: EvalConfig, layers: dict[str, dict], p
 
     if m.get("world_model"):
         parts.append(world_model_card_html(m["world_model"]))
+
+    parts.append(RS.by_tag_html(result))
+    parts.append(RS.comparison_html(result, cfg, layers, keep, make_case))
+    parts.append(RS.suite_html(m))
+    parts.append(RS.tag_cases_html(result))
 
     parts.append("<h2>Definitions</h2>")
     parts.append(

@@ -70,3 +70,8 @@ class EvalResult:
     run_id: str | None = None
     per_agent: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # by predictor: metric -> [N]
     tags: dict[str, np.ndarray] = field(default_factory=dict)  # slice family -> tag [N]
+    scenario_tags: dict[str, np.ndarray] = field(default_factory=dict)  # scenario tag -> bool [N] (tag table)
+    track_id: np.ndarray | None = None  # [N] str, the agents' track ids
+    store_t0: np.ndarray | None = None  # [N] int, t0 in the store's steps
+    champion: str | None = None  # predictor name of --baseline
+    regressions: list[int] = field(default_factory=list)  # rows, most regressed scene first

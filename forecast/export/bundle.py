@@ -4,6 +4,8 @@ Layout of a bundle directory::
 
     model.onnx          fp32 graph, one scene (B=1), 1..max_agents agents
     model_fp16.onnx     optional: fp16 compute, float32 inputs and outputs
+    model_int8.onnx     optional: int8 dynamically quantised MatMul/Gemm weights (accuracy cost: docs/measurements.md)
+    *.ort.onnx          each variant with onnxruntime's graph optimisations applied (tied to its version)
     bundle.json         names, shapes, dtypes, units and frames, sample-building settings,
                         model version, training run id, sha256 of every other file
     registration.json   optional, written after MLflow registration; NOT part of the hashed bundle
@@ -30,6 +32,8 @@ from forecast.runtime.predictor import BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_FORMAT
 
 MODEL_FILE = "model.onnx"
 MODEL_FP16_FILE = "model_fp16.onnx"
+MODEL_INT8_FILE = "model_int8.onnx"
+ORT_OPTIMIZED_SUFFIX = ".ort.onnx"  # model.onnx -> model.ort.onnx: onnxruntime's optimised graph of a variant
 DEFAULT_REGISTERED_NAME = "forecast-world-model"
 DEFAULT_EXPORT_EXPERIMENT = "forecast-export"
 
@@ -70,10 +74,13 @@ def output_spec(model_cfg) -> list[dict]:
 
 
 def bundle_manifest(loaded, max_agents: int, opset: int, files: dict[str, str], models: dict[str, str],
-                    verification: list[dict] | None) -> dict:
+                    verification: list[dict] | None, ort_optimized: dict[str, str] | None = None,
+                    operators: list[str] | None = None) -> dict:
     import onnx
     import onnxruntime
     import torch
+
+    from forecast.export.tensorrt import optimization_profiles
 
     features, mcfg = loaded.features, loaded.model.cfg
     meta = loaded.meta or {}
@@ -90,6 +97,16 @@ def bundle_manifest(loaded, max_agents: int, opset: int, files: dict[str, str], 
         "max_agents": max_agents,
         "batch_size": 1,
         "models": models,
+        "onnxruntime_optimized": {
+            "models": ort_optimized or {}, "onnxruntime": onnxruntime.__version__, "level": "ORT_ENABLE_EXTENDED",
+            "use": "load with the same onnxruntime version only (contrib operators); else use models",
+        },
+        "tensorrt": {
+            "profiles": [optimization_profiles(input_spec(features, mcfg, max_agents), max_agents)],
+            "operators": operators or [],
+            "operators_checked_against": "docs/tensorrt_operators.md (onnx-tensorrt support matrix, TensorRT 8.5)",
+            "graph": "models.fp32 (model.onnx); the *.ort.onnx files are for onnxruntime's CPU provider only",
+        },
         "inputs": input_spec(features, mcfg, max_agents),
         "outputs": output_spec(mcfg),
         "sample": {
@@ -116,14 +133,17 @@ def bundle_manifest(loaded, max_agents: int, opset: int, files: dict[str, str], 
 
 def export_bundle(model_path: str | Path, out_dir: str | Path, fp16: bool = False, verify: bool = False,
                   opset: int | None = None, tracking_uri: str | None = None, register_name: str | None = None,
-                  max_agents: int = 256, progress: bool = True) -> Path:
+                  max_agents: int = 256, progress: bool = True, int8: bool = False) -> Path:
     """Export ``model.pt`` to a vehicle bundle in ``out_dir``; returns ``out_dir``.
 
-    verify: torch vs onnxruntime on ``build_sample`` scenes of 1, 7, 64 and 256 agents; raises
-    ``ParityError`` with the table beyond 1e-3 m (fp32) / 5e-2 m (fp16).
+    Every variant is also saved with onnxruntime's graph optimisations applied (``*.ort.onnx``).
+    verify: torch vs onnxruntime on ``build_sample`` scenes of 1, 7, 64 and 256 agents, every file;
+    raises ``ParityError`` with the table beyond 1e-3 m (fp32) / 5e-2 m (fp16) / 0.5 m (int8).
     tracking_uri / register_name / $MLFLOW_TRACKING_URI: log the bundle to MLflow and register
     a model version (the result goes to ``registration.json`` beside ``bundle.json``).
     """
+    import onnx
+
     from forecast.export.onnx_export import (
         PARITY_AGENT_COUNTS,
         convert_fp16,
@@ -131,8 +151,11 @@ def export_bundle(model_path: str | Path, out_dir: str | Path, fp16: bool = Fals
         opset_of,
         parity_dicts,
         parity_table,
+        quantize_int8,
+        save_ort_optimized,
         verify_parity,
     )
+    from forecast.export.tensorrt import graph_operators
     from forecast.model.checkpoint import load_model
 
     def say(msg: str) -> None:
@@ -156,14 +179,25 @@ def export_bundle(model_path: str | Path, out_dir: str | Path, fp16: bool = Fals
             convert_fp16(stage / MODEL_FILE, stage / MODEL_FP16_FILE)
             models["fp16"] = MODEL_FP16_FILE
             say(f"converted {MODEL_FP16_FILE}")
+        if int8:
+            quantize_int8(stage / MODEL_FILE, stage / MODEL_INT8_FILE)
+            models["int8"] = MODEL_INT8_FILE
+            say(f"quantised {MODEL_INT8_FILE}")
+        optimized = {v: f.removesuffix(".onnx") + ORT_OPTIMIZED_SUFFIX for v, f in models.items()}
+        for v, f in models.items():
+            save_ort_optimized(stage / f, stage / optimized[v])
         verification = None
         if verify:
             counts = tuple(n for n in PARITY_AGENT_COUNTS if n <= max_agents)
-            rows = verify_parity(loaded.model, loaded.features, {v: stage / f for v, f in models.items()}, counts)
+            paths = {v: stage / f for v, f in models.items()} | {f"{v}.ort": stage / f
+                                                                  for v, f in optimized.items()}
+            rows = verify_parity(loaded.model, loaded.features, paths, counts)
             say(parity_table(rows))
             verification = parity_dicts(rows)
+        operators = sorted({op for (_, op) in graph_operators(onnx.load(str(stage / MODEL_FILE)))})
         files = {p.name: sha256_file(p) for p in sorted(stage.iterdir()) if p.is_file()}
-        manifest = bundle_manifest(loaded, max_agents, opset_of(stage / MODEL_FILE), files, models, verification)
+        manifest = bundle_manifest(loaded, max_agents, opset_of(stage / MODEL_FILE), files, models, verification,
+                                   optimized, operators)
         write_json_atomic(manifest, stage / BUNDLE_FILE)
         _publish(stage, out_dir)
     finally:

@@ -15,7 +15,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     try:
         export_bundle(args.model, args.out, fp16=args.fp16, verify=args.verify, opset=args.opset,
                       tracking_uri=args.tracking_uri, register_name=args.register, max_agents=args.max_agents,
-                      progress=not args.quiet)
+                      progress=not args.quiet, int8=args.int8)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"forecast export: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -36,6 +36,8 @@ def register(sub) -> None:
     s.add_argument("--model", required=True, help="model.pt written by `forecast train`")
     s.add_argument("--out", required=True, help="bundle directory (created; an older bundle there is replaced)")
     s.add_argument("--fp16", action="store_true", help="also write model_fp16.onnx (fp16 compute, float32 I/O)")
+    s.add_argument("--int8", action="store_true",
+                   help="also write model_int8.onnx (int8 dynamically quantised MatMul/Gemm weights)")
     s.add_argument("--verify", action="store_true",
                    help="compare onnxruntime with torch at 1, 7, 64 and 256 agents (<= 1e-3 m fp32, 5e-2 m fp16)")
     s.add_argument("--register", metavar="NAME", help="register a model version NAME in the MLflow registry")

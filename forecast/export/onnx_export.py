@@ -19,6 +19,7 @@ import onnx
 import torch
 
 from forecast.data.schema import AgentType
+from forecast.export.tensorrt import lower_for_tensorrt
 from forecast.features.config import FeatureConfig
 from forecast.features.raster import MapRaster, rasterize_map_layers
 from forecast.features.sample import Sample, build_sample
@@ -28,7 +29,9 @@ from forecast.model.world_model import WorldModel
 
 MAX_AGENTS = 256
 PARITY_AGENT_COUNTS = (1, 7, 64, 256)
-TOLERANCE_M = {"fp32": 1e-3, "fp16": 5e-2}  # max abs position difference, metres
+# Max abs position difference, metres. int8 is no parity claim: a guard against a broken graph; its
+# accuracy cost is measured on data (bench/latency.py --store).
+TOLERANCE_M = {"fp32": 1e-3, "fp16": 5e-2, "int8": 0.5}
 # Ops kept in float32 in the fp16 variant. onnxruntime 1.32 (CPU, ORT_ENABLE_ALL) crashes with a
 # segmentation fault while creating a session for this graph when its Transpose nodes are fp16.
 FP16_KEEP_FP32 = ["Transpose"]
@@ -139,6 +142,8 @@ def export_onnx(model: WorldModel, features: FeatureConfig, path: Path, opset: i
         raise ExportError(f"torch.onnx.export (dynamo) failed: {type(exc).__name__}: {exc}") from exc
     optimize_graph(program.model)
     program.save(str(path), external_data=False)
+    proto = lower_for_tensorrt(onnx.load(str(path)))  # one graph for onnxruntime and TensorRT
+    onnx.save(proto, str(path))
     check_onnx(path)
     return path
 
@@ -215,6 +220,52 @@ def convert_fp16(src: Path, dst: Path) -> Path:
     return dst
 
 
+def quantize_int8(src: Path, dst: Path) -> Path:
+    """int8 dynamic quantisation of the weights of MatMul and Gemm (activations quantised at run time).
+
+    Convolutions and the GRU stay float: onnxruntime's integer kernels for them were slower here.
+    """
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:  # pragma: no cover - depends on the onnxruntime build
+        raise ExportError(f"int8 quantisation needs onnxruntime.quantization, which is missing: {exc}") from exc
+    import logging
+
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # it advises a pre-processing step we do not need
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
+                         extra_options={"MatMulConstBOnly": True})
+    except Exception as exc:
+        raise ExportError(f"int8 quantisation of {src.name} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        logging.getLogger().setLevel(quiet)
+    check_onnx(dst)
+    _smoke_load(dst)
+    return dst
+
+
+def save_ort_optimized(src: Path, dst: Path) -> Path:
+    """onnxruntime's graph optimisations applied once and saved, so the car's session skips them.
+
+    Saved at ``ORT_ENABLE_EXTENDED`` (every fusion); the last, layout step of ``ORT_ENABLE_ALL`` is
+    specific to the CPU it runs on (onnxruntime warns that a graph saved with it only fits the
+    machine that saved it), so the runtime still applies it when it loads the file. The file uses
+    onnxruntime's contrib operators and is tied to the onnxruntime version recorded in bundle.json.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(dst)
+    try:
+        ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ExportError(f"onnxruntime could not optimise {src.name}: {type(exc).__name__}: {exc}") from exc
+    return dst
+
+
 def _smoke_load(path: Path) -> None:
     """Create an onnxruntime CPU session in a child process: a crash there must not take the exporter down."""
     code = ("import sys, onnxruntime as ort; o = ort.SessionOptions(); o.log_severity_level = 3; "
@@ -264,10 +315,10 @@ class ParityRow:
 
 
 def parity_table(rows: list[ParityRow]) -> str:
-    lines = [f"{'variant':<8}{'agents':>7}{'plan':>6}{'max|dtraj| m':>14}{'max|dprob|':>12}{'max|dscale| m':>15}"
+    lines = [f"{'variant':<24}{'agents':>7}{'plan':>6}{'max|dtraj| m':>14}{'max|dprob|':>12}{'max|dscale| m':>15}"
              f"{'tol m':>9}  ok"]
     for r in rows:
-        lines.append(f"{r.variant:<8}{r.agents:>7}{'yes' if r.planned else 'no':>6}{r.max_abs_traj_m:>14.2e}"
+        lines.append(f"{r.variant:<24}{r.agents:>7}{'yes' if r.planned else 'no':>6}{r.max_abs_traj_m:>14.2e}"
                      f"{r.max_abs_prob:>12.2e}{r.max_abs_scale_m:>15.2e}{r.tolerance_m:>9.0e}  {'yes' if r.ok else 'NO'}")
     return "\n".join(lines)
 
@@ -277,7 +328,8 @@ def verify_parity(model: WorldModel, features: FeatureConfig, onnx_paths: dict[s
                   raise_on_failure: bool = True) -> list[ParityRow]:
     """Run torch and onnxruntime (CPU) on ``build_sample`` scenes with ``agent_counts`` agents.
 
-    ``onnx_paths`` maps a variant (``fp32``/``fp16``) to its file. Scenes with more than one
+    ``onnx_paths`` maps a variant (``fp32``/``fp16``/``int8``, optionally followed by ``.`` and a
+    note such as ``.ort`` for the onnxruntime-optimised file; the first part picks the tolerance) to its file. Scenes with more than one
     agent give agent 0 a plan, so the action input is exercised too.
     """
     import onnxruntime as ort
@@ -299,7 +351,7 @@ def verify_parity(model: WorldModel, features: FeatureConfig, onnx_paths: dict[s
             out = sess.run(list(MODEL_OUTPUT_NAMES), feed)
             d = [float(np.max(np.abs(o.astype(np.float64) - r))) if np.all(np.isfinite(o)) else float("inf")
                  for o, r in zip(out, ref, strict=True)]
-            rows.append(ParityRow(variant, n, planned, d[0], d[2], d[1], TOLERANCE_M[variant]))
+            rows.append(ParityRow(variant, n, planned, d[0], d[2], d[1], TOLERANCE_M[variant.split(".")[0]]))
     bad = [r for r in rows if not r.ok]
     if bad and raise_on_failure:
         raise ParityError("onnxruntime differs from torch beyond tolerance:\n" + parity_table(rows))

@@ -1,7 +1,8 @@
 """``forecast pipeline run|status CONFIG``: the scheduled batch pipeline (what cron or Airflow calls).
 
 Exit codes of ``run`` (``forecast.cli``): 0 every step done or skipped (also a failed gate with
-``gate.fail_on_gate: false``); 1 a step failed (rerun to resume); 2 bad config or usage; 4 the
+``gate.fail_on_gate: false``); 1 a step failed (rerun to resume); 2 bad config or usage; 3
+``ingest.strict`` and rows or files were quarantined; 4 the
 promotion gate said no (``fail_on_gate: true``); 75 another run holds the work_dir lock;
 143 stopped by SIGTERM, 130 by Ctrl-C (rerun to resume).
 """
@@ -128,7 +129,7 @@ def exit_code(result, gate) -> int:
     from forecast.cli import EXIT_FAIL, EXIT_GATE, EXIT_OK
 
     if result.status == "failed":
-        return EXIT_FAIL
+        return result.exit_code if isinstance(result.exit_code, int) and result.exit_code > 0 else EXIT_FAIL
     if result.status == "gate_failed" and gate.fail_on_gate:
         return EXIT_GATE
     return EXIT_OK
@@ -160,7 +161,7 @@ def _print_summary(result, cfg) -> None:
 def _cmd_status(args: argparse.Namespace) -> int:
     from forecast.pipeline.runner import step_states
     from forecast.pipeline.steps import build_steps
-    from forecast.pipeline.workdir import lock_holder
+    from forecast.pipeline.workdir import lock_holder, read_latest
 
     loaded = _load(args)
     cfg = loaded.config
@@ -168,11 +169,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
     states = step_states(build_steps(loaded), work_dir)
     holder = lock_holder(work_dir)
     gate = json.loads((work_dir / "gate.json").read_text()) if (work_dir / "gate.json").exists() else None
+    latest = read_latest(work_dir)
+    last = {k: latest.get(k) for k in ("status", "started", "updated", "pid", "host", "error", "note")} if latest else None
     if args.json:
         print(json.dumps({"pipeline": cfg.name, "work_dir": str(work_dir), "steps": states, "locked_by": holder,
-                          "gate": gate}, indent=2))
+                          "gate": gate, "last_run": last}, indent=2))
         return 0
     print(f"pipeline {cfg.name}  (work_dir {work_dir})")
+    if last:
+        print(f"  last run: {last['status']} (started {last['started']}, updated {last['updated']})"
+              + (f": {last['note']}" if last.get("note") else ""))
     if holder:
         print(f"  running now: pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started')}")
     for s in states:

@@ -6,7 +6,13 @@ model's metrics (looked up by the caller): :func:`decide` returns a :class:`Gate
 
 Metric names are those of ``metrics.json`` (``minFDE@6``, ``MR@6``, ``brier-minFDE@6``, ...). A plain
 name is looked up in the model's ``overall`` block; a dotted path reaches into the other blocks, e.g.
-``by_class.pedestrian.minFDE@6``, ``by_horizon.3s.MR@6`` or ``scene.offroad_rate``.
+``by_class.pedestrian.minFDE@6``, ``by_horizon.3s.MR@6``, ``scene.offroad_rate`` or a scenario tag's
+``by_tag.near_miss.MR@6_2s``.
+
+Per-tag rules against the champion (``max_tag_regression: {minFDE@6: 0.3}``) read the evaluation's
+``comparison`` section (``forecast evaluate --baseline CHAMPION``): no tag with at least ``tag_min_n``
+agents may be worse than the champion by more than the bound (challenger minus champion, metric
+units). Without a comparison the rule fails: the gate never passes on data it could not see.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ class GateConfig:
     compare_metric: str = "minFDE@6"  # lower is better
     min_improvement: float = 0.0  # how much lower than the registered model it must be (metric units)
     fail_on_gate: bool = True  # a failed gate makes the run exit 4 (EXIT_GATE); else 0 with the decision printed
+    max_tag_regression: dict[str, float] = field(default_factory=dict)  # metric -> no tag worse than the champion by more
+    tag_min_n: int = 30  # tags with fewer agents are not judged by max_tag_regression (too few to tell)
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,8 @@ def decide(cfg: GateConfig, metrics: dict, registered: RegisteredModel | None = 
             checks.append(Check(rule, ours < theirs, f"{key} {ours:.4f} {'<' if ours < theirs else '>='} {theirs:.4f}"))
     if cfg.must_beat_registered:
         checks.append(_beat_registered(cfg, ours, registered, evaluate_hash))
+    for key, bound in sorted(cfg.max_tag_regression.items()):
+        checks.append(_tag_regression(metrics, key, bound, cfg.tag_min_n))
     return GateDecision(all(c.passed for c in checks), checks)
 
 
@@ -125,3 +135,22 @@ def _beat_registered(cfg: GateConfig, ours: float | None, registered: Registered
     ok = ours <= need if cfg.min_improvement > 0 else ours < need
     op = "<=" if cfg.min_improvement > 0 else "<"
     return Check(rule, ok, f"{key} {ours:.4f} vs {where}'s {theirs:.4f} (needs {op} {need:.4f})")
+
+
+def _tag_regression(metrics: dict, key: str, bound: float, min_n: int) -> Check:
+    """Every tag with ``min_n`` agents or more: challenger minus champion ``key`` at most ``bound``."""
+    rule = f"no tag worse than the champion by more than {bound:g} in {key}"
+    by_tag = (metrics.get("comparison") or {}).get("by_tag")
+    if not by_tag:
+        return Check(rule, False, "metrics.json has no per-tag comparison (evaluate with --baseline and a tag table)")
+    judged, worse = 0, []
+    for tag, entry in sorted(by_tag.items()):
+        delta = (entry.get(key) or {}).get("delta")
+        if entry.get("n", 0) < min_n or delta is None:
+            continue
+        judged += 1
+        if delta > bound:
+            worse.append(f"{tag} {delta:+.4f}")
+    if worse:
+        return Check(rule, False, f"{', '.join(worse)} (of {judged} tags with n >= {min_n})")
+    return Check(rule, True, f"{judged} tags with n >= {min_n} within {bound:g}")

@@ -43,7 +43,16 @@ from forecast.pipeline.gate import Check, GateConfig, GateDecision, RegisteredMo
 from forecast.pipeline.signals import StopRequested, check_stop, deferred, stop_requested
 from forecast.pipeline.steps import Step, StepContext, StepResult
 from forecast.pipeline.tracking import NullTracker, Tracker
-from forecast.pipeline.workdir import SUCCESS, clean_stale, commit, read_json, work_dir_lock
+from forecast.pipeline.workdir import (
+    SUCCESS,
+    check_work_dir,
+    clean_stale,
+    commit,
+    read_json,
+    read_latest,
+    verify_outputs,
+    work_dir_lock,
+)
 
 HASH_CHARS = 16
 
@@ -162,6 +171,7 @@ class PipelineResult:
     outcomes: list[StepOutcome] = field(default_factory=list)
     gate: GateDecision | None = None
     error: str | None = None
+    exit_code: int | None = None  # a failed step's own code (e.g. 3: ingest.strict quarantined something)
 
     def path(self, step: str) -> Path | None:
         return next((o.path for o in self.outcomes if o.name == step), None)
@@ -194,7 +204,11 @@ def run_pipeline(steps: list[Step], work_dir: str | Path, opts: RunOptions | Non
     if unknown:
         raise ValueError(f"--force {sorted(unknown)}: not a step of this pipeline ({[p.name for p in planned]})")
     forced = downstream(planned, opts.force)
+    check_work_dir(work_dir)
+    previous = read_latest(work_dir)
     with work_dir_lock(work_dir):
+        if previous.get("status") == "died":
+            opts.log(f"previous run: {previous.get('note')}")
         for p in clean_stale(work_dir):
             opts.log(f"removed the leftover {p} of an earlier run")
         return _Run(planned, work_dir, opts, tracker, forced).go()
@@ -263,6 +277,13 @@ class _Run:
     def _step(self, p: PlannedStep) -> StepOutcome:
         o = self.opts
         if p.done and p.name not in self.forced:
+            problems = verify_outputs(p.final)
+            if problems:  # never hand on an output that is not what was committed: rebuild it and what read it
+                more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+                o.log(f"[{p.name}] warning: the committed output {p.final} is not what was written: "
+                      f"{'; '.join(problems[:3])}{more}; rerunning {p.name} and the steps that read it")
+                self.forced |= downstream(self.planned, {p.name})
+        if p.done and p.name not in self.forced:
             o.log(f"[{p.name}] up to date: {p.final}")
             with deferred():
                 self.tracker.step(p.name, p.hash, "skipped", 0.0, params=flatten(p.step.spec()))
@@ -271,6 +292,8 @@ class _Run:
             work = p.partial
             if p.name in self.forced and work.exists():
                 shutil.rmtree(work)
+            if (work / SUCCESS).exists() and verify_outputs(work):  # not as recorded: finish the step again
+                (work / SUCCESS).unlink()
             if (work / SUCCESS).exists():  # killed between its _SUCCESS.json and the rename
                 with deferred():
                     commit(work, p.final, json.loads((work / SUCCESS).read_text()))
@@ -306,6 +329,7 @@ class _Run:
                 raise
             o.log(f"[{p.name}] FAILED after {duration:.1f} s: {type(exc).__name__}: {exc}")
             self.result.error = f"step {p.name}: {type(exc).__name__}: {exc}"
+            self.result.exit_code = getattr(exc, "exit_code", None)
             with deferred():
                 self.tracker.end_step(p.name, "failed", duration, {}, flatten(p.step.spec()))
             return self._record(StepOutcome(p.name, p.hash, "failed", None, duration))
@@ -363,6 +387,7 @@ class _Run:
                           "duration_s": round(o.duration_s, 3)} for o in self.result.outcomes}
         write_json_atomic({"pipeline": self.opts.name, "status": status, "started": self.started,
                            "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_revision": self.git,
+                           "pid": os.getpid(), "host": socket.gethostname(),
                            "steps": steps, "gate": self.result.gate.to_dict() if self.result.gate else None,
                            "error": self.result.error}, self.work_dir / "latest.json")
 
@@ -404,7 +429,7 @@ def run_worker(steps: list[Step], work_dir: str | Path, rank: int, force: set[st
         if time.monotonic() > deadline:
             log(f"rank {rank}: the train step's inputs did not appear within {timeout_s:.0f} s")
             return 1
-        latest = read_json(Path(work_dir) / "latest.json")
+        latest = read_latest(work_dir)
         if latest.get("status", "running") != "running" and latest.get("started", "") >= since:
             log(f"rank {rank}: the pipeline run ended ({latest['status']}) before the train step's inputs were ready")
             return 1

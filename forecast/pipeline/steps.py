@@ -56,6 +56,14 @@ from forecast.training.config import TrainConfig
 class StepFailed(RuntimeError):
     """A step could not produce its outputs; the message says why."""
 
+    exit_code = 1  # what ``forecast pipeline run`` exits with when this ended the run
+
+
+class QuarantineFailed(StepFailed):
+    """``ingest.strict`` and something was quarantined: exit 3, as ``forecast ingest --strict``."""
+
+    exit_code = 3
+
 
 @dataclass
 class StepContext:
@@ -206,9 +214,13 @@ class IngestStep:
         summary = run_ingest(_adapter(self.cfg.source, self.cfg.scenario_length_s), root, store, (0, 1),
                              self.cfg.split, ctx.progress)
         write_json_atomic(summary.to_dict(), store.path / "_summaries" / f"ingest-{self.cfg.source}.json")
+        if summary.quarantined_in_shard:  # said on the terminal, not only in the store
+            reasons = ", ".join(f"{k}: {v}" for k, v in sorted(summary.quarantine_reasons.items())[:5])
+            ctx.log(f"[ingest] warning: {summary.quarantined_in_shard} rows/files quarantined ({reasons}); "
+                    f"see {store.quarantine_dir} or `forecast store {store.path}`")
         if self.cfg.strict and summary.quarantined_in_shard:
-            raise StepFailed(f"ingest.strict: {summary.quarantined_in_shard} rows/files quarantined "
-                             f"(see {store.quarantine_dir})")
+            raise QuarantineFailed(f"ingest.strict: {summary.quarantined_in_shard} rows/files quarantined "
+                                   f"(see {store.quarantine_dir})")
         counts = {k: float(v) for k, v in summary.to_dict().items() if isinstance(v, int)}
         return StepResult({"store": "store"}, summary.to_dict(), counts)
 
@@ -252,6 +264,9 @@ class TrainStep:
         if ctx.rank > 0:
             return StepResult()
         _require(ctx.out / "model.pt", "model")
+        # run_training wrote the working directory's absolute path, which the commit renames away
+        summary = json.loads((ctx.out / "train_summary.json").read_text())
+        write_json_atomic({**summary, "model": "model.pt"}, ctx.out / "train_summary.json")
         return StepResult({"model": "model.pt", "summary": "train_summary.json", "checkpoints": "checkpoints"},
                           {"mlflow_run_id": result.run_id, "global_step": result.global_step}, dict(result.metrics))
 

@@ -151,11 +151,13 @@ class Predictor:
 
     ``Predictor(bundle_dir)`` checks every file's sha256 before onnxruntime sees any of them.
     ``variant`` picks ``fp32`` (default) or ``fp16`` when the bundle has it; ``threads`` sets
-    onnxruntime's intra-op threads (None: its default).
+    onnxruntime's intra-op threads (None: its default). ``optimized``: on the CPU provider alone, load
+    the variant's graph as onnxruntime optimised it at export (``*.ort.onnx``, hashed like every
+    file) when this onnxruntime is the version that wrote it; otherwise the plain graph.
     """
 
     def __init__(self, bundle_dir: str | Path, providers=None, variant: str = "fp32", threads: int | None = None,
-                 map_cache_size: int = 8):
+                 map_cache_size: int = 8, optimized: bool = True):
         import onnxruntime as ort
 
         self.bundle_dir = Path(bundle_dir)
@@ -180,10 +182,11 @@ class Predictor:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         self.providers = resolve_providers(providers)
+        self.model_file = self._model_file(variant, models, blobs, optimized, ort.__version__)
         try:
-            self.session = ort.InferenceSession(blobs[models[variant]], opts, providers=self.providers)
+            self.session = ort.InferenceSession(blobs[self.model_file], opts, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/InvalidProtobuf classes
-            raise BundleIntegrityError(f"{self.bundle_dir / models[variant]}: onnxruntime cannot load it "
+            raise BundleIntegrityError(f"{self.bundle_dir / self.model_file}: onnxruntime cannot load it "
                                        f"({type(exc).__name__}: {str(exc)[:300]})") from exc
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -195,6 +198,15 @@ class Predictor:
             raise BundleIntegrityError(f"graph outputs {self.output_names} lack {sorted(missing)}")
         self._maps: OrderedDict[object, tuple[object, MapRaster]] = OrderedDict()
         self._map_cache_size = map_cache_size
+
+    def _model_file(self, variant: str, models: dict, blobs: dict, optimized: bool, ort_version: str) -> str:
+        info = self.manifest.get("onnxruntime_optimized")
+        cpu_only = all((p[0] if isinstance(p, tuple) else p) == "CPUExecutionProvider" for p in self.providers)
+        if optimized and cpu_only and isinstance(info, dict) and info.get("onnxruntime") == ort_version:
+            name = (info.get("models") or {}).get(variant)
+            if isinstance(name, str) and name in blobs:
+                return name
+        return models[variant]
 
     @property
     def dt(self) -> float:

@@ -20,14 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from forecast.features.tracks import AgentTracks
-from forecast.runtime.predictor import (
-    EmptySceneError,
-    InputError,
-    InvalidTracksError,
-    Prediction,
-    Predictor,
-    TooManyAgentsError,
-)
+from forecast.runtime.errors import EmptySceneError, InputError, InvalidTracksError, TooManyAgentsError
+from forecast.runtime.predictor import Prediction, Predictor
 
 
 class TickError(InputError):

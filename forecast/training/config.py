@@ -32,6 +32,9 @@ class OptimConfig:
     grad_clip: float = 1.0
     warmup_steps: int = 50
     cls_weight: float = 1.0
+    # Linear LR scaling: when set, lr applies to this many scenes per optimiser step and is scaled by
+    # batch_size * world_size / lr_reference_batch_size (larger per-GPU batches keep their dynamics).
+    lr_reference_batch_size: int | None = None
 
 
 @dataclass
@@ -49,6 +52,13 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     deterministic: bool = True
     torch_threads: int | None = None  # intra-op threads on CPU (None: torch's default)
+    # Speed options (forecast.training.speed); all off by default.
+    agent_buckets: list[int] | None = None  # pad each batch's agent axis up to one of these sizes (on the device)
+    compile: bool = False  # torch.compile the model's forward (use with agent_buckets: one graph per bucket)
+    compile_mode: str | None = None  # torch.compile mode: None (default), "reduce-overhead" (CUDA graphs), ...
+    compile_backend: str = "inductor"
+    channels_last: bool = False  # convolution weights in channels-last memory format
+    pin_memory: bool | None = None  # pinned batches, non-blocking copies; None: on when training on a GPU
 
 
 @dataclass

@@ -1,6 +1,12 @@
-"""LightningDataModule over the store: in-memory scenes, samples built by workers on demand."""
+"""LightningDataModule over the store: scenes streamed from the store, samples built by workers on demand.
+
+Each rank reads its own contiguous slice of a seeded, scenario-blocked order
+(``forecast.training.sampler``); each loader worker reads the scenarios of the samples it builds.
+"""
 
 from __future__ import annotations
+
+from functools import partial
 
 import lightning as L
 import torch
@@ -8,8 +14,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from forecast.data.store import Store
 from forecast.features.dataset import SceneSet, select_scenarios
-from forecast.model.batch import collate
 from forecast.training.config import TrainConfig
+from forecast.training.sampler import BlockShuffleSampler
+from forecast.training.speed import collate_for_loader, pin_batches
 
 
 class SampleDataset(Dataset):
@@ -45,9 +52,10 @@ class ForecastDataModule(L.LightningDataModule):
         d = self.cfg.data
         g = torch.Generator()
         g.manual_seed(self.cfg.seed)
-        return DataLoader(SampleDataset(scenes), batch_size=d.batch_size, shuffle=shuffle, num_workers=d.num_workers,
-                          collate_fn=lambda s: collate(s, self.cfg.features.future_steps), generator=g,
-                          persistent_workers=d.num_workers > 0)
+        sampler = BlockShuffleSampler(scenes.index.scenario, seed=self.cfg.seed, shuffle=shuffle)
+        return DataLoader(SampleDataset(scenes), batch_size=d.batch_size, sampler=sampler, num_workers=d.num_workers,
+                          collate_fn=partial(collate_for_loader, future_steps=self.cfg.features.future_steps),
+                          generator=g, persistent_workers=d.num_workers > 0, pin_memory=pin_batches(self.cfg.trainer))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, True)

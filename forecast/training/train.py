@@ -22,6 +22,7 @@ from forecast.model.checkpoint import save_model
 from forecast.training.config import TrainConfig
 from forecast.training.datamodule import ForecastDataModule
 from forecast.training.module import ForecastModule
+from forecast.training.speed import AgentBuckets, apply_model_options, scaled_lr
 
 
 @dataclass
@@ -75,11 +76,16 @@ def _run_training(cfg: TrainConfig, progress: bool, extra_callbacks: list | None
         max_epochs=cfg.optim.max_epochs, max_steps=t.max_steps, gradient_clip_val=cfg.optim.grad_clip,
         limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
         log_every_n_steps=t.log_every_n_steps, deterministic=t.deterministic, logger=logger,
-        callbacks=[best, LearningRateMonitor("step"), *(extra_callbacks or [])],
+        callbacks=[best, LearningRateMonitor("step"), *speed_callbacks(t), *(extra_callbacks or [])],
         # A scheduler's log is no terminal: a bar there is one line per step.
         enable_progress_bar=progress and sys.stderr.isatty(), enable_model_summary=progress, default_root_dir=str(out),
     )
+    if cfg.optim.lr_reference_batch_size:  # the lr actually used goes into the run's record, scaled once
+        cfg.optim.lr = scaled_lr(cfg.optim.lr, cfg.data.batch_size, trainer.world_size,
+                                 cfg.optim.lr_reference_batch_size)
+        cfg.optim.lr_reference_batch_size = None
     module = ForecastModule(cfg)
+    apply_model_options(module.model, t.compile, t.compile_mode, t.compile_backend, t.channels_last)
     data = ForecastDataModule(cfg)
     last = ckpt_dir / "last.ckpt"
     resume = str(last) if last.exists() else None
@@ -103,6 +109,11 @@ def _run_training(cfg: TrainConfig, progress: bool, extra_callbacks: list | None
         client.set_tag(run_id, "forecast.version", forecast.__version__)
         client.set_tag(run_id, "torch.version", torch.__version__)
     return TrainResult(out / "model.pt", run_id, metrics, trainer.global_step)
+
+
+def speed_callbacks(t) -> list:
+    """Callbacks of the trainer's speed options (``forecast.training.speed``)."""
+    return [AgentBuckets(t.agent_buckets)] if t.agent_buckets else []
 
 
 def _previous_run_id(out: Path) -> str | None:

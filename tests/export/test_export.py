@@ -36,8 +36,8 @@ FEATURES, MODEL = tiny_features_and_model()
 
 def test_cli_export_writes_a_checked_bundle(exported):
     bundle = exported / "bundle"
-    assert sorted(p.name for p in bundle.iterdir()) == ["bundle.json", "model.onnx", "model_fp16.onnx"]
-    for name in ("model.onnx", "model_fp16.onnx"):
+    assert sorted(p.name for p in bundle.iterdir()) == ["bundle.json", "model.onnx", "model.ort.onnx", "model_fp16.onnx", "model_fp16.ort.onnx", "model_int8.onnx", "model_int8.ort.onnx"]
+    for name in ("model.onnx", "model_fp16.onnx", "model_int8.onnx"):
         proto = check_onnx(bundle / name)  # onnx.checker + names
         onnx.checker.check_model(proto)
         a_dims = {i.name: i.type.tensor_type.shape.dim[1] for i in proto.graph.input}
@@ -66,15 +66,21 @@ def test_bundle_json_fields_and_hashes(exported):
     assert s["agent_types"] == {t.label: int(t) for t in AgentType}
     assert s["raster"]["size"] == 16 and len(s["raster"]["channels"]) == 8 and s["scene_scale"] == 50.0
     assert m["model_version"] == forecast.__version__ and m["training_run_id"] == "run-tiny"
-    assert m["max_agents"] == 256 and m["models"] == {"fp32": "model.onnx", "fp16": "model_fp16.onnx"}
+    assert m["max_agents"] == 256
+    assert m["models"] == {"fp32": "model.onnx", "fp16": "model_fp16.onnx", "int8": "model_int8.onnx"}
+    opt = m["onnxruntime_optimized"]
+    assert opt["onnxruntime"] == ort.__version__ and opt["level"] == "ORT_ENABLE_EXTENDED"
+    assert opt["models"] == {v: f.replace(".onnx", ".ort.onnx") for v, f in m["models"].items()}
     # every file but bundle.json itself is hashed, and the hashes are right
     assert set(m["files"]) == {p.name for p in bundle.iterdir()} - {"bundle.json"}
     assert all(sha256_file(bundle / n) == h for n, h in m["files"].items())
-    # --verify ran at 1, 7, 64, 256 agents for both variants and passed
+    # --verify ran at 1, 7, 64, 256 agents for every file (each variant, plain and optimised) and passed
     rows = {(r["variant"], r["agents"]): r for r in m["verification"]}
-    assert set(rows) == {(v, n) for v in ("fp32", "fp16") for n in (1, 7, 64, 256)}
+    variants = {v + suffix for v in ("fp32", "fp16", "int8") for suffix in ("", ".ort")}
+    assert set(rows) == {(v, n) for v in variants for n in (1, 7, 64, 256)}
     assert all(r["ok"] for r in rows.values())
-    assert max(r["max_abs_traj_m"] for r in rows.values() if r["variant"] == "fp32") <= 1e-3
+    assert max(r["max_abs_traj_m"] for r in rows.values() if r["variant"].startswith("fp32")) <= 1e-3
+    assert max(r["max_abs_traj_m"] for r in rows.values() if r["variant"].startswith("fp16")) <= 5e-2
 
 
 @pytest.mark.parametrize("agents", [1, 7, 64])
@@ -145,6 +151,38 @@ def test_fp16_variant_runs_close_to_fp32(exported):
     assert np.abs(p16.traj_world - p32.traj_world).max() <= 5e-2
 
 
+def test_runtime_loads_the_optimised_graph_and_it_predicts_the_same(exported):
+    from forecast.export.onnx_export import synthetic_tracks
+
+    tracks, t0 = synthetic_tracks(12, FEATURES, seed=7)
+    fast = Predictor(exported / "bundle")
+    plain = Predictor(exported / "bundle", optimized=False)
+    assert fast.model_file == "model.ort.onnx" and plain.model_file == "model.onnx"
+    a, b = fast.predict(tracks, t0), plain.predict(tracks, t0)
+    assert np.abs(a.traj_world - b.traj_world).max() <= 1e-4 and np.abs(a.prob - b.prob).max() <= 1e-5
+    assert Predictor(exported / "bundle", variant="int8").model_file == "model_int8.ort.onnx"
+
+
+def test_optimised_graph_of_another_onnxruntime_is_not_used(exported, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(exported / "bundle", bundle)
+    m = json.loads((bundle / "bundle.json").read_text())
+    m["onnxruntime_optimized"]["onnxruntime"] = "0.0.1"
+    (bundle / "bundle.json").write_text(json.dumps(m))  # bundle.json is not in its own hash list
+    assert Predictor(bundle).model_file == "model.onnx"
+
+
+def test_int8_variant_runs_close_to_fp32(exported):
+    from forecast.export.onnx_export import synthetic_tracks
+
+    tracks, t0 = synthetic_tracks(20, FEATURES, seed=5)
+    p32 = Predictor(exported / "bundle").predict(tracks, t0)
+    p8 = Predictor(exported / "bundle", variant="int8").predict(tracks, t0)
+    assert p8.traj_world.shape == p32.traj_world.shape
+    assert np.abs(p8.traj_world - p32.traj_world).max() <= 0.5
+    np.testing.assert_allclose(p8.prob.sum(-1), 1.0, atol=1e-4)
+
+
 def test_cli_errors_are_clear(exported, tmp_path, capsys):
     assert main(["export", "--model", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "b")]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -184,5 +222,6 @@ def test_register_in_mlflow_keeps_bundle_json_stable(exported, tmp_path, monkeyp
     with tracking(uri):
         local = Path(mlflow.artifacts.download_artifacts(reg["source"], dst_path=str(tmp_path / "logged")))
     logged = {p.name for p in (local / "artifacts" / "bundle").iterdir()}
-    assert {"bundle.json", "model.onnx", "model_fp16.onnx"} <= logged and "registration.json" not in logged
+    assert logged == {"bundle.json", "model.onnx", "model.ort.onnx", "model_fp16.onnx", "model_fp16.ort.onnx",
+                      "model_int8.onnx", "model_int8.ort.onnx"}
     Predictor(bundle)  # registration.json beside the bundle is not part of it

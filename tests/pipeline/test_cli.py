@@ -45,6 +45,9 @@ def test_kill_9_during_training_then_rerun_resumes(tmp_path, capsys):
         if proc.poll() is None:
             proc.kill()
     assert not list(work.glob("train/[0-9a-f]*[0-9a-f]")), "a train output appeared although training was killed"
+    assert json.loads((work / "latest.json").read_text())["status"] == "running"  # all a killed run can leave
+    assert main(["pipeline", "status", str(cfg), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["last_run"]["status"] == "died"  # ... read honestly
 
     rerun = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -56,6 +59,8 @@ def test_kill_9_during_training_then_rerun_resumes(tmp_path, capsys):
     assert record["resumed"] is True
     assert record["summary"]["global_step"] == EPOCHS * STEPS_PER_EPOCH  # continued, not restarted
     assert (train / "model.pt").exists() and not list(work.glob("train/*.partial"))
+    summary = json.loads((train / "train_summary.json").read_text())
+    assert (train / summary["model"]).is_file() and ".partial" not in summary["model"]
 
     assert main(["--quiet", "pipeline", "run", str(cfg)]) == 0  # in this process: nothing left to import
     assert "nothing to do: all 3 steps are up to date (skipped)" in capsys.readouterr().out

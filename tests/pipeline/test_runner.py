@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -139,7 +140,8 @@ def test_interrupted_commit_is_finished_without_rerunning(tmp_path):
     p = plan(steps, tmp_path)[0]
     p.partial.mkdir(parents=True)
     (p.partial / "out.txt").write_text("simulate")
-    (p.partial / SUCCESS).write_text(json.dumps({"hash": p.hash}))  # killed just before the rename
+    files = {"out.txt": hashlib.sha256(b"simulate").hexdigest()}
+    (p.partial / SUCCESS).write_text(json.dumps({"hash": p.hash, "files": files}))  # killed just before the rename
     result = run_pipeline(steps, tmp_path, quiet())
     assert result.outcomes[0].status == "skipped" and not steps[0].calls and p.done
 

@@ -30,5 +30,6 @@ def test_commit_replaces_an_older_output_whole(tmp_path):
     (work / "new.txt").write_text("new")
     commit(work, final, {"hash": "abc"})
     assert sorted(p.name for p in final.iterdir()) == ["_SUCCESS.json", "new.txt"]
-    assert read_json(final / "_SUCCESS.json") == {"hash": "abc"}
+    record = read_json(final / "_SUCCESS.json")
+    assert record["hash"] == "abc" and list(record["files"]) == ["new.txt"]  # sha256 of every output
     assert sorted(p.name for p in (tmp_path / "step").iterdir()) == ["abc"]  # no .tmp or .trash left

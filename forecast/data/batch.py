@@ -1,0 +1,131 @@
+"""Batched store files: many scenarios per Parquet file, one row group per scenario, maps stored once.
+
+A *batch* is a run of input units of one (source, split) written together::
+
+    tracks/source=<s>/split=<p>/<batch>.parquet      row group i = scenario i of the batch
+    scenarios/source=<s>/split=<p>/<batch>.parquet   one row per scenario, with its file and row group
+    maps/source=<s>/<batch>.parquet                  row group j = one distinct map (by content)
+    quarantine/source=<s>/<batch>.parquet            rejected rows, only when there are some
+
+The scenarios table is the index: ``tracks_file``/``row_group`` locate a scenario's rows, and
+``map_file``/``map_row_group`` its map, so a reader opens one row group instead of scanning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from forecast.data.atomic import atomic_write, sha256_file
+from forecast.data.schema import MAP_SCHEMA, QUARANTINE_SCHEMA, SCENARIOS_SCHEMA, TRACKS_SCHEMA
+
+_PARTITION = ("source", "split")
+SCENARIO_FILE_SCHEMA = pa.schema([f for f in SCENARIOS_SCHEMA if f.name not in _PARTITION],
+                                 metadata=SCENARIOS_SCHEMA.metadata)
+QUARANTINE_FILE_SCHEMA = pa.schema([f for f in QUARANTINE_SCHEMA if f.name != "source"],
+                                   metadata=QUARANTINE_SCHEMA.metadata)
+
+
+@dataclass
+class BuiltUnit:
+    """One validated unit, ready to be written: its rows sorted by (scenario, track, timestep)."""
+
+    key: str
+    split: str
+    files: dict[str, str]  # input file -> sha256
+    input_hash: str
+    tracks: pa.Table  # TRACKS_SCHEMA
+    scenarios: list[dict]  # SCENARIOS_SCHEMA rows without source/split/index columns, in row order
+    scenario_rows: list[int]  # rows of each scenario in ``tracks``, same order
+    maps: dict[str, pa.Table] = field(default_factory=dict)  # map_id -> MAP_SCHEMA rows
+    quarantine: pa.Table | None = None  # QUARANTINE_FILE_SCHEMA rows
+    counts: dict = field(default_factory=dict)
+
+    @property
+    def num_scenarios(self) -> int:
+        return len(self.scenarios)
+
+
+def map_content_key(table: pa.Table) -> str:
+    """sha256 of a map's features (ids, layers, geometry, attributes), independent of its map_id."""
+    body = table.drop_columns(["map_id"]).replace_schema_metadata(None)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, body.schema) as w:
+        w.write_table(body.combine_chunks())
+    return hashlib.sha256(sink.getvalue()).hexdigest()
+
+
+def batch_paths(source: str, split: str, name: str) -> dict[str, str]:
+    return {
+        "tracks": f"tracks/source={source}/split={split}/{name}.parquet",
+        "scenarios": f"scenarios/source={source}/split={split}/{name}.parquet",
+        "maps": f"maps/source={source}/{name}.parquet",
+        "quarantine": f"quarantine/source={source}/{name}.parquet",
+    }
+
+
+def _write_groups(path: Path, schema: pa.Schema, tables: list[pa.Table]) -> None:
+    """One row group per table (an empty file with the schema when there is none)."""
+
+    def write(tmp: Path) -> None:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as w:
+            for t in tables:
+                w.write_table(t.cast(schema), row_group_size=max(1, t.num_rows))
+
+    atomic_write(path, write)
+
+
+def write_batch(store_path: Path, source: str, split: str, name: str, units: list[BuiltUnit]) -> dict[str, dict]:
+    """Write one batch's files atomically; returns ``{relative path: {"sha256", "bytes"}}`` of each."""
+    paths = batch_paths(source, split, name)
+    root = Path(store_path)
+    groups: list[pa.Table] = []
+    scen_rows: list[dict] = []
+    map_tables: list[pa.Table] = []
+    map_group: dict[str, int] = {}  # content key -> row group
+    quarantines: list[pa.Table] = []
+    for u in units:
+        map_of: dict[str, int] = {}
+        for map_id, table in u.maps.items():
+            ck = map_content_key(table)
+            if ck not in map_group:  # identical maps are stored once per batch
+                map_group[ck] = len(map_tables)
+                map_tables.append(table)
+            map_of[map_id] = map_group[ck]
+        offset = 0
+        for row, n in zip(u.scenarios, u.scenario_rows, strict=True):
+            groups.append(u.tracks.slice(offset, n))
+            offset += n
+            mg = map_of.get(row["map_id"]) if row["map_id"] else None
+            scen_rows.append({**row, "tracks_file": paths["tracks"], "row_group": len(groups) - 1, "num_rows": n,
+                              "map_file": paths["maps"] if mg is not None else None, "map_row_group": mg})
+        if u.quarantine is not None and u.quarantine.num_rows:
+            quarantines.append(u.quarantine)
+    written = ["tracks", "scenarios"]
+    _write_groups(root / paths["tracks"], TRACKS_SCHEMA, groups)
+    _write_groups(root / paths["scenarios"], SCENARIO_FILE_SCHEMA,
+                  [pa.Table.from_pylist(scen_rows, schema=SCENARIO_FILE_SCHEMA)])
+    if map_tables:
+        _write_groups(root / paths["maps"], MAP_SCHEMA, map_tables)
+        written.append("maps")
+    if quarantines:
+        _write_groups(root / paths["quarantine"], QUARANTINE_FILE_SCHEMA, [pa.concat_tables(quarantines)])
+        written.append("quarantine")
+    return {paths[k]: file_record(root / paths[k]) for k in written}
+
+
+def file_record(path: Path) -> dict:
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def outputs_intact(store_path: Path, outputs: dict[str, dict]) -> bool:
+    """Every output exists with its recorded size and sha256 (a truncated or altered file is not)."""
+    for rel, rec in outputs.items():
+        p = Path(store_path) / rel
+        if not p.is_file() or p.stat().st_size != rec["bytes"] or sha256_file(p) != rec["sha256"]:
+            return False
+    return True

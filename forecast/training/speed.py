@@ -1,0 +1,126 @@
+"""Trainer options that use the hardware: agent-count buckets, torch.compile, channels-last, pinned batches.
+
+Every option is off by default (``configs/train/*.yaml``, ``trainer:`` section) and none changes
+what the model computes for the real agents: padded agents are masked everywhere.
+
+* ``agent_buckets``: the agent axis of every batch is padded up to the next of a few fixed sizes,
+  on the device, so that ``torch.compile`` (and cuDNN/oneDNN's per-shape kernel choice, which bf16
+  pays again for every new shape) sees a handful of shapes instead of one per batch.
+* ``compile``: ``torch.compile`` of the model's forward (the weights and their state-dict keys
+  stay those of the plain module, so checkpoints and ``model.pt`` do not change).
+* ``channels_last``: the convolutions' weights in channels-last memory format.
+* ``pin_memory``: batches are pinned by the loader (``LoaderBatch.pin_memory``) and Lightning copies
+  them to the GPU with ``non_blocking=True``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import lightning as L
+import torch
+from torch.nn import functional as F
+
+from forecast.model.batch import Batch, collate
+
+
+class LoaderBatch(Batch):
+    """A ``Batch`` that the DataLoader's pinning thread can pin and that copies to a GPU without blocking.
+
+    (Lightning moves any object with a ``.to`` by calling it without ``non_blocking``.)
+    """
+
+    def pin_memory(self) -> LoaderBatch:
+        return self._map(lambda t: t.pin_memory())
+
+    def to(self, device: torch.device | str, non_blocking: bool = True) -> LoaderBatch:
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def _map(self, fn) -> LoaderBatch:
+        return LoaderBatch(**{f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name))
+                              for f in fields(self)})
+
+
+def collate_for_loader(samples, future_steps: int | None = None) -> LoaderBatch:
+    """``collate`` (the one batch builder) returning a pinnable batch."""
+    b = collate(samples, future_steps)
+    return LoaderBatch(**{f.name: getattr(b, f.name) for f in fields(b)})
+
+
+def pin_batches(trainer_cfg) -> bool:
+    """Pinned loader batches: as configured, else when the trainer runs on a GPU that is there."""
+    if trainer_cfg.pin_memory is not None:
+        return bool(trainer_cfg.pin_memory)
+    return trainer_cfg.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+
+
+def bucket_size(agents: int, buckets: list[int]) -> int:
+    """The smallest bucket that holds ``agents``; beyond the largest, the next multiple of it."""
+    for size in sorted(buckets):
+        if agents <= size:
+            return size
+    top = max(buckets)
+    return -(-agents // top) * top
+
+
+def pad_agents(batch: Batch, agents: int) -> None:
+    """In place: pad the agent axis (dim 1) of every field to ``agents`` (zeros / False), on its device."""
+    a = batch.hist.shape[1]
+    if agents == a:
+        return
+    if agents < a:
+        raise ValueError(f"cannot pad {a} agents down to {agents}")
+    for f in fields(batch):
+        t = getattr(batch, f.name)
+        if t is None:
+            continue
+        pad = [0, 0] * (t.dim() - 2) + [0, agents - a]
+        setattr(batch, f.name, F.pad(t, pad) if t.dtype != torch.bool else F.pad(t.to(torch.uint8), pad).bool())
+
+
+class AgentBuckets(L.Callback):
+    """Pads each batch's agent axis to a bucket after it reached the device (train and validation)."""
+
+    def __init__(self, buckets: list[int]):
+        if not buckets or any(int(b) < 1 for b in buckets):
+            raise ValueError(f"agent_buckets must be positive sizes, got {buckets!r}")
+        self.buckets = sorted(int(b) for b in buckets)
+        self.seen: set[int] = set()  # padded agent counts, for tests and logs
+
+    def _pad(self, batch: Batch) -> None:
+        size = bucket_size(batch.hist.shape[1], self.buckets)
+        pad_agents(batch, size)
+        self.seen.add(size)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._pad(batch)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx: int = 0) -> None:
+        self._pad(batch)
+
+
+def apply_model_options(model: torch.nn.Module, compile: bool = False, compile_mode: str | None = None,
+                        compile_backend: str = "inductor", channels_last: bool = False) -> None:
+    """In place on the ``WorldModel``: channels-last convolution weights, compiled forwards.
+
+    The compiled functions are instance attributes over the same parameters, so ``state_dict``
+    keys, checkpoints and export are those of the plain module. ``dynamic=False``: a new agent
+    bucket compiles a new graph once rather than one generic dynamic graph.
+    """
+    if channels_last:
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
+    if compile:
+        kwargs = {"dynamic": False, "backend": compile_backend}
+        if compile_mode:
+            kwargs["mode"] = compile_mode
+        model.forward_logits = torch.compile(model.forward_logits, **kwargs)
+        model.forward = torch.compile(model.forward, **kwargs)
+
+
+def scaled_lr(lr: float, batch_size: int, world_size: int, reference_batch_size: int | None) -> float:
+    """Linear scaling rule: ``lr`` was tuned for ``reference_batch_size`` scenes per optimiser step."""
+    if not reference_batch_size:
+        return lr
+    return lr * batch_size * world_size / reference_batch_size

@@ -1,0 +1,177 @@
+"""The batched store (schema 2): index, row groups, maps once, skip key and output integrity, resumed counts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from forecast.data.ingest import run_ingest
+from forecast.data.sources.av2 import Av2Adapter
+from forecast.data.sources.sumo import SumoAdapter
+from forecast.data.store import Store
+from tests.data.test_av2 import write_scenario
+
+SIDS = [f"0a1b2c3d-0000-4000-8000-{i:012d}" for i in range(7)]
+
+
+def _av2_inputs(root: Path) -> Path:
+    for sid in SIDS:
+        write_scenario(root, split="train", scenario_id=sid)  # every scenario has the same map JSON
+    return root
+
+
+def _content(store: Store) -> dict[str, tuple]:
+    """Every scenario's rows, as plain arrays, by id (independent of files and row groups)."""
+    out = {}
+    for info in store.scenarios():
+        s = store.load_scenario(info.scenario_id)
+        out[info.scenario_id] = (tuple(s.track_ids), np.nan_to_num(s.xy).round(6).tobytes(), s.present.tobytes())
+    return out
+
+
+def test_batches_index_and_maps_once(tmp_path):
+    store = Store(tmp_path / "store")
+    summary = run_ingest(Av2Adapter(), _av2_inputs(tmp_path / "in"), store, progress=False, batch_scenarios=3)
+    assert summary.units_written == 7 and summary.scenarios_written == 7
+    tracks = sorted((store.path / "tracks").rglob("*.parquet"))
+    assert len(tracks) == 3  # batches of 3, 3, 1 scenarios
+    assert [pq.ParquetFile(p).num_row_groups for p in tracks] == [3, 3, 1]
+    infos = store.scenarios()
+    assert [i.scenario_id for i in infos] == [f"av2:{s}" for s in SIDS]
+    for info in infos:  # the index points at the scenario's own row group
+        rg = pq.ParquetFile(store.path / info.tracks_file).read_row_group(info.row_group)
+        assert set(rg.column("scenario_id").to_pylist()) == {info.scenario_id}
+        assert rg.num_rows == info.num_rows
+    maps = sorted((store.path / "maps").rglob("*.parquet"))
+    assert [pq.ParquetFile(p).num_row_groups for p in maps] == [1, 1, 1]  # seven identical maps, once per batch
+    layers = store.load_map(infos[4].map_id)
+    assert set(layers) == {"lane", "lane_centerline", "crosswalk", "drivable_area"}
+    assert store.map_table(infos[4].map_id).column("map_id").to_pylist()[0] == infos[4].map_id
+    # any Arrow tool reads the directory
+    assert ds.dataset(store.path / "tracks", partitioning="hive").count_rows() == summary.rows_written
+
+
+def test_batch_size_does_not_change_content(tmp_path):
+    root = _av2_inputs(tmp_path / "in")
+    a, b = Store(tmp_path / "a"), Store(tmp_path / "b")
+    run_ingest(Av2Adapter(), root, a, progress=False, batch_scenarios=2)
+    run_ingest(Av2Adapter(), root, b, progress=False)
+    assert _content(a) == _content(b)
+
+
+def test_changed_settings_rewrite_the_unit(sumo_runs, tmp_path):
+    store = Store(tmp_path / "s")
+    run_ingest(SumoAdapter(10.0), sumo_runs, store, progress=False)
+    ten = {i.scenario_id: i.num_timesteps for i in store.scenarios()}
+    again = run_ingest(SumoAdapter(5.0), sumo_runs, store, progress=False)
+    assert again.units_skipped == 0 and again.units_written == 3
+    five = {i.scenario_id: i.num_timesteps for i in store.scenarios()}
+    assert max(ten.values()) == 100 and max(five.values()) == 50 and len(five) > len(ten)
+    # no scenario of the old cut is left behind
+    rows = ds.dataset(store.tracks_dir, partitioning="hive").count_rows()
+    assert rows == again.rows_written
+    assert len(store.batch_manifests()) == 3
+
+
+def test_truncated_output_is_noticed_and_redone(tmp_path):
+    root = _av2_inputs(tmp_path / "in")
+    store = Store(tmp_path / "store")
+    first = run_ingest(Av2Adapter(), root, store, progress=False, batch_scenarios=3)
+    before = _content(store)
+    victim = sorted((store.path / "tracks").rglob("*.parquet"))[1]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    again = run_ingest(Av2Adapter(), root, store, progress=False, batch_scenarios=3)
+    assert again.units_written == 3 and again.units_skipped == 4  # only the damaged batch is redone
+    assert _content(store) == before
+    assert (again.rows_read, again.rows_written) == (first.rows_read, first.rows_written)
+    # a flipped byte (same size) is noticed too
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    third = run_ingest(Av2Adapter(), root, store, progress=False, batch_scenarios=3)
+    assert third.units_written == 3 and _content(store) == before
+
+
+def test_resumed_ingest_counts_the_whole_shard(tmp_path):
+    root = _av2_inputs(tmp_path / "in")
+    full = run_ingest(Av2Adapter(), root, Store(tmp_path / "full"), progress=False, batch_scenarios=2)
+    store = Store(tmp_path / "store")
+    run_ingest(Av2Adapter(), root, store, progress=False, batch_scenarios=2)
+    # as after kill -9 before the last two batches committed: their manifests are missing
+    for m in store.batch_manifests()[-2:]:
+        Path(m["_path"]).unlink()
+    resumed = run_ingest(Av2Adapter(), root, store, progress=False, batch_scenarios=2)
+    assert 0 < resumed.units_written < 7 and resumed.units_skipped + resumed.units_written == 7
+    for key in ("rows_read", "rows_written", "rows_quarantined", "files_quarantined", "scenarios_total"):
+        assert getattr(resumed, key) == getattr(full, key), key
+    assert len(store.scenarios()) == 7 and ds.dataset(store.tracks_dir, partitioning="hive").count_rows() == full.rows_written
+
+
+def test_schema1_manifests_are_replaced(tmp_path):
+    """A unit ingested by the old layout (manifest per unit) is rewritten as a batch, not duplicated."""
+    root = _av2_inputs(tmp_path / "in")
+    store = Store(tmp_path / "store")
+    run_ingest(Av2Adapter(), root, store, progress=False)
+    m = store.batch_manifests()[0]
+    old_out = store.path / "tracks/source=av2/split=train/old-unit.parquet"
+    old_out.write_bytes((store.path / next(iter(m["outputs"]))).read_bytes())
+    legacy = store.manifest_dir / "av2" / "old-unit.json"
+    legacy.write_text(json.dumps({"unit": f"av2/train/{SIDS[0]}", "outputs": [str(old_out.relative_to(store.path))]}))
+    again = run_ingest(Av2Adapter(), root, store, progress=False)
+    assert not old_out.exists() and not legacy.exists()
+    assert again.units_skipped == 7 and len(store.scenarios()) == 7
+
+
+def _to_schema1(new: Store, old: Store) -> None:
+    """Rewrite a batched store in the schema-1 layout: three files and a manifest per unit."""
+    import pyarrow as pa
+
+    from forecast.data.store import safe_name
+
+    for m in new.batch_manifests():
+        infos = [i for i in new.scenarios() if i.split == m["split"]]
+        for u in m["units"]:
+            name = safe_name(u["key"])
+            mine = [i for i in infos if i.source_file and u["key"].split("/")[-1] in i.scenario_id]
+            part = f"source={m['source']}/split={m['split']}/{name}.parquet"
+            tracks = pa.concat_tables([pq.ParquetFile(new.path / i.tracks_file).read_row_group(i.row_group)
+                                       for i in mine])
+            outputs = [f"tracks/{part}", f"scenarios/{part}"]
+            (old.path / "tracks" / part).parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(tracks, old.path / "tracks" / part)
+            keep = ("scenario_id", "map_id", "dt", "num_timesteps", "focal_track_id", "source_file")
+            (old.path / "scenarios" / part).parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.Table.from_pylist([{k: getattr(i, k) for k in keep} for i in mine]),
+                           old.path / "scenarios" / part)
+            for i in mine:
+                rel = f"maps/{safe_name(i.map_id)}.parquet"
+                (old.path / "maps").mkdir(parents=True, exist_ok=True)
+                pq.write_table(new.map_table(i.map_id), old.path / rel)
+                outputs.append(rel)
+            (old.manifest_dir / m["source"]).mkdir(parents=True, exist_ok=True)
+            (old.manifest_dir / m["source"] / f"{name}.json").write_text(json.dumps(
+                {"unit": u["key"], "source": m["source"], "split": m["split"], "input_hash": u["input_hash"],
+                 "files": u["files"], "outputs": outputs, "counts": u["counts"]}))
+
+
+def test_compact_converts_a_schema1_store(tmp_path):
+    from forecast.cli import main
+
+    root = _av2_inputs(tmp_path / "in")
+    new = Store(tmp_path / "new")
+    run_ingest(Av2Adapter(), root, new, progress=False)
+    old = Store(tmp_path / "old")
+    _to_schema1(new, old)
+    assert sum(1 for _ in old.path.rglob("*.parquet")) == 21
+    legacy = _content(old)  # schema 1 is still readable
+    assert legacy == _content(new)
+    assert main(["store", "compact", str(old.path), "--batch-scenarios", "4"]) == 0
+    assert sorted(p.parent.name for p in old.path.rglob("*.parquet")) == ["source=av2"] * 2 + ["split=train"] * 4
+    assert _content(old) == legacy and not old.unit_manifests()
+    assert [m["unit"] for m in old.manifests()] == [m["unit"] for m in new.manifests()]
+    assert main(["store", "compact", str(old.path)]) == 0  # idempotent
+    assert _content(old) == legacy

@@ -1,0 +1,80 @@
+"""Trainer speed options: agent buckets keep the real agents' outputs, compile sees few shapes, options train."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from forecast.export.onnx_export import synthetic_sample
+from forecast.model.batch import collate
+from forecast.model.checkpoint import load_model
+from forecast.model.world_model import WorldModel
+from forecast.training.speed import (
+    AgentBuckets,
+    LoaderBatch,
+    bucket_size,
+    collate_for_loader,
+    pad_agents,
+    scaled_lr,
+)
+from forecast.training.train import run_training
+from tests.conftest import tiny_features_and_model, tiny_train_config
+
+
+def test_bucket_sizes():
+    assert [bucket_size(a, [16, 8, 32]) for a in (1, 8, 9, 32, 33, 70)] == [8, 8, 16, 32, 64, 96]
+    assert scaled_lr(1e-3, 256, 2, 32) == pytest.approx(1.6e-2) and scaled_lr(1e-3, 256, 2, None) == 1e-3
+
+
+def test_padding_agents_leaves_the_real_agents_unchanged():
+    features, model_cfg = tiny_features_and_model()
+    torch.manual_seed(0)
+    model = WorldModel(model_cfg, features.scene_scale).eval()
+    torch.nn.init.normal_(model.rollout.head[-1].weight, std=0.05)
+    samples = [synthetic_sample(n, features, seed=n)[0] for n in (3, 5)]
+    batch = collate(samples, features.future_steps)
+    padded = collate(samples, features.future_steps)
+    pad_agents(padded, 8)
+    assert padded.hist.shape[1] == 8 and padded.raster.shape[1] == 8 and padded.agent_mask.dtype == torch.bool
+    assert not padded.agent_mask[:, 5:].any() and not padded.target_mask[:, 5:].any()
+    with torch.no_grad():
+        ref = model(*batch.model_inputs())
+        out = model(*padded.model_inputs())
+    for r, o in zip(ref, out, strict=True):
+        real = batch.agent_mask
+        torch.testing.assert_close(o[:, :5][real], r[real], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="cannot pad"):
+        pad_agents(padded, 4)
+
+
+def test_loader_batches_pin_and_copy_like_batches():
+    features, _ = tiny_features_and_model()
+    b = collate_for_loader([synthetic_sample(4, features, seed=1)[0]], features.future_steps)
+    assert isinstance(b, LoaderBatch) and isinstance(b.to("cpu"), LoaderBatch)
+    np.testing.assert_array_equal(b.to("cpu").hist.numpy(), b.hist.numpy())
+    if torch.cuda.is_available():  # pinning needs an accelerator
+        assert b.pin_memory().hist.is_pinned()
+
+
+@pytest.mark.slow  # about 20 s: dynamo traces the tiny model for each bucket
+def test_compiled_bucketed_training_runs_and_saves_a_plain_model(sumo_store, tmp_path):
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    buckets = AgentBuckets([4, 8])
+    cfg = tiny_train_config(sumo_store.path, tmp_path / "run", **{
+        "trainer.agent_buckets": "[4,8]", "trainer.compile": "true", "trainer.compile_backend": "eager",
+        "trainer.channels_last": "true", "trainer.pin_memory": "false", "optim.lr_reference_batch_size": 2})
+    result = run_training(cfg, progress=False, extra_callbacks=[buckets])
+    assert result.global_step > 0 and np.isfinite(result.metrics["val/minFDE"])
+    # every batch was padded to a bucket (the callback given here runs after the configured one)
+    assert buckets.seen and buckets.seen <= {4, 8}
+    # a handful of graphs (train/eval x buckets x the odd last batch), not one per agent count
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert 0 < graphs <= 12, graphs
+    loaded = load_model(result.model_path)  # plain state-dict keys: no compile wrapper in them
+    assert not any("_orig_mod" in k for k in loaded.model.state_dict())
+    saved = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert saved["meta"]["train_config"]["optim"]["lr"] == pytest.approx(1e-3 * 4 / 2)
