@@ -89,9 +89,10 @@ def test_registered_with_signature_example_and_alias(registered):
     assert str(mv.version) == logged.version == "1" and mv.tags["pipeline.export_hash"] == "e1"
     import mlflow
 
-    info = mlflow.models.get_model_info(logged.model_uri) if hasattr(mlflow.models, "get_model_info") else None
-    if info is None:  # older MLflow
-        pytest.skip("mlflow.models.get_model_info is not available")
+    from forecast.export.mlflow_model import tracking
+
+    with tracking(uri):
+        info = mlflow.models.get_model_info(logged.model_uri)
     inputs = [c.name for c in info.signature.inputs.inputs]
     assert inputs == list(INPUT_COLUMNS)
     assert {p.name for p in info.signature.params.params} == set(DEFAULT_PARAMS)
