@@ -117,9 +117,12 @@ def evaluate(
     if baseline is not None:
         champion = baseline
         if baseline not in BASELINES:
-            cname, cp = load_predictor(resolve_model(baseline, log), cfg.features or FeatureConfig(), cfg.device)
-            champion = _unique(f"champion:{cname}", set(names))
-            predictors[champion] = cp
+            local = resolve_model(baseline, log)
+            champion = None
+            if local is not None:
+                cname, cp = load_predictor(local, cfg.features or FeatureConfig(), cfg.device)
+                champion = _unique(f"champion:{cname}", set(names))
+                predictors[champion] = cp
 
     infos = select_scenarios(store, cfg.split, cfg.source, cfg.scenario_prefix)
     if not infos:
@@ -169,6 +172,8 @@ def evaluate(
     if card is not None:
         metrics["world_model"] = card
     regressions: list[int] = []
+    if baseline is not None and champion is None:
+        metrics["comparison"] = {"skipped": f"no registered model {baseline} yet", "champion_spec": baseline}
     if champion is not None:
         metrics["champion"] = {"name": champion, "spec": baseline, **blocks[champion]}
         cmp_masks = {"by_class": {c: agents.agent_class == c for c in CLASSES}}
