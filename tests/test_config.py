@@ -139,5 +139,9 @@ def test_every_shipped_config_loads(path, monkeypatch):
         from forecast.benchmark.eth_ucy import load_config
 
         load_config(path)
+    elif kind == "suites":
+        from forecast.scenarios.suites import load_suite
+
+        assert load_suite(path).cases
     else:
         pytest.fail(f"no loader known for {path}")

@@ -118,9 +118,10 @@ class _SampleSource:
         return s
 
 
-def resolve_model(spec: str, log=None) -> str:
+def resolve_model(spec: str, log=None) -> str | None:
     """A registered model ``models:/NAME@ALIAS`` (or ``models:/NAME/VERSION``) -> a local bundle directory
     (MLflow downloads the registered bundle's artifacts into a temporary directory); anything else as is.
+    None when the registry has no such model yet (the first run of a pipeline).
 
     The tracking server is ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` here (as training).
     """
@@ -129,15 +130,23 @@ def resolve_model(spec: str, log=None) -> str:
     import tempfile
 
     import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
 
     from forecast.training.train import tracking_uri
 
     uri = tracking_uri(None)
-    local = mlflow.artifacts.download_artifacts(artifact_uri=spec, dst_path=tempfile.mkdtemp(prefix="champion-"),
-                                                tracking_uri=uri)
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=spec, dst_path=tempfile.mkdtemp(prefix="champion-"),
+                                                    tracking_uri=uri)
+    except MlflowException as exc:
+        if log:
+            log(f"no champion {spec} in the registry ({type(exc).__name__}): comparison skipped")
+        return None
     path = Path(local)
-    if not is_bundle(path) and is_bundle(path / "bundle"):
-        path = path / "bundle"
+    # a pyfunc model (forecast.export.mlflow_model) keeps the bundle in artifacts/bundle; older versions in bundle/
+    for candidate in (path / "artifacts" / "bundle", path / "bundle"):
+        if not is_bundle(path) and is_bundle(candidate):
+            path = candidate
     if not is_bundle(path):
         raise ValueError(f"registered model {spec} is not an exported bundle (no bundle.json under {local})")
     if log:

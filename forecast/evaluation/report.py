@@ -238,6 +238,7 @@ def build_report(result: EvalResult, cfg: EvalConfig, layers: dict[str, dict], p
     ]
     parts.append('<table class="meta">' + "".join(f"<tr><th class='l'>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in meta)
                  + "</table>")
+    parts.append(RS.contents_html(m))
 
     # summary
     parts.append("<h2>Summary</h2>")

@@ -38,6 +38,18 @@ def _link(target: str, text: str) -> str:
     return f'<a href="#{_anchor(target)}">{text}</a>'
 
 
+def contents_html(metrics: dict) -> str:
+    """Links to the safety sections present in this report."""
+    links = [("section-by-tag", "per-tag metrics")]
+    if metrics.get("comparison"):
+        links.append(("section-comparison", "champion vs challenger"))
+    if metrics.get("suite"):
+        links.append(("section-suite", "scenario suite"))
+    if metrics.get("by_tag"):
+        links.append(("section-tag-cases", "cases by tag"))
+    return '<div class="muted">Jump to: ' + " &middot; ".join(_link(a, _e(t)) for a, t in links) + "</div>"
+
+
 def by_tag_html(result: EvalResult) -> str:
     """One row per (tag, predictor): n, the metrics and the miss rate at 1/2/3 s; every cell links to the tag's cases."""
     m = result.metrics
@@ -112,6 +124,8 @@ def comparison_html(result: EvalResult, cfg: EvalConfig, layers: dict[str, dict]
     c = result.metrics.get("comparison")
     if not c:
         return ""
+    if c.get("skipped"):
+        return f'<h2 id="section-comparison">Champion vs challenger</h2><div class="muted">{_e(c["skipped"])}.</div>'
     keys = ("minFDE@6", "minADE@6", "MR@6", "minFDE@1")
     parts = [f'<h2 id="section-comparison">Champion vs challenger: {_e(c["challenger"])} vs {_e(c["champion"])}</h2>',
              f'<div class="muted">Champion: {_e(c.get("champion_spec"))}. Delta = challenger &minus; champion on the '

@@ -22,7 +22,7 @@ from forecast.pipeline.gate import GateConfig
 from forecast.sim.sumo import SimConfig
 from forecast.training.config import TrainConfig
 
-STEP_ORDER = ("simulate", "ingest", "train", "evaluate", "export", "register")
+STEP_ORDER = ("simulate", "ingest", "tag", "train", "champion", "evaluate", "export", "register")
 
 
 @dataclass
@@ -41,6 +41,21 @@ class IngestStepConfig:
 
 
 @dataclass
+class TagStepConfig:
+    """`forecast tag`: the scenario tag table of the ingested store (labels for per-tag metrics)."""
+
+    splits: list[str] = field(default_factory=lambda: ["test"])  # tag only what is evaluated
+
+
+@dataclass
+class ChampionStepConfig:
+    """A champion to compare the trained model with when no registered one is given: a second training
+    with the train config plus these overrides (another seed; shorter, to keep a demo cheap)."""
+
+    overrides: dict[str, Any] = field(default_factory=lambda: {"seed": 1})
+
+
+@dataclass
 class TrainStepConfig:
     config: str = "configs/train/quickstart.yaml"  # a TrainConfig YAML; out_dir and data.store are set by the step
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -54,6 +69,8 @@ class EvaluateStepConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
     split: str = "test"
     args: list[str] = field(default_factory=list)  # extra `forecast evaluate` flags, e.g. ["--max-samples", "500"]
+    baseline: str | None = None  # the champion when there is no champion step: model.pt, bundle, models:/NAME@ALIAS
+    suite: str | None = None  # a scenario suite run beside the evaluation (configs/suites/NAME.yaml or a file)
 
 
 @dataclass
@@ -85,6 +102,8 @@ class PipelineConfig:
     simulate: SimulateStepConfig = field(default_factory=SimulateStepConfig)
     ingest: IngestStepConfig = field(default_factory=IngestStepConfig)
     train: TrainStepConfig = field(default_factory=TrainStepConfig)
+    tag: TagStepConfig = field(default_factory=TagStepConfig)
+    champion: ChampionStepConfig = field(default_factory=ChampionStepConfig)
     evaluate: EvaluateStepConfig = field(default_factory=EvaluateStepConfig)
     export: ExportStepConfig = field(default_factory=ExportStepConfig)
     gate: GateConfig = field(default_factory=GateConfig)
@@ -100,7 +119,8 @@ class PipelineConfig:
             raise ValueError(f"pipeline {self.name}: a step is listed twice: {self.steps}")
         if list(self.steps) != sorted(self.steps, key=STEP_ORDER.index):
             raise ValueError(f"pipeline {self.name}: steps must follow the order {list(STEP_ORDER)}")
-        needs = {"train": ["ingest"], "evaluate": ["train", "ingest"], "export": ["train"],
+        needs = {"train": ["ingest"], "tag": ["ingest"], "champion": ["ingest", "train"],
+                 "evaluate": ["train", "ingest"], "export": ["train"],
                  "register": ["train", "evaluate", "export"]}
         if "ingest" in self.steps and self.ingest.input is None:
             needs["ingest"] = ["simulate"]
@@ -123,7 +143,8 @@ class LoadedPipeline:
     config: PipelineConfig
     sim: SimConfig | None
     train: TrainConfig | None
-    evaluate: dict | None  # the EvalConfig mapping handed to `forecast evaluate --config`
+    evaluate: dict | None
+    champion: TrainConfig | None = None  # the champion step's train config (train config + champion.overrides)  # the EvalConfig mapping handed to `forecast evaluate --config`
 
 
 def deep_merge(base: dict, extra: dict) -> dict:
@@ -146,13 +167,16 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Loade
 def resolve_pipeline(cfg: PipelineConfig) -> LoadedPipeline:
     """Load the step configs of ``cfg`` (relative paths are taken from the current directory)."""
     cfg.validate()
-    sim = train = evaluate = None
+    sim = train = evaluate = champion = None
     if "simulate" in cfg.steps:
         data = deep_merge(load_yaml(cfg.simulate.config), cfg.simulate.overrides)
         sim = from_dict(SimConfig, data, where=f"{cfg.simulate.config} + simulate.overrides")
     if "train" in cfg.steps:
         data = deep_merge(load_yaml(cfg.train.config), cfg.train.overrides)
         train = from_dict(TrainConfig, data, where=f"{cfg.train.config} + train.overrides")
+        if "champion" in cfg.steps:
+            champion = from_dict(TrainConfig, deep_merge(data, cfg.champion.overrides),
+                                 where=f"{cfg.train.config} + train.overrides + champion.overrides")
     if "evaluate" in cfg.steps:
         from forecast.evaluation.evaluate import EvalConfig
 
@@ -160,4 +184,8 @@ def resolve_pipeline(cfg: PipelineConfig) -> LoadedPipeline:
         evaluate = deep_merge(base, {**cfg.evaluate.overrides, "split": cfg.evaluate.split})
         # Checked now, not when the evaluate step starts after training.
         from_dict(EvalConfig, evaluate, where=f"{cfg.evaluate.config} + evaluate.overrides")
-    return LoadedPipeline(cfg, sim, train, evaluate)
+    if cfg.evaluate.suite and "evaluate" in cfg.steps:
+        from forecast.scenarios.suites import load_suite
+
+        load_suite(cfg.evaluate.suite)  # a missing or malformed suite fails now, not after training
+    return LoadedPipeline(cfg, sim, train, evaluate, champion)

@@ -140,7 +140,10 @@ def _beat_registered(cfg: GateConfig, ours: float | None, registered: Registered
 def _tag_regression(metrics: dict, key: str, bound: float, min_n: int) -> Check:
     """Every tag with ``min_n`` agents or more: challenger minus champion ``key`` at most ``bound``."""
     rule = f"no tag worse than the champion by more than {bound:g} in {key}"
-    by_tag = (metrics.get("comparison") or {}).get("by_tag")
+    comparison = metrics.get("comparison") or {}
+    if comparison.get("skipped"):
+        return Check(rule, True, f"nothing to compare with: {comparison['skipped']}")
+    by_tag = comparison.get("by_tag")
     if not by_tag:
         return Check(rule, False, "metrics.json has no per-tag comparison (evaluate with --baseline and a tag table)")
     judged, worse = 0, []

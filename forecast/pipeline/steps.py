@@ -18,9 +18,12 @@ step       inputs                outputs (inside its directory)                h
 =========  ====================  ============================================  ========================
 simulate   (data config)         ``runs/<split>/<network>/``                   ``forecast.sim.sumo.simulate``
 ingest     simulate or a folder  ``store/`` (canonical store)                  ``forecast.data.ingest.run_ingest``
+tag        ingest                ``tags.parquet`` (scenario tags)              ``forecast tag`` (CLI)
 train      ingest                ``model.pt``, ``train_summary.json``,          ``run_training``
                                  ``checkpoints/``
+champion   ingest                as train (another seed, see its overrides)    ``run_training``
 evaluate   train, ingest         ``metrics.json``, ``report.html``, ``plots/``  ``forecast evaluate`` (CLI)
+           (+ tag, champion)
 export     train                 ``bundle/`` (``bundle.json``, ONNX files)      ``forecast export --verify`` (CLI)
 register   train, evaluate,      ``registered.json``                           MLflow model registry
            export
@@ -258,7 +261,7 @@ class TrainStep:
 
         cfg = train_config_for(self.train, ctx.out, ctx.inputs["ingest"] / "store", self.tracking_uri)
         if cfg.mlflow.run_name is None:
-            cfg.mlflow.run_name = f"{ctx.pipeline}-train-{ctx.hash[:8]}"
+            cfg.mlflow.run_name = f"{ctx.pipeline}-{self.name}-{ctx.hash[:8]}"
         # Stops at the next batch end once SIGTERM/SIGINT came, also when the signal's own raise was swallowed
         result = run_training(cfg, progress=ctx.progress, extra_callbacks=[lightning_callback()])
         if ctx.rank > 0:
@@ -287,18 +290,58 @@ class MlflowFlags:
         return ["--run-name", run_name] + (["--tracking-uri", self.tracking_uri] if self.tracking_uri else [])
 
 
+class ChampionStep(TrainStep):
+    """The champion the trained model is compared with: a second training (another seed), same contract as train."""
+
+    name, inputs, resumable = "champion", ("ingest",), True
+
+
+class TagStep:
+    name, inputs, resumable = "tag", ("ingest",), False
+    code = ("forecast.scenarios.tags", "forecast.scenarios.table")
+
+    def __init__(self, splits: list[str]):
+        self.splits = list(splits)
+
+    def spec(self) -> dict:
+        return {"splits": sorted(self.splits)}
+
+    def run(self, ctx: StepContext) -> StepResult:
+        from forecast.scenarios.table import read_meta
+
+        argv = ["tag", "--store", str(ctx.inputs["ingest"] / "store"), "--out", str(ctx.out / "tags.parquet")]
+        for split in self.splits:
+            argv += ["--split", split]
+        call_cli(argv)
+        meta = read_meta(_require(ctx.out / "tags.parquet", "tag table")) or {}
+        counts = {f"tag/{k}": float(v) for k, v in (meta.get("counts") or {}).items()}
+        return StepResult({"tags": "tags.parquet"}, {"agent_steps": meta.get("agent_steps")}, counts)
+
+
 class EvaluateStep:
     name, inputs, resumable = "evaluate", ("train", "ingest"), False
     code = ("forecast.evaluation.cli", "forecast.evaluation.evaluate")
 
-    def __init__(self, eval_config: dict, args: list[str] | None = None, mlflow: MlflowFlags | None = None):
+    def __init__(self, eval_config: dict, args: list[str] | None = None, mlflow: MlflowFlags | None = None,
+                 with_steps: tuple[str, ...] = (), baseline: str | None = None, suite: str | None = None):
         self.eval_config = eval_config
         self.args = list(args or [])
         self.mlflow = mlflow or MlflowFlags()
+        # optional inputs: the tag table and a champion model trained by this pipeline
+        self.inputs = ("train", "ingest", *[s for s in ("tag", "champion") if s in with_steps])
+        self.baseline = baseline
+        self.suite = suite
 
     def spec(self) -> dict:
         cfg = {k: v for k, v in self.eval_config.items() if k != "mlflow"}
-        return {"evaluate": cfg, "args": self.args}
+        out = {"evaluate": cfg, "args": self.args}
+        if self.baseline and "champion" not in self.inputs:
+            out["baseline"] = self.baseline
+        if self.suite:
+            from forecast.scenarios.suites import suite_path
+
+            out["suite"] = sha256_text(suite_path(self.suite).read_text())  # the cases, not where the file is
+        return out
 
     def run(self, ctx: StepContext) -> StepResult:
         cfg_path = ctx.out / "eval_config.yaml"
@@ -308,6 +351,14 @@ class EvaluateStep:
             "--out", str(ctx.out), "--config", str(cfg_path),
             *self.mlflow.args(f"{ctx.pipeline}-evaluate-{ctx.hash[:8]}"), *self.args,
         ]
+        if "tag" in ctx.inputs:
+            argv += ["--tags", str(ctx.inputs["tag"] / "tags.parquet")]
+        if "champion" in ctx.inputs:
+            argv += ["--baseline", str(ctx.inputs["champion"] / "model.pt")]
+        elif self.baseline:
+            argv += ["--baseline", self.baseline]
+        if self.suite:
+            argv += ["--suite", self.suite]
         call_cli(argv)
         metrics = json.loads(_require(ctx.out / "metrics.json", "metrics").read_text())
         _require(ctx.out / "report.html", "report")
@@ -397,8 +448,11 @@ def build_steps(loaded: LoadedPipeline, registry=None) -> list[Step]:
     make: dict[str, Callable[[], Step]] = {
         "simulate": lambda: SimulateStep(loaded.sim),
         "ingest": lambda: IngestStep(cfg.ingest),
+        "tag": lambda: TagStep(cfg.tag.splits),
         "train": lambda: TrainStep(loaded.train, cfg.mlflow.tracking_uri),
-        "evaluate": lambda: EvaluateStep(loaded.evaluate or {}, cfg.evaluate.args, flags),
+        "champion": lambda: ChampionStep(loaded.champion, cfg.mlflow.tracking_uri),
+        "evaluate": lambda: EvaluateStep(loaded.evaluate or {}, cfg.evaluate.args, flags, tuple(cfg.steps),
+                                         cfg.evaluate.baseline, cfg.evaluate.suite),
         "export": lambda: ExportStep(cfg.export),
         "register": lambda: RegisterStep(cfg.register, registry),
     }

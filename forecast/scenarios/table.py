@@ -48,7 +48,7 @@ def map_masks(xy: np.ndarray, present: np.ndarray, layers: dict | None, source: 
     """``in_junction`` and ``on_crosswalk`` ``[A, T]`` bool for positions ``xy [A, T, 2]`` on a map's layers."""
     import shapely
 
-    from forecast.evaluation.slices import in_junction, junction_method
+    from forecast.scenarios.map_context import in_junction, junction_method
 
     shape = present.shape
     junction, crosswalk = np.zeros(shape, bool), np.zeros(shape, bool)

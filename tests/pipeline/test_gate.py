@@ -56,3 +56,27 @@ def test_registered_model():
     assert decide(cfg, METRICS, itself, evaluate_hash="abc").passed
     unknown = decide(cfg, METRICS, RegisteredModel("m", "2", {}))
     assert not unknown.passed and "no recorded minFDE@6" in unknown.reasons[0]
+
+
+def _with_comparison(deltas: dict[str, tuple[int, float | None]]) -> dict:
+    by_tag = {t: {"n": n, "minFDE@6": {"delta": d, "ci_low": None, "ci_high": None}} for t, (n, d) in deltas.items()}
+    return {**METRICS, "comparison": {"by_tag": by_tag}}
+
+
+def test_per_tag_regression_rule():
+    cfg = GateConfig(enabled=True, max_tag_regression={"minFDE@6": 0.2}, tag_min_n=30)
+    ok = decide(cfg, _with_comparison({"near_miss": (40, 0.1), "cut_in": (50, -0.3)}))
+    assert ok.passed and ok.reasons == ["PASS no tag worse than the champion by more than 0.2 in minFDE@6: "
+                                        "2 tags with n >= 30 within 0.2"]
+    bad = decide(cfg, _with_comparison({"near_miss": (40, 0.5), "cut_in": (50, 0.1)}))
+    assert not bad.passed and "near_miss +0.5000" in bad.reasons[0] and "cut_in" not in bad.reasons[0]
+    # a rare tag is not judged, however bad
+    assert decide(cfg, _with_comparison({"near_miss": (12, 3.0)})).passed
+
+
+def test_per_tag_rule_fails_closed_and_passes_without_a_champion():
+    cfg = GateConfig(enabled=True, max_tag_regression={"minFDE@6": 0.2})
+    d = decide(cfg, METRICS)
+    assert not d.passed and "no per-tag comparison" in d.reasons[0]
+    first_run = {**METRICS, "comparison": {"skipped": "no registered model models:/m@champion yet"}}
+    assert decide(cfg, first_run).passed
