@@ -3,13 +3,19 @@
 Usage: python bench/latency.py [--model model.pt | --bundle DIR] [--config configs/train/quickstart.yaml]
                                [--runs 50] [--agents 8 32 64 128] [--json PATH]
 
-Rows: torch eager (CPU, 1 thread and all threads); onnxruntime CPU (1 thread, all threads);
-preprocessing alone (``build_sample``, the runtime's code path); end to end through
-``forecast.runtime.Predictor`` (1 thread); and on a GPU when one is present: torch eager fp32 and
-fp16 autocast, and onnxruntime's CUDA provider when this onnxruntime has it.
+Rows: the streaming runtime's per-tick state update (``SceneTracker.update``); preprocessing alone
+(``build_sample``, the runtime's code path); onnxruntime CPU one thread for every variant of the
+bundle (the plain graph and the one onnxruntime optimised at export, int8 when present) and with
+default threads; end to end (tick update + ``SceneTracker.predict``, 1 thread); torch eager (CPU, 1
+thread and all threads); and on a GPU when one is present: torch eager fp32 and fp16 autocast, a
+CUDA-graph replay (``torch.compile(mode="reduce-overhead")``), and onnxruntime's CUDA provider when
+this onnxruntime has it.
 Without --model/--bundle an untrained model of the config's sizes is exported (latency does not
-depend on the weights). Goal (issue 5): onnxruntime CPU, one thread, 64 agents, p50 <= 10 ms for the
-model, and preprocessing no more than the model's own time.
+depend on the weights). Goals (issue 13): tick update <= 1 ms at 128 agents; preprocessing <= 10 ms
+at 128 agents and 128 agents <= 2.3 x 64 agents; onnxruntime CPU one thread, 64 agents, p50 <= 10 ms
+and <= half of torch eager one thread.
+``--accuracy-store STORE`` also measures the int8 variant's accuracy cost: minFDE@6 of int8 vs fp32
+on the store's ``--accuracy-split`` samples (goal: at most +2 %).
 """
 
 from __future__ import annotations
@@ -47,6 +53,61 @@ def percentiles(fn, runs: int, warmup: int = 3, sync=None) -> tuple[float, float
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
 
+def tick_replay(tracks, t0: int, tracker_cls, predictor):
+    """A tracker holding the scene's history up to t0 - 1, and the detections of tick t0."""
+    from forecast.runtime.tracker import Detections
+
+    def detections(t: int) -> Detections:
+        rows = np.flatnonzero(tracks.present[:, t])
+        return Detections(tracks.track_ids[rows], tracks.agent_type[rows], np.nan_to_num(tracks.xy[rows, t]),
+                          tracks.heading[rows, t])
+
+    tracker = tracker_cls(predictor)
+    for t in range(max(0, t0 - predictor.features.history_steps), t0):
+        tracker.update(detections(t), step=t)
+    return tracker, detections(t0)
+
+
+def int8_accuracy(bundle: Path, store_path: str, split: str, samples: int, seed: int = 0) -> dict:
+    """minFDE@6 (m) of the fp32 and int8 graphs on the same samples of a store (agents with a full future)."""
+    from forecast.data.store import Store
+    from forecast.features.sample import plan_samples
+    from forecast.features.tracks import AgentTracks
+    from forecast.runtime.predictor import Predictor
+
+    p32, p8 = Predictor(bundle, threads=1), Predictor(bundle, variant="int8", threads=1)
+    feats = p32.features
+    store = Store(store_path)
+    infos = store.scenarios(split=split)
+    rng = np.random.default_rng(seed)
+    plans = []
+    scen = {}
+    for sc in store.load_scenarios(infos):
+        tr = AgentTracks.from_scenario(sc).resample(feats.dt)
+        scen[sc.info.scenario_id] = (tr, sc.info.map_id)
+        plans += [(sc.info.scenario_id, p) for p in plan_samples(tr, 0, feats, 20, full_future=True)]
+    pick = rng.choice(len(plans), min(samples, len(plans)), replace=False)
+    maps: dict = {}
+    fde = {"fp32": [], "int8": []}
+    for k in pick:
+        sid, plan = plans[k]
+        tr, map_id = scen[sid]
+        if map_id not in maps:
+            maps[map_id] = rasterize_map_layers(store.load_map(map_id), feats.raster.resolution)
+        sample = build_sample(tr, plan.t0, feats, maps[map_id], plan.agents, plan.agents[0])
+        scored = sample.target_mask & plan.scored & sample.future_mask.all(1)
+        if not scored.any():
+            continue
+        feed = p32.inputs(sample)
+        for name, pred in (("fp32", p32), ("int8", p8)):
+            traj = dict(zip(pred.output_names, pred.session.run(None, feed), strict=True))["traj"][0]
+            err = np.linalg.norm(traj[:, :, -1] - sample.future[:, None, -1], axis=-1).min(1)  # [A]
+            fde[name] += err[scored].tolist()
+    m32, m8 = float(np.mean(fde["fp32"])), float(np.mean(fde["int8"]))
+    return {"agents": len(fde["fp32"]), "minFDE6_fp32_m": m32, "minFDE6_int8_m": m8,
+            "int8_cost_pct": 100.0 * (m8 - m32) / m32, "store": store_path, "split": split}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model")
@@ -54,6 +115,9 @@ def main() -> None:
     ap.add_argument("--config", default="configs/train/quickstart.yaml")
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--agents", type=int, nargs="+", default=[8, 32, 64, 128])
+    ap.add_argument("--accuracy-store")
+    ap.add_argument("--accuracy-split", default="val")
+    ap.add_argument("--accuracy-samples", type=int, default=300)
     ap.add_argument("--json")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="latency-"))
@@ -67,12 +131,18 @@ def main() -> None:
         from forecast.export.bundle import export_bundle
 
         t = time.perf_counter()
-        export_bundle(model_path, bundle, fp16=torch.cuda.is_available(), progress=False)
+        export_bundle(model_path, bundle, fp16=torch.cuda.is_available(), int8=True, progress=False)
         print(f"export: {time.perf_counter() - t:.1f} s")
     from forecast.runtime.predictor import Predictor
+    from forecast.runtime.tracker import SceneTracker
 
     pred1 = Predictor(bundle, threads=1)
     pred_all = Predictor(bundle)
+    ort1 = {"fp32 (plain graph)": Predictor(bundle, threads=1, optimized=False).session,
+            f"fp32 ({pred1.model_file})": pred1.session}
+    if "int8" in pred1.manifest["models"]:
+        p8 = Predictor(bundle, threads=1, variant="int8")
+        ort1[f"int8 ({p8.model_file})"] = p8.session
     feats = pred1.features
     loaded = load_model(model_path) if model_path else None
     layers = synthetic_map_layers()
@@ -98,13 +168,23 @@ def main() -> None:
         def add(what: str, p50: float, p99: float, a: int = a) -> None:
             rows.append({"agents": a, "what": what, "p50_ms": p50, "p99_ms": p99})
 
+        def tick(a=a, tracks=tracks, t0=t0):
+            tracker, det = tick_replay(tracks, t0, SceneTracker, pred1)
+            start = time.perf_counter()
+            tracker.update(det, step=t0)
+            return 1e3 * (time.perf_counter() - start)
+
+        ticks = [tick() for _ in range(args.runs)]
+        add("tick update (SceneTracker.update)", float(np.percentile(ticks, 50)), float(np.percentile(ticks, 99)))
         add("preprocessing (build_sample, map raster cached)",
             *percentiles(lambda: build_sample(tracks, t0, feats, m, with_future=False), args.runs))  # noqa: B023
-        add("onnxruntime CPU, 1 thread", *percentiles(lambda: pred1.session.run(None, feed), args.runs))  # noqa: B023
+        for name, sess in ort1.items():
+            add(f"onnxruntime CPU 1 thread, {name}", *percentiles(lambda s=sess: s.run(None, feed), args.runs))  # noqa: B023
         add(f"onnxruntime CPU, default threads ({os.cpu_count()} cores)",
             *percentiles(lambda: pred_all.session.run(None, feed), args.runs))  # noqa: B023
-        add("end to end (runtime Predictor, 1 thread)",
-            *percentiles(lambda: pred1.predict(tracks, t0, layers, map_id="bench"), args.runs))  # noqa: B023
+        tracker, _ = tick_replay(tracks, t0 + 1, SceneTracker, pred1)
+        add("end to end (tick update + SceneTracker.predict, 1 thread)",
+            *percentiles(lambda: tracker.predict(layers, map_id="bench"), args.runs))  # noqa: B023
         if loaded is not None:
             inputs = collate([sample], feats.future_steps).model_inputs()
             with torch.no_grad():
@@ -124,12 +204,40 @@ def main() -> None:
                             gm(*ginputs)  # noqa: B023
 
                     add("torch eager CUDA fp16 autocast", *percentiles(half, args.runs, sync=torch.cuda.synchronize))
+                    graph = torch.compile(gm, mode="reduce-overhead", dynamic=False)
+                    add("torch CUDA graph replay fp32 (compile reduce-overhead)",
+                        *percentiles(lambda g=graph: g(*ginputs), args.runs, warmup=5,  # noqa: B023
+                                     sync=torch.cuda.synchronize))
                     loaded.model.to("cpu")
         for variant, p in gpu_preds.items():
             add(f"onnxruntime CUDA provider {variant}", *percentiles(lambda: p.session.run(None, feed), args.runs))  # noqa: B023
+    summary = _summary(rows, pred1.model_file)
+    for k, v in summary.items():
+        print(f"{k}: {v}")
+    if args.accuracy_store and "int8" in pred1.manifest["models"]:
+        summary["int8_accuracy"] = int8_accuracy(bundle, args.accuracy_store, args.accuracy_split, args.accuracy_samples)
+        print("int8 accuracy:", summary["int8_accuracy"])
     device = torch.cuda.get_device_name(0) if cuda else "cpu"
     report("latency" + ("-gpu" if cuda else ""), rows, {"device": device, "bundle": str(bundle), "config": args.config,
-                                                       "goal": "ORT CPU 1 thread, 64 agents, p50 <= 10 ms"}, args.json)
+                                                       "summary": summary}, args.json)
+
+
+def _summary(rows: list[dict], ort_file: str) -> dict:
+    def p50(a: int, prefix: str) -> float | None:
+        hit = [r["p50_ms"] for r in rows if r["agents"] == a and r["what"].startswith(prefix)]
+        return hit[0] if hit else None
+
+    out = {}
+    pre64, pre128 = p50(64, "preprocessing"), p50(128, "preprocessing")
+    if pre64 and pre128:
+        out["preprocessing_128_over_64"] = pre128 / pre64
+    ort64, torch64 = p50(64, f"onnxruntime CPU 1 thread, fp32 ({ort_file})"), p50(64, "torch eager CPU, 1 thread")
+    if ort64 and torch64:
+        out["ort_over_torch_at_64"] = ort64 / torch64
+    tick128 = p50(128, "tick update")
+    if tick128 is not None:
+        out["tick_update_128_ms"] = tick128
+    return out
 
 
 if __name__ == "__main__":

@@ -1,15 +1,24 @@
-"""Samples per second of the data loader alone and of a training step, to see which one limits.
+"""Training throughput: the data loader alone, the bare training step per option, and N steps of the real
+Lightning ``Trainer.fit`` (the real DataModule and LightningModule) per option.
 
-Usage: python bench/train.py [--config configs/train/quickstart.yaml] [--device cpu|cuda] [--batches 20] [--json PATH]
+Usage: python bench/train.py [--config configs/train/quickstart.yaml] [--device cpu|cuda] [--batches 20]
+                             [--rows loader,step,fit] [--options eager,bf16,buckets,compile,channels_last]
+                             [--profile] [--json PATH] [key=value overrides ...]
+
+Options: eager (fp32, as collated), bf16 (autocast / ``bf16-mixed``), buckets (agent axis padded to
+8/16/32/64...), compile (``torch.compile`` + buckets), channels_last. ``--profile`` writes a
+torch.profiler table of the bare eager step to bench/results/train-profile-<config>-<device>.txt.
 Uses the config's store if it exists, else simulates and ingests a small SUMO store under bench/results.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from pathlib import Path
 
+import lightning as L
 import torch
 from _common import RESULTS, report
 
@@ -22,23 +31,157 @@ from forecast.sim.sumo import DemandConfig, NetworkConfig, SimConfig, simulate
 from forecast.training.config import TrainConfig
 from forecast.training.datamodule import ForecastDataModule
 from forecast.training.module import ForecastModule
+from forecast.training.speed import AgentBuckets, apply_model_options, bucket_size, pad_agents
+
+BUCKETS = [8, 16, 32, 64]
+OPTIONS = {  # option -> trainer overrides
+    "eager": {},
+    "bf16": {"precision": "bf16-mixed"},
+    "buckets": {"agent_buckets": BUCKETS},
+    "compile": {"agent_buckets": BUCKETS, "compile": True},
+    "channels_last": {"channels_last": True},
+}
 
 
 def bench_store() -> Path:
     sim = SimConfig(seed=1, duration_s=150, warmup_s=30, demand=DemandConfig(car_period=1.2, bike_period=2.5, ped_period=1.0),
                     networks=[NetworkConfig("bench_train", "train", "grid", {"grid.number": 4, "grid.length": 120}, 1),
                               NetworkConfig("bench_val", "val", "grid", {"grid.number": 3, "grid.length": 120}, 2)])
-    simulate(sim, RESULTS / "sim_train", progress=False)
     store = Store(RESULTS / "store_train")
-    run_ingest(SumoAdapter(10.0), RESULTS / "sim_train", store, progress=False)
+    if not store.exists():
+        simulate(sim, RESULTS / "sim_train", progress=False)
+        run_ingest(SumoAdapter(10.0), RESULTS / "sim_train", store, progress=False)
     return store.path
 
 
+def with_option(cfg: TrainConfig, option: str, device: str) -> TrainConfig:
+    c = copy.deepcopy(cfg)
+    c.trainer.precision = "32-true"
+    for k, v in OPTIONS[option].items():
+        setattr(c.trainer, k, v)
+    return c
+
+
+def loader_row(dm: ForecastDataModule, batches: int) -> tuple[dict, list]:
+    loader = dm.train_dataloader()
+    it = iter(loader)
+    next(it)  # worker start-up is not throughput
+    t = time.perf_counter()
+    out = []
+    for _ in range(batches):
+        try:
+            out.append(next(it))
+        except StopIteration:
+            break
+    dt = time.perf_counter() - t
+    n = sum(b.size for b in out)
+    return {"row": f"data loader ({dm.cfg.data.num_workers} workers)", "scenes_per_s": n / dt,
+            "ms_per_batch": 1e3 * dt / len(out)}, out
+
+
+def step_row(cfg: TrainConfig, option: str, batches: list, device: str) -> dict:
+    c = with_option(cfg, option, device)
+    module = ForecastModule(c).to(device)
+    apply_model_options(module.model, c.trainer.compile, c.trainer.compile_mode, c.trainer.compile_backend,
+                        c.trainer.channels_last)
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
+    amp = "bf16" in c.trainer.precision
+    dev = []
+    for b in batches:
+        b = b.to(device)
+        if c.trainer.agent_buckets:
+            pad_agents(b, bucket_size(b.hist.shape[1], c.trainer.agent_buckets))
+        dev.append(b)
+
+    def step(b):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
+            traj, scale, logits = module.model.forward_logits(*b.model_inputs())
+            loss, _, _ = wta_loss(traj.float(), scale.float(), logits.float(), b.future, b.future_mask, b.target_mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    t = time.perf_counter()
+    for b in dev:  # first pass: compilation and per-shape set-up (reported apart)
+        step(b)
+    sync()
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    for b in dev:
+        step(b)
+    sync()
+    dt = time.perf_counter() - t
+    n = sum(b.size for b in dev)
+    return {"row": f"bare step: {option} ({device})", "scenes_per_s": n / dt, "ms_per_batch": 1e3 * dt / len(dev),
+            "first_pass_s": first}
+
+
+class _Clock(L.Callback):
+    """Wall time from the end of the first training batch to the end of the last one."""
+
+    def __init__(self):
+        self.t0 = self.t1 = None
+        self.scenes = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        if self.t0 is None:
+            self.t0 = now
+        else:
+            self.scenes += batch.size
+        self.t1 = now
+
+
+def fit_row(cfg: TrainConfig, option: str, steps: int, device: str) -> dict:
+    c = with_option(cfg, option, device)
+    clock = _Clock()
+    callbacks = [clock] + ([AgentBuckets(c.trainer.agent_buckets)] if c.trainer.agent_buckets else [])
+    trainer = L.Trainer(accelerator=device if device != "cuda" else "gpu", devices=1, precision=c.trainer.precision,
+                        max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
+                        num_sanity_val_steps=0)
+    module = ForecastModule(c)
+    apply_model_options(module.model, c.trainer.compile, c.trainer.compile_mode, c.trainer.compile_backend,
+                        c.trainer.channels_last)
+    t = time.perf_counter()
+    trainer.fit(module, datamodule=ForecastDataModule(c))
+    total = time.perf_counter() - t
+    dt = (clock.t1 - clock.t0) if clock.t0 is not None else float("nan")
+    return {"row": f"Lightning fit: {option} ({device}, {c.data.num_workers} workers)",
+            "scenes_per_s": clock.scenes / dt if dt > 0 else float("nan"),
+            "ms_per_batch": 1e3 * dt / max(1, steps - 1), "first_pass_s": total - dt}
+
+
+def profile_step(cfg: TrainConfig, batches: list, device: str, path: Path) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    module = ForecastModule(cfg).to(device)
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    dev = [b.to(device) for b in batches[:5]]
+    with profile(activities=acts, record_shapes=False) as prof:
+        for b in dev:
+            traj, scale, logits = module.model.forward_logits(*b.model_inputs())
+            loss, _, _ = wta_loss(traj, scale, logits, b.future, b.future_mask, b.target_mask)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    sort = "cuda_time_total" if device == "cuda" else "cpu_time_total"
+    path.write_text(prof.key_averages().table(sort_by=sort, row_limit=30))
+    print(f"wrote {path}")
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="configs/train/quickstart.yaml")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batches", type=int, default=20)
+    ap.add_argument("--rows", default="loader,step")
+    ap.add_argument("--options", default="eager")
+    ap.add_argument("--profile", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
@@ -46,56 +189,26 @@ def main() -> None:
     if not Store(cfg.data.store).exists():
         cfg.data.store = str(bench_store())
         cfg.data.source = None
+    rows_wanted, options = args.rows.split(","), args.options.split(",")
     dm = ForecastDataModule(cfg)
     dm.setup()
-    loader = dm.train_dataloader()
-
-    it = iter(loader)
-    next(it)  # worker start-up is not throughput
-    t = time.perf_counter()
-    batches = []
-    for _ in range(args.batches):
-        try:
-            batches.append(next(it))
-        except StopIteration:
-            break
-    t_load = time.perf_counter() - t
-    n_load = sum(b.size for b in batches)
-
-    module = ForecastModule(cfg).to(args.device)
-    opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
-    dev_batches = [b.to(args.device) for b in batches]
-    amp = args.device == "cuda" and "bf16" in cfg.trainer.precision
-
-    def step(b):
-        with torch.autocast(args.device, dtype=torch.bfloat16, enabled=amp):
-            traj, scale, logits = module.model.forward_logits(*b.model_inputs())
-            loss, _, _ = wta_loss(traj.float(), scale.float(), logits.float(), b.future, b.future_mask, b.target_mask)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    step(dev_batches[0])
-    if args.device == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for b in dev_batches:
-        step(b)
-    if args.device == "cuda":
-        torch.cuda.synchronize()
-    t_step = time.perf_counter() - t
+    rows = []
+    row, batches = loader_row(dm, args.batches)
+    if "loader" in rows_wanted:
+        rows.append(row)
+    for option in options:
+        if "step" in rows_wanted:
+            rows.append(step_row(cfg, option, batches, args.device))
+        if "fit" in rows_wanted:
+            rows.append(fit_row(cfg, option, args.batches, args.device))
     agents = float(sum(int(b.agent_mask.sum()) for b in batches)) / max(1, len(batches))
-    rows = [
-        {"what": f"data loader ({cfg.data.num_workers} workers)", "samples_per_s": n_load / t_load,
-         "ms_per_batch": 1e3 * t_load / len(batches)},
-        {"what": f"training step ({args.device}, {cfg.trainer.precision})", "samples_per_s": n_load / t_step,
-         "ms_per_batch": 1e3 * t_step / len(batches)},
-    ]
-    print(f"config {args.config}: batch {cfg.data.batch_size}, ~{agents:.0f} agents/batch, raster {cfg.features.raster.size}px, "
-          f"hidden {cfg.model.hidden}, torch threads {torch.get_num_threads()}")
-    report(f"train-{Path(args.config).stem}-{args.device}", rows,
-           {"config": args.config, "batch_size": cfg.data.batch_size, "agents_per_batch": agents}, args.json)
-    print("limit:", "data loader" if n_load / t_load < n_load / t_step else "training step")
+    print(f"config {args.config}: batch {cfg.data.batch_size}, ~{agents:.0f} agents/batch, raster "
+          f"{cfg.features.raster.size}px, hidden {cfg.model.hidden}, torch threads {torch.get_num_threads()}")
+    name = f"train-{Path(args.config).stem}-{args.device}"
+    report(name, rows, {"config": args.config, "batch_size": cfg.data.batch_size, "agents_per_batch": agents,
+                        "overrides": args.overrides}, args.json)
+    if args.profile:
+        profile_step(cfg, batches, args.device, RESULTS / f"train-profile-{Path(args.config).stem}-{args.device}.txt")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+MIN_OPSET = 18  # torch's exporter writes opset >= 18; asking for less silently got 18 (or a converter crash)
+
+
+def _int_at_least(low: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{what} must be >= {low}, got {value}")
+        return value
+    return parse
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -25,6 +39,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     except ExportError as exc:
         print(f"forecast export: export failed: {exc}", file=sys.stderr)
         return EXIT_FAIL
+    except OSError as exc:  # the output folder cannot be written
+        print(f"forecast export: error: cannot write {args.out} ({exc.filename}: {exc.strerror or exc})", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, PermissionError | IsADirectoryError | NotADirectoryError |
+                                        FileExistsError) or exc.errno == errno.EROFS else EXIT_FAIL
     except Exception as exc:  # noqa: BLE001 - a scheduler needs a message and a non-zero code, not a traceback
         print(f"forecast export: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAIL
@@ -43,6 +61,8 @@ def register(sub) -> None:
     s.add_argument("--register", metavar="NAME", help="register a model version NAME in the MLflow registry")
     s.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI; with --register and "
                                           "neither: sqlite:///mlflow.db)")
-    s.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
-    s.add_argument("--max-agents", type=int, default=256, help="largest agent count the graph accepts (default 256)")
+    s.add_argument("--opset", type=_int_at_least(MIN_OPSET, "--opset"),
+                   help=f"ONNX opset, >= {MIN_OPSET} (default: the exporter's)")
+    s.add_argument("--max-agents", type=_int_at_least(1, "--max-agents"), default=256,
+                   help="largest agent count the graph accepts (default 256)")
     s.set_defaults(func=_cmd_export)

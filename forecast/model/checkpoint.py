@@ -36,9 +36,22 @@ def load_model(path: str | Path, map_location: str = "cpu") -> LoadedModel:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file {path} does not exist")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
-    features = from_dict(FeatureConfig, payload["feature_config"])
-    model = WorldModel(from_dict(ModelConfig, payload["model_config"]), pose_scale=features.scene_scale)
-    model.load_state_dict(payload["state_dict"])
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(payload, dict):
+            raise TypeError(f"holds a {type(payload).__name__}, not a dict")
+        missing = [k for k in ("feature_config", "model_config", "state_dict") if k not in payload]
+        if missing:
+            raise KeyError(f"no {missing} (a bare state dict or another program's checkpoint?)")
+        features = from_dict(FeatureConfig, payload["feature_config"])
+        model = WorldModel(from_dict(ModelConfig, payload["model_config"]), pose_scale=features.scene_scale)
+        model.load_state_dict(payload["state_dict"])
+    except Exception as exc:  # torch.load raises anything from EOFError to RuntimeError on a damaged file
+        raise ModelFileError(f"{path} is not a readable forecast model.pt: {type(exc).__name__}: "
+                             f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else 'no details'}") from exc
     model.eval()
     return LoadedModel(model, features, payload.get("meta", {}))
+
+
+class ModelFileError(ValueError):
+    """``model.pt`` is damaged, truncated, not a checkpoint, or holds something other than a forecast model."""

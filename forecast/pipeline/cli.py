@@ -74,6 +74,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     loaded = _load(args)
     cfg = loaded.config
+    if not cfg.steps:
+        raise ValueError(f"{args.config}: 'steps' is empty: nothing to run")
     quiet = getattr(args, "quiet", False)
     force = set(args.force or [])
     if "all" in force:

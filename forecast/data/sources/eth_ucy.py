@@ -92,7 +92,7 @@ class EthUcyAdapter:
             map_id=None,  # ETH/UCY ships no maps
         )
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first frame
         except (OSError, UnicodeDecodeError) as exc:
             base.file_quarantine = Quarantine.whole_file(SOURCE, str(path), "file", f"unreadable file: {exc}")
             return base
