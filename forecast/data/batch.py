@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from forecast.data.atomic import atomic_write, sha256_file
+from forecast.data.geoparquet import with_geo_schema
 from forecast.data.schema import MAP_SCHEMA, QUARANTINE_SCHEMA, SCENARIOS_SCHEMA, TRACKS_SCHEMA
 
 _PARTITION = ("source", "split")
@@ -110,7 +111,8 @@ def write_batch(store_path: Path, source: str, split: str, name: str, units: lis
     _write_groups(root / paths["scenarios"], SCENARIO_FILE_SCHEMA,
                   [pa.Table.from_pylist(scen_rows, schema=SCENARIO_FILE_SCHEMA)])
     if map_tables:
-        _write_groups(root / paths["maps"], MAP_SCHEMA, map_tables)
+        # GeoParquet metadata: GIS tools (geopandas, QGIS, DuckDB) read the WKB column as geometry
+        _write_groups(root / paths["maps"], with_geo_schema(MAP_SCHEMA, map_tables), map_tables)
         written.append("maps")
     if quarantines:
         _write_groups(root / paths["quarantine"], QUARANTINE_FILE_SCHEMA, [pa.concat_tables(quarantines)])

@@ -48,6 +48,9 @@ class RawRows:
     # [N] int64, each row's 0-based data row in the file, for adapters that drop unparsable
     # rows before validation; None = rows are the file's rows in order (index = data row).
     file_row: np.ndarray | None = None
+    # Metres a one-step move may exceed what the reported ``speed`` allows, for sources whose
+    # speed is exact (a simulator); None = no such check (tracked speeds are estimates).
+    jump_tolerance_m: float | None = None
 
     _PER_ROW = ("track_code", "type_code", "time", "x", "y", "heading", "vx", "vy", "observed", "speed", "file_row")
 
@@ -118,13 +121,26 @@ class Quarantine:
         return {str(k): int(c) for k, c in zip(keys, counts, strict=True)}
 
 
+# Longer track ids are rejected: one id is held in memory per row group and in every output,
+# and no source uses more than a few dozen characters (a 1 MB id cost ingest 1.3 GB).
+MAX_TRACK_ID_CHARS = 256
+
+
 def validate_rows(rows: RawRows, dt: float, source: str, source_file: str) -> tuple[np.ndarray, np.ndarray, Quarantine]:
     """Check every row; return ``(keep_idx [K], timestep [K], quarantine)``.
 
-    Checks, first failure wins: finite position, known agent type, time finite and on the
-    ``dt`` grid, no duplicate (track, timestep), time not going backwards within a track in
-    file order, speed (reported, or implied by consecutive positions) plausible for the class.
-    Duplicates keep their first row.
+    Checks, first failure wins: a usable track id (present, at most ``MAX_TRACK_ID_CHARS``,
+    no control characters, which tools cut or strip and so merge distinct tracks), finite
+    position, known agent type, time finite and on the ``dt`` grid, no duplicate (track,
+    timestep), then the motion of each track in time order: speed (reported, or implied by
+    consecutive positions) plausible for the class, and no one-step jump.
+
+    Row order carries no meaning: each track is checked in time order, whatever the order of
+    the file. Of duplicates the first row in the file is kept. A position jump (a step that
+    no plausible speed explains) is either a single bad row, when the track comes back
+    right after it, which alone is rejected, or a discontinuity (a teleport): the track's
+    longest jump-free part is kept and the rest rejected, so that no kept pair of rows
+    straddles the jump.
     """
     n = len(rows)
     reason = np.full(n, None, dtype=object)
@@ -135,6 +151,7 @@ def validate_rows(rows: RawRows, dt: float, source: str, source_file: str) -> tu
         field[new] = f
         reason[new] = why[new] if isinstance(why, np.ndarray) else why
 
+    _reject_track_ids(rows, reject)
     reject(~np.isfinite(rows.x), "x", "non-finite position")
     reject(~np.isfinite(rows.y), "y", "non-finite position")
     agent_type = rows.agent_type
@@ -148,8 +165,8 @@ def validate_rows(rows: RawRows, dt: float, source: str, source_file: str) -> tu
     reject(np.abs(steps_f - timestep) > 1e-3, "time", f"time off the {dt:g} s grid")
     reject(timestep < 0, "time", "time before the file's start")
 
-    _reject_order(rows.track_code, timestep, reason, reject)
-    _reject_speed(rows, agent_type, timestep, dt, reason, reject)
+    _reject_duplicates(rows.track_code, timestep, reason, reject)
+    _reject_motion(rows, agent_type, timestep, dt, reason, reject)
 
     ok = reason == None  # noqa: E711
     bad = np.flatnonzero(~ok)
@@ -159,40 +176,38 @@ def validate_rows(rows: RawRows, dt: float, source: str, source_file: str) -> tu
     return keep, timestep[keep], q
 
 
-def _reject_order(track_code, timestep, reason, reject) -> None:
+def _track_id_problem(name: object) -> str | None:
+    if name is None or name == "":
+        return "missing track id"
+    text = str(name)
+    if len(text) > MAX_TRACK_ID_CHARS:
+        return f"track id longer than {MAX_TRACK_ID_CHARS} characters"
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text):
+        return "track id contains a control character"
+    return None
+
+
+def _reject_track_ids(rows: RawRows, reject) -> None:
+    # One check per distinct id, not per row.
+    problems = np.array([_track_id_problem(t) for t in rows.track_names], dtype=object)
+    if len(problems) and (problems != None).any():  # noqa: E711
+        per_row = problems[rows.track_code]
+        reject(per_row != None, "track_id", per_row)  # noqa: E711
+
+
+def _reject_duplicates(track_code, timestep, reason, reject) -> None:
+    """Second and later rows (in file order) of one (track, timestep) pair."""
     alive = np.flatnonzero(reason == None)  # noqa: E711
-    if not len(alive):
+    if len(alive) < 2:
         return
-    # Stable sort by track keeps file order inside a track.
-    order = alive[np.argsort(track_code[alive], kind="stable")]
-    tc, ts = track_code[order], timestep[order]
-    start = np.r_[True, tc[1:] != tc[:-1]]
-    group = np.cumsum(start) - 1
-    # Groups are contiguous with increasing ids, so one running max over (group, timestep)
-    # keys is a running max per track; timesteps are >= 0 here (negatives were rejected).
-    big = np.int64(1) << 32
-    running = np.maximum.accumulate(group * big + ts)
-    prev_max = np.r_[-1, running[:-1]] - group * big
-    prev_max[start] = -1
-    seen_equal = _equal_to_earlier(tc, ts)
+    order = alive[np.lexsort((alive, timestep[alive], track_code[alive]))]  # by track, time, file order
+    same = (track_code[order][1:] == track_code[order][:-1]) & (timestep[order][1:] == timestep[order][:-1])
     dup = np.zeros(len(reason), bool)
-    back = np.zeros(len(reason), bool)
-    dup[order[seen_equal]] = True
-    back[order[(ts < prev_max) & ~seen_equal]] = True
+    dup[order[1:][same]] = True
     reject(dup, "timestep", "duplicate (track, timestep)")
-    reject(back, "time", "time going backwards within the track")
 
 
-def _equal_to_earlier(tc: np.ndarray, ts: np.ndarray) -> np.ndarray:
-    """[M] bool: the (track, timestep) pair already appeared earlier (rows in file order per track)."""
-    order = np.lexsort((np.arange(len(tc)), ts, tc))  # by track, then timestep, then file order
-    same = (tc[order][1:] == tc[order][:-1]) & (ts[order][1:] == ts[order][:-1])
-    out = np.zeros(len(tc), bool)
-    out[order[1:][same]] = True
-    return out
-
-
-def _reject_speed(rows: RawRows, agent_type, timestep, dt, reason, reject) -> None:
+def _reject_motion(rows: RawRows, agent_type, timestep, dt, reason, reject) -> None:
     track_code = rows.track_code
     limit = np.full(len(rows), MAX_SPEED[AgentType.OTHER])
     for t, v in MAX_SPEED.items():
@@ -202,11 +217,50 @@ def _reject_speed(rows: RawRows, agent_type, timestep, dt, reason, reject) -> No
     alive = np.flatnonzero(reason == None)  # noqa: E711
     if len(alive) < 2:
         return
-    order = alive[np.lexsort((timestep[alive], track_code[alive]))]
-    same = track_code[order][1:] == track_code[order][:-1]
-    gap = (timestep[order][1:] - timestep[order][:-1]) * dt
-    dist = np.hypot(np.diff(rows.x[order]), np.diff(rows.y[order]))
-    implied = np.where(same & (gap > 0), dist / np.where(gap > 0, gap, 1.0), 0.0)
-    bad = np.zeros(len(rows), bool)
-    bad[order[1:][implied > limit[order[1:]]]] = True
-    reject(bad, "x", "impossible speed implied by consecutive positions")
+    order = alive[np.lexsort((timestep[alive], track_code[alive]))]  # each track in time order
+    tc, ts = track_code[order], timestep[order]
+    x, y, lim = rows.x[order], rows.y[order], limit[order]
+    speed = None if rows.speed is None else np.abs(np.nan_to_num(rows.speed[order], nan=0.0))
+
+    def step_bad(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """[len(a)] bool: moving from sorted row a to sorted row b (same track, later) is impossible."""
+        same = tc[a] == tc[b]
+        gap = np.where(same, ts[b] - ts[a], 1) * dt
+        dist = np.hypot(x[b] - x[a], y[b] - y[a])
+        bad = same & (dist > lim[b] * gap)
+        if speed is not None and rows.jump_tolerance_m is not None:
+            allowed = np.maximum(speed[a], speed[b]) * gap + rows.jump_tolerance_m
+            bad |= same & (dist > allowed)
+        return bad
+
+    m = len(order)
+    idx = np.arange(m)
+    bad_in = np.zeros(m, bool)  # the step into sorted row i is impossible
+    bad_in[1:] = step_bad(idx[:-1], idx[1:])
+    # A single bad row: the steps into and out of it are bad, but skipping it is fine.
+    spike = np.zeros(m, bool)
+    if m >= 3:
+        inner = idx[1:-1]
+        spike[inner] = bad_in[inner] & bad_in[inner + 1] & ~step_bad(inner - 1, inner + 1)
+    explained = np.r_[False, spike[:-1]]  # the step back out of a single bad row
+    jump = bad_in & ~spike & ~explained
+    # Jumps cut a track into jump-free parts; the longest part is kept (the first of equals),
+    # so that no kept pair of rows straddles a jump and as little as possible is lost.
+    start = np.r_[True, tc[1:] != tc[:-1]]
+    part = np.cumsum(start | jump) - 1  # [m] part index, increasing
+    part_len = np.bincount(part)
+    part_first = np.flatnonzero(start | jump)
+    part_track = (np.cumsum(start) - 1)[part_first]
+    best = np.lexsort((np.arange(len(part_len)), -part_len, part_track))  # per track: longest, then first
+    best = best[np.r_[True, part_track[best][1:] != part_track[best][:-1]]]
+    kept_part = np.zeros(len(part_len), bool)
+    kept_part[best] = True
+    cut = ~kept_part[part]
+
+    def mark(flags: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(rows), bool)
+        out[order[flags]] = True
+        return out
+
+    reject(mark(spike | (jump & cut)), "x", "impossible speed implied by consecutive positions")
+    reject(mark(cut), "x", "cut off by an impossible jump in the track (its longest jump-free part is kept)")

@@ -53,8 +53,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     quiet = getattr(args, "quiet", False)
-    result = evaluate(args.store, args.model, cfg, out_dir=args.out, progress=not quiet,
-                      log=lambda msg: print(msg, file=sys.stderr), baseline=args.baseline)
+    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    if args.merge:
+        from forecast.evaluation.shard import merge_parts
+
+        result = merge_parts(args.merge, args.out, cfg, progress=not quiet, log=log)
+    else:
+        if not args.model or not args.store:
+            raise ValueError("--model and --store are needed (except with --merge)")
+        if args.shard:
+            from forecast.data.ingest import parse_shard
+            from forecast.evaluation.shard import evaluate_part
+
+            path = evaluate_part(args.store, args.model, cfg, parse_shard(args.shard), args.out, args.baseline,
+                                 progress=not quiet, log=log)
+            print(f"part: {path}  (merge every part with: forecast evaluate --merge PARTS... --out DIR)")
+            return 0
+        result = evaluate(args.store, args.model, cfg, out_dir=args.out, progress=not quiet, log=log,
+                          baseline=args.baseline)
     print(format_table(result.metrics))
     suite = result.metrics.get("suite")
     if suite:
@@ -74,14 +90,18 @@ def register(sub) -> None:
         description="Evaluate one or more models (model.pt, exported bundle directory, or a baseline name: "
                     "constant_velocity, ctrv) on the same samples of a split; the baselines are always scored too.",
     )
-    s.add_argument("--model", action="append", required=True, metavar="M",
+    s.add_argument("--model", action="append", metavar="M",
                    help="model.pt, a bundle directory (with bundle.json) or a baseline name; repeat to compare")
     s.add_argument("--baseline", metavar="CHAMPION",
                    help="the champion the first --model (the challenger) is compared with: model.pt, bundle, "
                         "models:/NAME@ALIAS (registry) or a baseline name; per-tag deltas with bootstrap intervals")
     s.add_argument("--suite", help="also run this scenario suite (configs/suites/NAME.yaml or a file)")
     s.add_argument("--tags", help="tag table (default STORE/tags/tags.parquet; `forecast tag`)")
-    s.add_argument("--store", required=True, help="store directory")
+    s.add_argument("--store", help="store directory")
+    s.add_argument("--shard", metavar="i/N", help="evaluate only this share of the split's scenarios and write "
+                   "OUT/part-i-of-N.npz (no metrics); --merge turns the N parts into one evaluation")
+    s.add_argument("--merge", nargs="+", metavar="PART", help="part files of every shard: write the metrics, "
+                   "report and MLflow run of the whole split, identical to one run")
     s.add_argument("--out", required=True, help="output directory (metrics.json, report.html, plots/)")
     s.add_argument("--config", help="configs/eval/<name>.yaml (flags below override it)")
     s.add_argument("--split", help="split to evaluate (default: test)")

@@ -20,7 +20,9 @@ further than ``miss_threshold`` (2 m) from the truth. Displacements are in metre
       "num_agents": {"vehicle": n, "pedestrian": n, "cyclist": n},
       "overall": block, "by_class": {class: block}, "by_horizon": {"1s": block, "2s": ..., "3s": ...},
       "by_class_horizon": {class: {"1s": block, ...}},
-      "scene": {"offroad_rate", "overlap_rate", "calibration_ece", "offroad_rate_gt", "overlap_rate_gt"},
+      "scene": {"offroad_rate", "overlap_rate", "calibration_ece", "calibration_ece_by_class": {class: ece},
+                "offroad_rate_gt", "overlap_rate_gt"},
+      "joint": {"n_scenes", "avgMinADE", "avgMinFDE", "actorMR"},   # modes shared by a sample's agents
       "slices": {family: {value: block}},        # families in forecast.evaluation.slices
       "baselines": {"constant_velocity": {same keys as a model}, "ctrv": {...}},
       "models": {name: {same keys as a model}},  # every --model, in order; the first is also at top level
@@ -72,31 +74,12 @@ def _unique(name: str, taken: set[str]) -> str:
     return out
 
 
-def evaluate(
-    store: Store | str | Path,
-    models: list[str],
-    cfg: EvalConfig | None = None,
-    out_dir: str | Path | None = None,
-    features: FeatureConfig | None = None,
-    progress: bool = True,
-    log: Callable[[str], None] | None = None,
-    baseline: str | None = None,
-) -> EvalResult:
-    """Evaluate ``models`` (model.pt paths, bundle directories or baseline names) and the baselines.
-
-    ``features`` overrides the sample settings (otherwise: the first learned model's, else
-    ``cfg.features``, else ``FeatureConfig()``). With ``out_dir``: writes metrics.json, report.html and
-    plots there, and logs to MLflow when ``cfg.mlflow.enabled``. ``baseline``: the champion (model.pt,
-    bundle, registered model ``models:/NAME@ALIAS`` or a baseline name) the first model is compared with
-    (``metrics["comparison"]``). Per-tag metrics need the tag table (``forecast tag``).
-    """
-    cfg = cfg or EvalConfig()
+def load_predictors(models: list[str], cfg: EvalConfig, features: FeatureConfig | None = None,
+                    baseline: str | None = None, log: Callable[[str], None] | None = None):
+    """``(names, predictors, feats, champion)``: every predictor an evaluation runs, and the sample settings."""
     log = log or (lambda msg: None)
     if not models:
         raise ValueError("give at least one --model (a model.pt, a bundle directory or a baseline name)")
-    store = store if isinstance(store, Store) else Store(store)
-    if not store.exists():
-        raise FileNotFoundError(f"no store at {store.path}")
     learned: dict[str, object] = {}
     names: list[str] = []
     for spec in models:
@@ -123,6 +106,36 @@ def evaluate(
                 cname, cp = load_predictor(local, cfg.features or FeatureConfig(), cfg.device)
                 champion = _unique(f"champion:{cname}", set(names))
                 predictors[champion] = cp
+    return names, predictors, feats, champion
+
+
+def evaluate(
+    store: Store | str | Path,
+    models: list[str],
+    cfg: EvalConfig | None = None,
+    out_dir: str | Path | None = None,
+    features: FeatureConfig | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    baseline: str | None = None,
+    collected: tuple[AgentTable, dict[str, Outputs]] | None = None,
+) -> EvalResult:
+    """Evaluate ``models`` (model.pt paths, bundle directories or baseline names) and the baselines.
+
+    ``features`` overrides the sample settings (otherwise: the first learned model's, else
+    ``cfg.features``, else ``FeatureConfig()``). With ``out_dir``: writes metrics.json, report.html and
+    plots there, and logs to MLflow when ``cfg.mlflow.enabled``. ``baseline``: the champion (model.pt,
+    bundle, registered model ``models:/NAME@ALIAS`` or a baseline name) the first model is compared with
+    (``metrics["comparison"]``). Per-tag metrics need the tag table (``forecast tag``).
+    ``collected``: the scored agents and outputs of every predictor, already gathered (the parts of a
+    sharded evaluation, merged by ``forecast.evaluation.shard``); the loop is then skipped.
+    """
+    cfg = cfg or EvalConfig()
+    log = log or (lambda msg: None)
+    names, predictors, feats, champion = load_predictors(models, cfg, features, baseline, log)
+    store = store if isinstance(store, Store) else Store(store)
+    if not store.exists():
+        raise FileNotFoundError(f"no store at {store.path}")
 
     infos = select_scenarios(store, cfg.split, cfg.source, cfg.scenario_prefix)
     if not infos:
@@ -130,7 +143,7 @@ def evaluate(
                          + (f" (source {cfg.source})" if cfg.source else ""))
     scenes = SceneSet(store, infos, feats, cfg.t0_stride, cfg.max_samples, cfg.seed, full_future=True)
     log(f"{len(scenes)} samples from {len(infos)} scenarios of split {cfg.split}")
-    agents, outputs = collect(scenes, predictors, progress)
+    agents, outputs = collect(scenes, predictors, progress) if collected is None else collected
 
     map_ids = sorted({m for m in agents.map_id if m})
     layers = {m: scenes.map_layers(m) for m in map_ids}

@@ -143,8 +143,10 @@ def resolve_model(spec: str, log=None) -> str | None:
             log(f"no champion {spec} in the registry ({type(exc).__name__}): comparison skipped")
         return None
     path = Path(local)
-    if not is_bundle(path) and is_bundle(path / "bundle"):
-        path = path / "bundle"
+    # a pyfunc model (forecast.export.mlflow_model) keeps the bundle in artifacts/bundle; older versions in bundle/
+    for candidate in (path / "artifacts" / "bundle", path / "bundle"):
+        if not is_bundle(path) and is_bundle(candidate):
+            path = candidate
     if not is_bundle(path):
         raise ValueError(f"registered model {spec} is not an exported bundle (no bundle.json under {local})")
     if log:

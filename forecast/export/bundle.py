@@ -237,17 +237,19 @@ def _publish(stage: Path, out_dir: Path) -> None:
 
 
 def register_bundle(bundle_dir: Path, tracking_uri: str, name: str = DEFAULT_REGISTERED_NAME,
-                    experiment: str = DEFAULT_EXPORT_EXPERIMENT) -> dict:
-    """Log the bundle as artifacts of a new MLflow run and register a model version from them.
+                    experiment: str = DEFAULT_EXPORT_EXPERIMENT, alias: str | None = None) -> dict:
+    """Log the bundle as an MLflow pyfunc model in a new run and register a model version of it.
 
+    The model wraps the runtime's Predictor (:mod:`forecast.export.mlflow_model`: signature, input
+    example, the bundle files as artifacts); ``alias`` (e.g. "champion") is pointed at the version.
     The run is tagged with the training run id and the bundle's hashes. Returns (and writes to
     ``registration.json``, outside the hashed files) name, version, run id and URIs.
     """
     try:
-        from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
     except ImportError as exc:  # pragma: no cover - mlflow is a dependency, but optional here
         raise RuntimeError(f"MLflow registration asked for, but mlflow cannot be imported: {exc}") from exc
+    from forecast.export.mlflow_model import log_bundle_model
 
     bundle_dir = Path(bundle_dir)
     manifest = json.loads((bundle_dir / BUNDLE_FILE).read_text())
@@ -266,24 +268,13 @@ def register_bundle(bundle_dir: Path, tracking_uri: str, name: str = DEFAULT_REG
         client.log_param(run_id, "variants", ",".join(sorted(manifest["models"])))
         for row in manifest.get("verification") or []:
             client.log_metric(run_id, f"parity_{row['variant']}_max_abs_traj_m_a{row['agents']}", row["max_abs_traj_m"])
-        for p in sorted(bundle_dir.iterdir()):
-            if p.is_file() and p.name != REGISTRATION_FILE:
-                client.log_artifact(run_id, str(p), artifact_path="bundle")
+        logged = log_bundle_model(bundle_dir, tracking_uri, run_id=run_id, registered_name=name, alias=alias,
+                                  version_tags={"forecast.training_run_id": manifest.get("training_run_id") or ""})
         client.set_terminated(run_id, "FINISHED")
     except Exception:
         client.set_terminated(run_id, "FAILED")
         raise
-    # The run's artifact URI, not runs:/...: MLflow 3 resolves runs:/ URIs to "logged models", which a
-    # plain artifact directory is not. The version still links to the run (run_id).
-    source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/bundle"
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        client.create_registered_model(name, description="forecast world model, ONNX bundle for the vehicle")
-    mv = client.create_model_version(name, source, run_id=run_id,
-                                     tags={"forecast.training_run_id": manifest.get("training_run_id") or "",
-                                           "forecast.bundle_json_sha256": tags["forecast.bundle_json_sha256"]})
-    reg = {"name": name, "version": str(mv.version), "run_id": run_id, "source": source, "tracking_uri": tracking_uri,
-           "bundle_json_sha256": tags["forecast.bundle_json_sha256"]}
+    reg = {"name": name, "version": str(logged.version), "run_id": run_id, "source": logged.model_uri,
+           "tracking_uri": tracking_uri, "bundle_json_sha256": tags["forecast.bundle_json_sha256"]}
     write_json_atomic(reg, bundle_dir / REGISTRATION_FILE)
     return reg

@@ -1,5 +1,9 @@
 """The MLflow model registry, as the pipeline uses it: read the champion, register a new version.
 
+A version is an MLflow pyfunc model of the exported bundle (:mod:`forecast.export.mlflow_model`):
+``mlflow.pyfunc.load_model("models:/<name>@champion").predict(observations)`` works anywhere
+``forecast`` is installed.
+
 A registered version carries what the promotion gate needs later: the evaluation metrics it was
 promoted with (tag ``pipeline.metrics``, JSON, since metric names such as ``minFDE@6`` are not valid
 tag keys) and the hashes of the pipeline steps that made it
@@ -23,6 +27,7 @@ class MlflowRegistry:
 
         warnings.filterwarnings("ignore", ".*MLflow Model Registry.*")
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.tracking_uri = tracking_uri
         self.experiment = experiment
 
     def champion(self, name: str, alias: str) -> RegisteredModel | None:
@@ -42,12 +47,16 @@ class MlflowRegistry:
 
     def register(self, name: str, alias: str, bundle_dir: Path, metrics: dict[str, float], tags: dict[str, str],
                  run_id: str | None = None) -> str:
-        """Upload ``bundle_dir`` as artifacts of ``run_id`` (or a new run), register it, point ``alias`` at it.
+        """Log ``bundle_dir`` as an MLflow pyfunc model in ``run_id`` (or a new run), register it, point ``alias`` at it.
 
+        The model wraps the runtime's Predictor (:mod:`forecast.export.mlflow_model`), so
+        ``mlflow.pyfunc.load_model(f"models:/{name}@{alias}")`` predicts from observations.
         Idempotent: a version already registered from the same export (tag ``pipeline.export_hash``)
         is reused, so a rerun after a crash does not register twice. Returns the version number.
         """
         from mlflow.exceptions import MlflowException
+
+        from forecast.export.mlflow_model import log_bundle_model
 
         export_hash = tags.get("pipeline.export_hash")
         try:
@@ -58,16 +67,7 @@ class MlflowRegistry:
             if export_hash and (mv.tags or {}).get("pipeline.export_hash") == export_hash:
                 self.client.set_registered_model_alias(name, alias, mv.version)
                 return str(mv.version)
-        own_run = run_id is None
-        if own_run:
-            exp = self.client.get_experiment_by_name(self.experiment)
-            exp_id = exp.experiment_id if exp else self.client.create_experiment(self.experiment)
-            run_id = self.client.create_run(exp_id, run_name=f"register-{name}").info.run_id
-        self.client.log_artifacts(run_id, str(bundle_dir), "bundle")
-        source = f"{self.client.get_run(run_id).info.artifact_uri}/bundle"
         all_tags = {**tags, METRICS_TAG: json.dumps({k: float(v) for k, v in metrics.items()}, sort_keys=True)}
-        mv = self.client.create_model_version(name, source, run_id=run_id, tags=all_tags)
-        self.client.set_registered_model_alias(name, alias, mv.version)
-        if own_run:
-            self.client.set_terminated(run_id)
-        return str(mv.version)
+        logged = log_bundle_model(bundle_dir, self.tracking_uri, run_id=run_id, experiment=self.experiment,
+                                  registered_name=name, alias=alias, version_tags=all_tags)
+        return str(logged.version)

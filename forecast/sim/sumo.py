@@ -53,12 +53,44 @@ class NetworkConfig:
 
 
 @dataclass
+class SumoOptions:
+    """Simulation settings that decide whether tracks are physically continuous.
+
+    With SUMO's defaults a lane change moves a vehicle sideways by a lane width (about 3 m)
+    in one step, a vehicle stuck for ``time_to_teleport_s`` reappears further along its
+    route, and a pedestrian's path through a walking area has corners where it jumps. None of
+    these is motion an agent can make, so the defaults here avoid them at the source.
+    """
+
+    lanechange_duration_s: float = 2.0  # > 0: lane changes take this long (continuous); 0: one-step jumps
+    time_to_teleport_s: float = 60.0  # a vehicle waiting this long is stuck (gridlock) ...
+    stuck: str = "remove"  # ... and is then removed (its track ends) or teleported (its track jumps)
+    walkingarea_detail: int = 16  # intermediate points of pedestrian paths inside walking areas
+
+    def __post_init__(self) -> None:
+        if self.stuck not in ("remove", "teleport"):
+            raise ValueError(f"sumo.stuck must be 'remove' or 'teleport', got {self.stuck!r}")
+        if not self.lanechange_duration_s >= 0:
+            raise ValueError(f"sumo.lanechange_duration_s must be >= 0, got {self.lanechange_duration_s!r}")
+
+    def args(self) -> list[str]:
+        """The ``sumo`` command-line options for these settings."""
+        out = ["--lanechange.duration", str(self.lanechange_duration_s),
+               "--time-to-teleport", str(self.time_to_teleport_s),
+               "--pedestrian.striping.walkingarea-detail", str(self.walkingarea_detail)]
+        if self.stuck == "remove":
+            out += ["--time-to-teleport.remove", "true"]
+        return out
+
+
+@dataclass
 class SimConfig:
     seed: int = 7
     duration_s: float = 300.0
     warmup_s: float = 0.0  # FCD before this time is not written (empty streets at the start)
     demand: DemandConfig = field(default_factory=DemandConfig)
     networks: list[NetworkConfig] = field(default_factory=list)
+    sumo: SumoOptions = field(default_factory=SumoOptions)
 
 
 def sumo_home() -> Path:
@@ -93,7 +125,7 @@ def simulate_network(cfg: SimConfig, net: NetworkConfig, out: Path) -> Path:
     demand = net.demand or cfg.demand
     seed = cfg.seed * 1000 + net.seed
     spec = {"net": asdict(net), "demand": asdict(demand), "seed": seed, "duration_s": cfg.duration_s,
-            "warmup_s": cfg.warmup_s, "sumo": _sumo_version()}
+            "warmup_s": cfg.warmup_s, "sumo": _sumo_version(), "sumo_options": asdict(cfg.sumo)}
     config_hash = sha256_text(json.dumps(spec, sort_keys=True))
     run_dir = out / net.split / net.name
     meta_path = run_dir / "run.json"
@@ -111,12 +143,12 @@ def simulate_network(cfg: SimConfig, net: NetworkConfig, out: Path) -> Path:
              "--end", str(cfg.duration_s), "--seed", str(seed), "--fcd-output", "fcd.parquet",
              "--fcd-output.attributes", "x,y,angle,type,speed,lane",
              "--device.fcd.begin", str(cfg.warmup_s),
-             "--no-step-log", "true", "--no-warnings", "true", "--time-to-teleport", "60"],
+             "--no-step-log", "true", "--no-warnings", "true", *cfg.sumo.args()],
             tmp,
         )
-        vtypes = _vtype_classes([tmp / t for t in trips])
+        vtypes, lengths = _vtypes([tmp / t for t in trips])
         meta = {"network": net.name, "split": net.split, "kind": net.kind, "seed": seed,
-                "config_hash": config_hash, "vtypes": vtypes, "spec": spec}
+                "config_hash": config_hash, "vtypes": vtypes, "vtype_lengths": lengths, "spec": spec}
         (tmp / "run.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         for t in trips:
             (tmp / t).unlink()
@@ -151,13 +183,19 @@ def _make_demand(tmp: Path, net_file: str, d: DemandConfig, seed: int, duration:
     return ["cars.trips.xml", "bikes.trips.xml", "peds.trips.xml"]
 
 
-def _vtype_classes(files: list[Path]) -> dict[str, str]:
-    """vType id -> vClass declared in the demand files (SUMO's defaults are known to the adapter)."""
-    out = {}
+def _vtypes(files: list[Path]) -> tuple[dict[str, str], dict[str, float]]:
+    """vType id -> vClass, and vType id -> length (m) where the demand files declare one.
+
+    The adapter needs both to move a vehicle from its front bumper to its centre; SUMO's
+    built-in types and undeclared lengths are its defaults, known to the adapter.
+    """
+    classes, lengths = {}, {}
     for f in files:
         for vt in ET.parse(f).getroot().iter("vType"):
-            out[vt.get("id")] = vt.get("vClass", "passenger")
-    return out
+            classes[vt.get("id")] = vt.get("vClass", "passenger")
+            if vt.get("length") is not None:
+                lengths[vt.get("id")] = float(vt.get("length"))
+    return classes, lengths
 
 
 def _sumo_version() -> str:

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import shapely
 
 from forecast.cli import main
 from forecast.data.ingest import IngestSummary, run_ingest
@@ -285,13 +286,18 @@ def test_map_layers_and_geometry(tmp_path):
     assert area.area == pytest.approx(80.0 * 20.0)
 
 
-def test_centerline_skipped_when_boundaries_differ(tmp_path):
+def test_centerline_from_boundaries_with_unequal_point_counts(tmp_path):
+    # Lane 12's boundaries have 3 and 2 points: without a centerline in the archive, the store
+    # still gets one, resampled by arc length as av2-api does (10 points, y = 0 midway).
     data = map_json()
     del data["lane_segments"]["12"]["centerline"]
     write_scenario(tmp_path / "in", map_data=data)
     _, store = ingest(tmp_path / "in", tmp_path)
-    ids = store.map_table(f"av2:{SID}").filter(pa.compute.field("layer") == "lane_centerline")["feature_id"]
-    assert ids.to_pylist() == ["11"]
+    table = store.map_table(f"av2:{SID}").filter(pa.compute.field("layer") == "lane_centerline")
+    assert table["feature_id"].to_pylist() == ["11", "12"]
+    center12 = shapely.from_wkb(table["geometry"][1].as_py())
+    np.testing.assert_allclose(np.asarray(center12.coords), np.c_[np.linspace(LANE_L, LANE_L + 10, 10), np.zeros(10)],
+                               atol=1e-12)
 
 
 def test_broken_map_keeps_tracks(tmp_path):
@@ -392,15 +398,20 @@ def test_missing_or_mistyped_column_quarantines_file(tmp_path, column, change, r
     assert {(r["source_file"], r["field"], r["reason"]) for r in recs} == {(str(parquet), column, reason)}
 
 
-def test_null_track_id_quarantines_file(tmp_path):
+def test_null_track_id_quarantines_that_row_only(tmp_path):
+    # One row without a track id is that row's fault: the other rows are valid and kept,
+    # and the row never becomes a track "".
     table = scenario_table()
     ids = table["track_id"].to_pylist()
     ids[5] = None
     table = table.set_column(table.schema.get_field_index("track_id"), "track_id", pa.array(ids, pa.string()))
-    write_scenario(tmp_path / "in", table)
+    parquet = write_scenario(tmp_path / "in", table)
     summary, store = ingest(tmp_path / "in", tmp_path)
-    assert summary.rows_quarantined == table.num_rows and summary.rows_written == 0
-    assert summary.quarantine_reasons == {"column 'track_id' has 1 null values": table.num_rows}
+    assert summary.rows_quarantined == 1 and summary.rows_written == table.num_rows - 1
+    [rec] = quarantine_rows(store)
+    assert (rec["source_file"], rec["row"], rec["field"], rec["reason"]) == (str(parquet), 5, "track_id",
+                                                                             "missing track id")
+    assert "" not in set(tracks_of(store)["track_id"].to_pylist())
 
 
 def test_truncated_parquet_quarantined_whole_file(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 import shapely
 from shapely.geometry import LineString, Polygon
 
+from forecast.data.sources.av2_lanes import midpoint_line
 from forecast.data.sources.av2_map import map_json_to_table, wkb_geometries
 from tests.data.test_av2 import map_json
 
@@ -18,6 +19,9 @@ def _reference(data: dict, map_id: str) -> pa.Table:
     """The per-feature reader this module replaced (shapely objects, one at a time)."""
     def xy(pts):
         return np.array([[p["x"], p["y"]] for p in pts], dtype=float).reshape(-1, 2)
+
+    def xyz(pts):
+        return np.array([[p["x"], p["y"], p.get("z", 0.0)] for p in pts], dtype=float).reshape(-1, 3)
 
     rows = []
 
@@ -32,7 +36,8 @@ def _reference(data: dict, map_id: str) -> pa.Table:
         ring = np.vstack([left, right[::-1]])
         allowed = kinds.get(lane.get("lane_type"))
         add(fid, "lane", Polygon(ring) if len(ring) >= 3 else None, allowed)
-        c = xy(lane["centerline"]) if lane.get("centerline") else ((left + right) / 2 if len(left) == len(right) else None)
+        c = xy(lane["centerline"]) if lane.get("centerline") else midpoint_line(xyz(lane["left_lane_boundary"]),
+                                                                                xyz(lane["right_lane_boundary"]))
         add(fid, "lane_centerline", LineString(c) if c is not None and len(c) >= 2 else None, allowed)
     for fid, c in data.get("pedestrian_crossings", {}).items():
         add(fid, "crosswalk", Polygon(np.vstack([xy(c["edge1"]), xy(c["edge2"])[::-1]])), "pedestrian")

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -14,6 +16,7 @@ from forecast.data.ingest import run_ingest
 from forecast.data.schema import AgentType
 from forecast.data.sources.sumo import SumoAdapter, fcd_to_rows, sumo_angle_to_heading
 from forecast.data.store import Store
+from forecast.sim.quality import one_step_jumps
 
 
 def test_sumo_angle_hand_worked():
@@ -169,3 +172,222 @@ def test_public_store_api(sumo_store):
     info = store.scenarios(split="val")[0]
     assert isinstance(info, forecast.data.ScenarioInfo)
     assert isinstance(store.load_scenario(info.scenario_id), forecast.data.Scenario)
+
+
+# -- positions: front bumper -> centre ---------------------------------------------------------
+
+
+def test_fcd_front_bumper_to_centre():
+    # SUMO reports a vehicle's front bumper; the store holds its centre, half a length back
+    # along the heading. Car (5 m) east, bicycle (1.6 m) north, a 12 m vType west, a person.
+    rows = fcd_to_rows(_fcd([(0.0, "car1", 10.0, 0.0, 90.0, "DEFAULT_VEHTYPE", 10.0),
+                             (0.0, "b1", 0.0, 10.0, 0.0, "bike_bicycle", 4.0),
+                             (0.0, "bus1", 50.0, 5.0, 270.0, "long", 5.0),
+                             (0.0, "p1", 5.0, 5.0, 45.0, "DEFAULT_PEDTYPE", 1.5)]),
+                       {"bike_bicycle": "bicycle", "long": "bus"}, {"long": 12.0})
+    np.testing.assert_allclose(rows.x, [7.5, 0.0, 56.0, 5.0], atol=1e-9)
+    np.testing.assert_allclose(rows.y, [0.0, 9.2, 5.0, 5.0], atol=1e-9)
+
+
+def test_default_lengths_match_the_installed_sumo(tmp_path):
+    sumo = pytest.importorskip("sumo")
+    import os
+    import sys
+
+    sys.path.append(os.path.join(sumo.SUMO_HOME, "tools"))
+    import traci
+
+    from forecast.data.sources.sumo import DEFAULT_LENGTH
+
+    routes = tmp_path / "types.rou.xml"
+    routes.write_text("<routes>" + "".join(f'<vType id="t_{c}" vClass="{c}"/>' for c in DEFAULT_LENGTH) + "</routes>")
+    net = next((Path(sys.executable).parent).glob("sumo"), None)
+    assert net is not None
+    netfile = tmp_path / "n.net.xml"
+    subprocess.run([str(Path(sys.executable).parent / "netgenerate"), "--grid", "--grid.number", "2", "-o", str(netfile)],
+                   check=True, capture_output=True)
+    traci.start([str(net), "-n", str(netfile), "-a", str(routes), "--no-step-log"], stdout=subprocess.DEVNULL)
+    try:
+        lengths = {c: traci.vehicletype.getLength(f"t_{c}") for c in DEFAULT_LENGTH}
+    finally:
+        traci.close()
+    assert lengths == DEFAULT_LENGTH
+
+
+def test_store_positions_are_centres(sumo_runs, sumo_store):
+    # The stored car sits 2.5 m behind the FCD's front bumper along its heading.
+    t = pq.read_table(sumo_runs / "train" / "g_train" / "fcd.parquet")
+    car = t.filter(pa.compute.equal(t["vehicle_type"], "DEFAULT_VEHTYPE")).slice(100, 1).to_pylist()[0]
+    table = ds.dataset(sumo_store.tracks_dir, partitioning="hive").to_table(
+        filter=(pa.compute.field("track_id") == car["vehicle_id"]) & (pa.compute.field("split") == "train"))
+    h = sumo_angle_to_heading(np.array([car["vehicle_angle"]]))[0]
+    centre = (car["vehicle_x"] - 2.5 * np.cos(h), car["vehicle_y"] - 2.5 * np.sin(h))
+    d = np.hypot(table["x"].to_numpy() - centre[0], table["y"].to_numpy() - centre[1])
+    assert d.min() < 1e-9
+
+
+# -- simulation: no one-step jumps at the source -----------------------------------------------
+
+
+def test_one_step_jumps_hand_worked():
+    # 10 m/s east; at t=0.3 the car is 3 m sideways (an instant lane change): one jump.
+    # A second car drifts 0.16 m sideways a step (a 2 s lane change): none.
+    t = np.tile(np.arange(6) * 0.1, 2)
+    x = np.tile(np.arange(6) * 1.0, 2)
+    y = np.r_[0, 0, 0, 3.2, 3.2, 3.2, np.arange(6) * 0.16]
+    jumps = one_step_jumps(np.repeat(np.array(["a", "b"]), 6), t, x, y, np.full(12, 10.0))
+    assert list(np.flatnonzero(jumps)) == [3]
+
+
+def _fcd_jumps(table: pa.Table) -> int:
+    ids = np.asarray(table["vehicle_id"].to_pylist(), dtype=object)
+    return int(one_step_jumps(ids, table["timestep_time"].to_numpy(), table["vehicle_x"].to_numpy(),
+                              table["vehicle_y"].to_numpy(), table["vehicle_speed"].to_numpy()).sum())
+
+
+def test_simulation_has_no_one_step_jumps(sumo_runs):
+    # SUMO's defaults give 3 m sideways jumps (instant lane changes), teleports of stuck
+    # vehicles and corners in pedestrian paths: 43 such steps in these three tiny runs.
+    for fcd in sorted(sumo_runs.rglob("fcd.parquet")):
+        assert _fcd_jumps(pq.read_table(fcd)) == 0, fcd
+
+
+def test_sumo_options_on_the_command_line():
+    from forecast.sim.sumo import SumoOptions
+
+    args = SumoOptions().args()
+    assert args[args.index("--lanechange.duration") + 1] == "2.0"
+    assert "--time-to-teleport.remove" in args
+    with pytest.raises(ValueError, match="stuck"):
+        SumoOptions(stuck="vanish")
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+def _rewrite(run, column, values, typ=None):
+    t = pq.read_table(run / "fcd.parquet")
+    arr = pa.array(values, typ or pa.string())
+    pq.write_table(t.set_column(t.schema.get_field_index(column), column, arr), run / "fcd.parquet")
+    return t
+
+
+def _ingest(root, tmp_path, name="s"):
+    store = Store(tmp_path / name)
+    return run_ingest(SumoAdapter(5.0), root, store, progress=False), store
+
+
+def test_null_vehicle_id_is_quarantined_not_track_empty(sumo_runs, tmp_path):
+    root, run = _copy_run(sumo_runs, tmp_path)
+    ids = pq.read_table(run / "fcd.parquet")["vehicle_id"].to_pylist()
+    ids[7] = None
+    _rewrite(run, "vehicle_id", ids)
+    s, store = _ingest(root, tmp_path)
+    assert s.rows_read == s.rows_written + s.rows_quarantined
+    q = store.quarantine_table().to_pylist()
+    assert [(r["row"], r["field"], r["reason"]) for r in q] == [(7, "track_id", "missing track id")]
+    assert "" not in set(store.tracks_dataset().to_table(columns=["track_id"])["track_id"].to_pylist())
+
+
+def test_ids_with_nul_never_merge(sumo_runs, tmp_path):
+    # Two pedestrians 'ped\0A' and 'ped\0B' were once cut to one track 'ped' after validation.
+    root, run = _copy_run(sumo_runs, tmp_path)
+    ids = np.asarray(pq.read_table(run / "fcd.parquet")["vehicle_id"].to_pylist(), dtype=object)
+    peds = sorted({i for i in ids if i.startswith("ped")})[:2]
+    renamed = {peds[0]: "ped\x00A", peds[1]: "ped\x00B"}
+    ids = np.array([renamed.get(i, i) for i in ids], dtype=object)
+    _rewrite(run, "vehicle_id", list(ids))
+    s, store = _ingest(root, tmp_path)
+    hit = np.isin(ids, list(renamed.values()))
+    assert s.rows_quarantined == hit.sum() and s.rows_written == len(ids) - hit.sum()
+    q = store.quarantine_table()
+    assert sorted(q["row"].to_pylist()) == list(np.flatnonzero(hit))
+    assert set(q["reason"].to_pylist()) == {"track id contains a control character"}
+    # every other agent is there, each once per (scenario, timestep)
+    tracks = store.tracks_dataset().to_table(columns=["scenario_id", "track_id", "timestep"])
+    stored = set(tracks["track_id"].to_pylist())
+    assert stored == set(ids[~hit]) and not any("\x00" in t or t == "ped" for t in stored)
+    keys = tracks.group_by(["scenario_id", "track_id", "timestep"]).aggregate([]).num_rows
+    assert keys == tracks.num_rows
+
+
+def test_megabyte_track_id_is_quarantined_without_blowing_memory(sumo_runs, tmp_path):
+    import tracemalloc
+
+    root, run = _copy_run(sumo_runs, tmp_path)
+    ids = np.asarray(pq.read_table(run / "fcd.parquet")["vehicle_id"].to_pylist(), dtype=object)
+    long_id = "car" + "x" * 1_000_000
+    victim = ids == ids[0]
+    ids[victim] = long_id
+    _rewrite(run, "vehicle_id", list(ids))
+    tracemalloc.start()
+    try:
+        s, store = _ingest(root, tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert s.quarantine_reasons == {"track id longer than 256 characters": int(victim.sum())}
+    assert s.rows_read == s.rows_written + s.rows_quarantined
+    # one id, not one per distinct name: numpy's str arrays once took 4 B x 1 M x every name
+    assert peak < 150e6, peak
+
+
+def test_reverse_time_order_keeps_every_row(sumo_runs, tmp_path):
+    root, run = _copy_run(sumo_runs, tmp_path)
+    s_fwd, fwd = _ingest(root, tmp_path, "fwd")
+    t = pq.read_table(run / "fcd.parquet")
+    pq.write_table(t.take(pa.array(np.arange(t.num_rows)[::-1])), run / "fcd.parquet")
+    s_rev, rev = _ingest(root, tmp_path, "rev")
+    assert (s_rev.rows_written, s_rev.rows_quarantined) == (s_fwd.rows_written, s_fwd.rows_quarantined)
+    cols = ["scenario_id", "track_id", "timestep", "x", "y"]
+    a = fwd.tracks_dataset().to_table(columns=cols).sort_by([(c, "ascending") for c in cols[:3]])
+    b = rev.tracks_dataset().to_table(columns=cols).sort_by([(c, "ascending") for c in cols[:3]])
+    assert a.equals(b)
+
+
+def test_vehicle_without_angle_is_quarantined_naming_the_field(sumo_runs, tmp_path):
+    root, run = _copy_run(sumo_runs, tmp_path)
+    t = pq.read_table(run / "fcd.parquet")
+    car = int(np.flatnonzero(np.asarray(t["vehicle_type"].to_pylist()) == "DEFAULT_VEHTYPE")[3])
+    angle = t["vehicle_angle"].to_numpy().copy()
+    angle[car] = np.nan
+    _rewrite(run, "vehicle_angle", angle, pa.float64())
+    s, store = _ingest(root, tmp_path)
+    assert s.rows_read == t.num_rows == s.rows_written + s.rows_quarantined
+    [rec] = store.quarantine_table().to_pylist()
+    assert (rec["row"], rec["field"], rec["reason"]) == (car, "vehicle_angle", "non-finite angle of a vehicle")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[1, 2]", "expected a JSON object, got list"),
+    ('{"network": "g", ', "not valid JSON"),
+    ('{"seed": "seven"}', "field 'seed' must be int"),
+    ('{"vtypes": {"bike": 3}}', "field 'vtypes.bike' must be a vClass name"),
+    ('{"vtype_lengths": {"bike": -1}}', "field 'vtype_lengths.bike' must be a length"),
+])
+def test_broken_run_json_is_a_clear_error_naming_the_file(sumo_runs, tmp_path, capsys, text, message):
+    root, run = _copy_run(sumo_runs, tmp_path)
+    (run / "run.json").write_text(text)
+    code = main(["--quiet", "ingest", "--source", "sumo", str(root), "--store", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code == 2 and str(run / "run.json") in err and message in err
+
+
+@pytest.mark.parametrize("length", ["-5", "0", "nan", "inf", "0.15", "0.05"])
+def test_nonsense_scenario_length_is_a_usage_error(sumo_runs, tmp_path, capsys, length):
+    root, _ = _copy_run(sumo_runs, tmp_path)
+    code = main(["--quiet", "ingest", "--source", "sumo", str(root), "--store", str(tmp_path / "s"),
+                 f"--scenario-length={length}"])
+    assert code == 2 and "scenario length must be a positive multiple of the 0.1 s" in capsys.readouterr().err
+    assert not (tmp_path / "s" / "tracks").exists()
+
+
+def test_broken_network_and_broken_fcd_keep_both_records(sumo_runs, tmp_path):
+    root, run = _copy_run(sumo_runs, tmp_path)
+    next(run.glob("*.net.xml")).write_text("<net><edge")
+    (run / "fcd.parquet").write_bytes(b"PAR1 not parquet")
+    s, store = _ingest(root, tmp_path)
+    recs = store.quarantine_table().to_pylist()
+    assert {(Path(r["source_file"]).name.split(".")[-2], r["row"], r["field"]) for r in recs} == {
+        ("net", -1, "net"), ("fcd", -1, "file")}
+    assert s.files_quarantined == 2 and s.rows_read == 0

@@ -21,7 +21,8 @@ from forecast.model.baselines import constant_velocity
 FEATURES = FeatureConfig(history_steps=10, future_steps=20, dt=0.1, max_agents=16,
                          raster=RasterConfig(size=16, resolution=2.0, ahead=4.0))
 BLOCK_KEYS = {"n", *METRIC_NAMES}
-MODEL_KEYS = {"num_agents", "num_modes", "overall", "by_class", "by_horizon", "by_class_horizon", "scene", "slices"}
+MODEL_KEYS = {"num_agents", "num_modes", "overall", "by_class", "by_horizon", "by_class_horizon", "scene", "joint",
+              "slices"}
 
 
 def _cfg(**kw) -> EvalConfig:
@@ -57,8 +58,11 @@ def tiny_model(tmp_path_factory):
     return path
 
 
-def _check_block(block: dict) -> None:
-    assert set(block) == BLOCK_KEYS
+CONVENTION_KEYS = {"minADE@6-av2", "MR@6-waymo3s"}  # overall and by_class only (aggregate.convention_metrics)
+
+
+def _check_block(block: dict, extra: frozenset | set = frozenset()) -> None:
+    assert set(block) == BLOCK_KEYS | set(extra)
     assert isinstance(block["n"], int)
     for k in METRIC_NAMES:
         assert block[k] is None or np.isfinite(block[k])
@@ -71,10 +75,13 @@ def test_metrics_json_layout(cv_run):
     assert m["model"] == "constant_velocity" and m["split"] == "test"
     assert MODEL_KEYS <= set(m)
     assert set(m["num_agents"]) == set(CLASSES)
-    _check_block(m["overall"])
+    _check_block(m["overall"], CONVENTION_KEYS)
+    # one mode: the AV2 leaderboard's minADE is the plain one; Waymo's 3 s miss needs a 3 s future (2 s here)
+    assert m["overall"]["minADE@6-av2"] == pytest.approx(m["overall"]["minADE@6"])
+    assert m["overall"]["MR@6-waymo3s"] is None
     assert set(m["by_class"]) == set(CLASSES)
     for c in CLASSES:
-        _check_block(m["by_class"][c])
+        _check_block(m["by_class"][c], CONVENTION_KEYS)
         assert list(m["by_class_horizon"][c]) == ["1s", "2s"]
     assert list(m["by_horizon"]) == ["1s", "2s"]  # 3 s is longer than the 2 s future: left out
     for blk in m["by_horizon"].values():
@@ -337,3 +344,16 @@ def test_cli_file_that_is_not_a_model_is_a_usage_error(sumo_store, tmp_path, cap
                "--no-mlflow"])
     assert rc == 2
     assert "cannot load model" in capsys.readouterr().err
+
+
+def test_joint_metrics_and_class_calibration(cv_run):
+    """One mode: the best world is that mode, so avgMinFDE is the mean over samples of their agents' mean FDE."""
+    result, _ = cv_run
+    m, ag = result.metrics, result.agents
+    fde = np.linalg.norm(result.outputs["constant_velocity"].pred[:, 0, -1] - ag.gt[:, -1], axis=-1)
+    per_sample = [fde[ag.sample == k].mean() for k in np.unique(ag.sample)]
+    assert m["joint"]["n_scenes"] == len(per_sample)
+    assert m["joint"]["avgMinFDE"] == pytest.approx(float(np.mean(per_sample)))
+    assert m["joint"]["actorMR"] == pytest.approx(m["overall"]["MR@6"])
+    assert set(m["scene"]["calibration_ece_by_class"]) == set(CLASSES)
+    assert all(v is None or v == pytest.approx(0.0) for v in m["scene"]["calibration_ece_by_class"].values())

@@ -210,9 +210,18 @@ def test_register_in_mlflow_keeps_bundle_json_stable(exported, tmp_path, monkeyp
     assert json.loads((bundle / "registration.json").read_text())["version"] == "1"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     mv = client.get_model_version("tiny-model", "1")
-    assert mv.run_id == reg["run_id"] and mv.source.endswith("/bundle")
+    assert mv.run_id == reg["run_id"] and mv.source == reg["source"]
     run = client.get_run(reg["run_id"])
     assert run.data.tags["forecast.training_run_id"] == "run-tiny"
-    logged = {Path(f.path).name for f in client.list_artifacts(reg["run_id"], "bundle")}
-    assert logged == set(["bundle.json", "model.onnx", "model.ort.onnx", "model_fp16.onnx", "model_fp16.ort.onnx", "model_int8.onnx", "model_int8.ort.onnx"])
+    assert mv.tags["forecast.bundle_json_sha256"] == before
+    # the version is an MLflow model whose artifacts are the bundle's files (tests/export/test_mlflow_model.py)
+    import mlflow
+
+    from forecast.export.mlflow_model import tracking
+
+    with tracking(uri):
+        local = Path(mlflow.artifacts.download_artifacts(reg["source"], dst_path=str(tmp_path / "logged")))
+    logged = {p.name for p in (local / "artifacts" / "bundle").iterdir()}
+    assert logged == {"bundle.json", "model.onnx", "model.ort.onnx", "model_fp16.onnx", "model_fp16.ort.onnx",
+                      "model_int8.onnx", "model_int8.ort.onnx"}
     Predictor(bundle)  # registration.json beside the bundle is not part of it

@@ -20,8 +20,10 @@ def _repo_root(monkeypatch):
 
 def test_shipped_configs_load():
     quick = load_pipeline("configs/pipeline/quickstart.yaml")
-    assert quick.config.work_dir == "runs/quickstart" and not quick.config.gate.enabled
-    assert [s.name for s in build_steps(quick)] == ["simulate", "ingest", "tag", "train", "champion", "evaluate", "export"]
+    assert quick.config.work_dir == "runs/quickstart" and quick.config.gate.enabled
+    assert quick.config.gate.must_beat_baselines == ["constant_velocity"] and quick.config.register.alias == "champion"
+    assert [s.name for s in build_steps(quick)] == ["simulate", "ingest", "tag", "train", "champion", "evaluate", "export",
+                                                    "register"]
     nightly = load_pipeline("configs/pipeline/nightly.yaml")
     assert nightly.config.gate.enabled and nightly.config.gate.must_beat_registered
     assert nightly.config.steps[-1] == "register"

@@ -147,9 +147,18 @@ def test_malformed_map_layers(predictor, layers, match):
 
 
 def test_every_runtime_error_is_typed():
-    import forecast.runtime.errors as errors
+    """Every exception class defined anywhere in forecast.runtime is an InputError or a BundleIntegrityError."""
+    import importlib
+    import pkgutil
 
-    classes = [v for v in vars(errors).values()
-               if isinstance(v, type) and issubclass(v, Exception) and not issubclass(v, Warning)]
-    assert classes and all(issubclass(c, InputError | BundleIntegrityError) for c in classes)
+    import forecast.runtime
+
+    classes = []
+    for info in pkgutil.iter_modules(forecast.runtime.__path__, "forecast.runtime."):
+        module = importlib.import_module(info.name)
+        classes += [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, Exception)
+                    and not issubclass(v, Warning) and v.__module__ == info.name]
+    assert len(classes) >= 9
+    untyped = [c.__qualname__ for c in classes if not issubclass(c, InputError | BundleIntegrityError)]
+    assert not untyped
     assert all(issubclass(c, ValueError) for c in classes)

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from forecast.data.schema import MAP_SCHEMA
+from forecast.data.sources.av2_lanes import midpoint_line
 
 try:  # a C JSON parser: the map files are large (100-500 kB) and parsed once per scenario
     import orjson
@@ -54,13 +55,17 @@ def _points(lists: list[list[dict]]) -> tuple[np.ndarray, np.ndarray]:
     return xyz, np.r_[0, np.cumsum(counts)]
 
 
-def mean_centerline(left: np.ndarray, right: np.ndarray) -> np.ndarray | None:
-    """[P, 2] mean of the boundaries when they have as many points, else None."""
-    return (left[:, :2] + right[:, :2]) / 2.0 if len(left) == len(right) and len(left) else None
+def boundary_centerline(left: np.ndarray, right: np.ndarray) -> np.ndarray | None:
+    """[N, 2] av2-api's centerline of a lane from its ``[P, 3]`` and ``[Q, 3]`` boundaries, or None.
+
+    Argoverse 2 map archives often omit centerlines; av2-api then resamples both boundaries
+    by arc length and averages them, whatever their point counts (``av2_lanes.midpoint_line``).
+    """
+    return midpoint_line(left, right) if len(left) and len(right) else None
 
 
 def map_json_to_table(path: Path, map_id: str,
-                      centerline_of: Callable[[np.ndarray, np.ndarray], np.ndarray | None] = mean_centerline,
+                      centerline_of: Callable[[np.ndarray, np.ndarray], np.ndarray | None] = boundary_centerline,
                       ) -> pa.Table:
     """Read an AV2 log map JSON and return ``MAP_SCHEMA`` rows.
 
