@@ -343,7 +343,8 @@ def test_cli_file_that_is_not_a_model_is_a_usage_error(sumo_store, tmp_path, cap
     rc = main(["--quiet", "evaluate", "--model", str(bad), "--store", str(sumo_store.path), "--out", str(tmp_path / "o"),
                "--no-mlflow"])
     assert rc == 2
-    assert "cannot load model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert str(bad) in err and "not a readable forecast model.pt" in err  # names the file (forecast.model.checkpoint)
 
 
 def test_joint_metrics_and_class_calibration(cv_run):
