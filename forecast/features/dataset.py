@@ -177,10 +177,17 @@ class SceneSet:
         self.store = store
         self.t0_stride, self.full_future = t0_stride, full_future
         self.map_where: dict[str, tuple[str, int] | None] = {}
+        uses: dict[str, int] = defaultdict(int)
         for info in infos:
+            if info.map_id:
+                uses[info.map_id] += 1
             if info.map_id and info.map_id not in self.map_where:
                 has_index = info.map_file is not None and info.map_row_group is not None
                 self.map_where[info.map_id] = (info.map_file, int(info.map_row_group)) if has_index else None
+        # Rasters go to the disk cache only for maps that several scenarios share (SUMO networks,
+        # ETH/UCY scenes): a map of one scenario (AV2's local maps) is drawn when its scenario is
+        # read and kept in the in-memory LRU, rather than filling the disk with a raster per scenario.
+        self.shared_maps = {m for m, n in uses.items() if n > 1}
         # A schema-1 store has no row-group index: reading one scenario scans its partition, so
         # its scenarios are all kept once read (the old behaviour; `forecast store compact` fixes it).
         self.indexed = all(i.tracks_file is not None and i.row_group is not None for i in infos)
@@ -270,8 +277,9 @@ class SceneSet:
 
     def _load_raster(self, map_id: str, resolution: float) -> MapRaster:
         where = self.map_where.get(map_id)
-        cache = _cache_dir(self.store, "rasters") if where is not None else None
-        if cache is None:  # a read-only store, or a schema-1 map (no stable address to key on)
+        shared = map_id in self.shared_maps
+        cache = _cache_dir(self.store, "rasters") if where is not None and shared else None
+        if cache is None:  # one scenario's map, a read-only store, or a schema-1 map (no stable address)
             return R.rasterize_map_layers(self.map_layers(map_id), resolution)
         src = self.store.path / where[0]
         stamp = [src.stat().st_size, src.stat().st_mtime_ns] if src.is_file() else None
