@@ -340,3 +340,44 @@ def test_matches_per_agent_loop_reference():
         )
         assert m.miss_rate(pred, gt, prob, 2, 2.0, valid)[i] == float(fde.min() > 2.0)
     assert np.all(m.min_ade(pred, gt, valid=valid) <= m.ade_of_best_fde_mode(pred, gt, valid=valid))
+
+
+def test_joint_metrics_pick_one_world_per_scene():
+    from forecast.metrics import joint_metrics, summarise_joint
+
+    t = 3
+    gt = np.zeros((3, t, 2))
+    pred = np.zeros((3, 2, t, 2))
+    # scene 0: agents 0, 1. Mode 0 is perfect for agent 0 and 4 m off for agent 1 (avg FDE 2);
+    # mode 1 is 1 m off for both (avg FDE 1): the best world is mode 1, though each agent alone
+    # would pick differently.
+    pred[0, 0, :, 0] = 0.0
+    pred[1, 0, :, 0] = 4.0
+    pred[0, 1, :, 0] = 1.0
+    pred[1, 1, :, 0] = 1.0
+    # scene 1: one agent, mode 0 misses by 3 m, mode 1 by 2.5 m
+    pred[2, 0, :, 1] = 3.0
+    pred[2, 1, :, 1] = 2.5
+    j = joint_metrics(pred, gt, np.array([0, 0, 1]), miss_threshold=2.0)
+    np.testing.assert_allclose(j["avgMinFDE"], [1.0, 2.5])
+    np.testing.assert_allclose(j["avgMinADE"], [1.0, 2.5])
+    np.testing.assert_allclose(j["actorMR"], [0.0, 1.0])
+    s = summarise_joint(j)
+    assert s["n_scenes"] == 2
+    assert s["avgMinFDE"] == pytest.approx(1.75)
+    assert s["actorMR"] == pytest.approx(1 / 3)  # one of three actors missed
+    # marginal minFDE is never worse than the joint one
+    marginal = np.linalg.norm(pred[:, :, -1] - gt[:, None, -1], axis=-1).min(1)
+    assert marginal[:2].mean() <= j["avgMinFDE"][0]
+
+
+def test_joint_metrics_skip_agents_without_valid_steps_and_check_shapes():
+    from forecast.metrics import joint_metrics
+
+    gt = np.zeros((2, 2, 2))
+    pred = np.ones((2, 1, 2, 2))
+    valid = np.array([[True, True], [False, False]])
+    j = joint_metrics(pred, gt, np.array(["a", "b"]), valid)
+    assert list(j["scene"]) == ["a"] and j["n_agents"].tolist() == [1]
+    with pytest.raises(ValueError, match="scene must have shape"):
+        joint_metrics(pred, gt, np.array([0]))

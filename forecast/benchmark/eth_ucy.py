@@ -10,8 +10,12 @@ into a store under the output folder (idempotent), train on that scene's ``train
 * ADE / FDE in metres, best of 20 modes (the model predicts K = 20), per scene and averaged
   over the scenes (each scene weighs the same, as in the literature).
 
-Constant velocity (the last observed step extrapolated, one sample) is scored on the very same
-windows. Published figures are never computed here: they live in ``PUBLISHED`` (copied from the
+Constant velocity (the last observed step extrapolated, one sample) and an untrained *fan* of 20
+constant-velocity rollouts (speed factors x heading offsets: what coverage alone buys) are scored
+on the very same windows. Nothing is chosen on a test scene: the fan's factors are picked per
+scene among ``fan`` candidates on that split's validation windows, and the model's validation
+scores (``val``: the other scenes' val folders) are reported so that sizes and settings can be
+compared on them. Published figures are never computed here: they live in ``PUBLISHED`` (copied from the
 data README, with its sources) and are kept apart from measured numbers everywhere.
 """
 
@@ -96,11 +100,31 @@ CV_TOLERANCE = (0.05, 0.10)  # metres (ADE, FDE): farther than this means the wi
 
 
 @dataclass
+class FanConfig:
+    """Candidate fans of constant-velocity rollouts; every pairing of a speed set and a heading set with
+    ``len(speeds) * len(headings) == 20`` modes is a candidate, chosen per scene on its val windows."""
+
+    speed_sets: list[list[float]] = field(default_factory=lambda: [[0.6, 0.85, 1.0, 1.15], [0.5, 0.8, 1.0, 1.2],
+                                                                   [0.7, 0.9, 1.0, 1.1]])
+    heading_sets_deg: list[list[float]] = field(default_factory=lambda: [[-20.0, -10.0, 0.0, 10.0, 20.0],
+                                                                         [-30.0, -15.0, 0.0, 15.0, 30.0],
+                                                                         [-12.0, -6.0, 0.0, 6.0, 12.0]])
+
+    def candidates(self) -> list[tuple[list[float], list[float]]]:
+        out = [(sp, hd) for sp in self.speed_sets for hd in self.heading_sets_deg if len(sp) * len(hd) == 20]
+        if not out:
+            raise ValueError("benchmark config: fan has no speed/heading pairing with 20 modes")
+        return out
+
+
+@dataclass
 class BenchmarkConfig:
     data_root: str = "../shared/data/eth_ucy"  # relative paths resolve against the current directory
     scenes: list[str] = field(default_factory=lambda: list(SCENES))
     out_dir: str = "bench/results/eth_ucy"
     test_t0_stride: int = 1  # every window; the protocol
+    val_t0_stride: int = 2  # validation windows (selection only; not part of the protocol)
+    fan: FanConfig = field(default_factory=FanConfig)
     eval_batch_size: int = 32  # samples per forward pass when scoring
     mlflow_log: bool = False  # log the summary (metrics, JSON) as one MLflow run
     mlflow_experiment: str = "benchmark-eth-ucy"
@@ -139,8 +163,9 @@ def config_from_dict(data: dict) -> BenchmarkConfig:
         raise ValueError(f"benchmark config: unknown scene(s) {unknown or cfg.scenes}; known: {list(SCENES)}")
     if len(set(cfg.scenes)) != len(cfg.scenes):
         raise ValueError(f"benchmark config: scenes repeat: {cfg.scenes}")
-    if cfg.test_t0_stride < 1:
-        raise ValueError("benchmark config: test_t0_stride must be >= 1")
+    if cfg.test_t0_stride < 1 or cfg.val_t0_stride < 1:
+        raise ValueError("benchmark config: test_t0_stride and val_t0_stride must be >= 1")
+    cfg.fan.candidates()
     return cfg
 
 
@@ -264,6 +289,33 @@ def constant_velocity_world(hist: np.ndarray, future_steps: int) -> np.ndarray:
     return (last[:, None, :] + step[:, None, :] * k[None, :, None])[:, None]
 
 
+def constant_velocity_fan(hist: np.ndarray, future_steps: int, speeds: list[float], headings_deg: list[float]) -> np.ndarray:
+    """The last observed step extrapolated at every speed factor x heading offset (untrained coverage).
+
+    hist [N, T_h, 2] -> [N, len(speeds) * len(headings), T_f, 2] world metres; the step is rotated
+    about the last position by each heading offset and scaled by each speed factor.
+    """
+    step = hist[:, -1] - hist[:, -2]  # [N, 2]
+    out = []
+    for f in speeds:
+        for deg in headings_deg:
+            c, sn = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+            rot = np.stack([c * step[:, 0] - sn * step[:, 1], sn * step[:, 0] + c * step[:, 1]], -1) * f
+            k = np.arange(1, future_steps + 1, dtype=np.float64)
+            out.append(hist[:, -1, None, :] + rot[:, None, :] * k[None, :, None])
+    return np.stack(out, axis=1)
+
+
+def choose_fan(windows: Windows, future_steps: int, fan: FanConfig) -> tuple[dict, list[dict]]:
+    """The fan candidate with the lowest best-of-20 ADE + FDE on ``windows`` (validation windows)."""
+    scored = []
+    for speeds, headings in fan.candidates():
+        r = score(constant_velocity_fan(windows.hist, future_steps, speeds, headings), windows.future)
+        scored.append({"speeds": speeds, "headings_deg": headings, **r})
+    best = min(scored, key=lambda r: r["ADE"] + r["FDE"])
+    return best, scored
+
+
 def predict_windows(model, scenes: SceneSet, windows: Windows, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """The model's K modes for every window, in world metres: (traj [N, K, T_f, 2], prob [N, K])."""
     import torch
@@ -353,9 +405,19 @@ def train_scene(tcfg: TrainConfig, progress: bool = False, retrain: bool = False
 
 
 def evaluate_scene(store, scene: str, model_path: Path | None, features: FeatureConfig, t0_stride: int = 1,
-                   batch_size: int = 32) -> tuple[dict, Windows]:
-    """Score the model (if given) and constant velocity on the scene's test windows."""
+                   batch_size: int = 32, fan: FanConfig | None = None, val_t0_stride: int = 2) -> tuple[dict, Windows]:
+    """Score the model (if given), constant velocity and the CV fan on the scene's test windows.
+
+    The fan is chosen on the split's validation windows; the model is also scored there (``val``),
+    the numbers to compare settings on.
+    """
     t = time.perf_counter()
+    fan = fan or FanConfig()
+    has_val = bool(select_scenarios(store, "val", SOURCE, f"{SOURCE}:{scene}:"))
+    if has_val:  # without validation folders nothing may be chosen: no fan, no val scores
+        val_scenes = scored_scenes(store, scene, features, val_t0_stride, split="val")
+        val_windows = collect_windows(val_scenes)
+        chosen, candidates = choose_fan(val_windows, features.future_steps, fan)
     scenes = scored_scenes(store, scene, features, t0_stride)
     windows = collect_windows(scenes)
     if not len(windows):
@@ -364,6 +426,14 @@ def evaluate_scene(store, scene: str, model_path: Path | None, features: Feature
     cv = constant_velocity_world(windows.hist, features.future_steps)
     out = {"test_windows": len(windows), "test_windows_per_file": windows.per_file(), "test_samples": len(scenes),
            "cv": score(cv, windows.future)}
+    if has_val:
+        fan_pred = constant_velocity_fan(windows.hist, features.future_steps, chosen["speeds"], chosen["headings_deg"])
+        out["cv_fan"] = score(fan_pred, windows.future)
+        out["fan_choice"] = {"speeds": chosen["speeds"], "headings_deg": chosen["headings_deg"], "chosen_on": "val",
+                             "val_windows": len(val_windows), "candidates": candidates}
+        out["val"] = {"windows": len(val_windows), "t0_stride": val_t0_stride,
+                      "cv": score(constant_velocity_world(val_windows.hist, features.future_steps), val_windows.future),
+                      "cv_fan": {k: chosen[k] for k in ("ADE", "FDE")}}
     if model_path is not None:
         from forecast.model.checkpoint import load_model
 
@@ -373,6 +443,10 @@ def evaluate_scene(store, scene: str, model_path: Path | None, features: Feature
         out["ours"] = score(traj, windows.future)  # best of K = 20
         out["ours_most_likely"] = score(traj, windows.future, prob=prob, k=1)
         out["modes"] = int(traj.shape[1])
+        if has_val:
+            vtraj, vprob = predict_windows(loaded.model, val_scenes, val_windows, batch_size)
+            out["val"]["ours"] = score(vtraj, val_windows.future)
+            out["val"]["ours_most_likely"] = score(vtraj, val_windows.future, prob=vprob, k=1)
     out["eval_time_s"] = time.perf_counter() - t
     return out, windows
 
@@ -382,6 +456,9 @@ def _check_model_features(model_f: FeatureConfig, f: FeatureConfig) -> None:
         if not math.isclose(float(getattr(model_f, key)), float(getattr(f, key))):
             raise ValueError(f"model was trained with features.{key}={getattr(model_f, key)}, benchmark uses "
                              f"{getattr(f, key)}")
+
+
+METHODS = ("ours", "ours_most_likely", "cv", "cv_fan")
 
 
 def average(scenes: dict[str, dict], method: str) -> dict[str, float] | None:
@@ -451,19 +528,21 @@ def run_benchmark(cfg: BenchmarkConfig, progress: bool = False, retrain: bool = 
             scene_result["train"] = train
             _log(f"{scene}: trained in {train['train_time_s']:.0f} s ({train['global_step']} steps"
                  f"{', reused' if train['reused'] else ''})")
-        ev, _ = evaluate_scene(store, scene, model_path, tcfg.features, cfg.test_t0_stride, cfg.eval_batch_size)
+        ev, _ = evaluate_scene(store, scene, model_path, tcfg.features, cfg.test_t0_stride, cfg.eval_batch_size,
+                               cfg.fan, cfg.val_t0_stride)
         scene_result.update(ev)
         result["scenes"][scene] = scene_result
-        msg = f"{scene}: {ev['test_windows']} windows; CV {ev['cv']['ADE']:.3f}/{ev['cv']['FDE']:.3f}"
-        if "ours" in ev:
-            msg += f"; ours {ev['ours']['ADE']:.3f}/{ev['ours']['FDE']:.3f}"
-        _log(msg)
+        _log(f"{scene}: {ev['test_windows']} windows; " + "; ".join(
+            f"{m} {ev[m]['ADE']:.3f}/{ev[m]['FDE']:.3f}" for m in METHODS if m in ev) + "; val: " + "; ".join(
+            f"{m} {v['ADE']:.3f}/{v['FDE']:.3f}" for m, v in ev.get("val", {}).items() if isinstance(v, dict)))
         write_json_atomic(scene_result, out / scene / "result.json")
     result["average"] = {
         "scenes": list(result["scenes"]),
         "complete": set(result["scenes"]) == set(SCENES),
-        **{m: a for m in ("ours", "ours_most_likely", "cv") if (a := average(result["scenes"], m)) is not None},
+        **{m: a for m in METHODS if (a := average(result["scenes"], m)) is not None},
     }
+    val_rows = {s: r["val"] for s, r in result["scenes"].items() if "val" in r}
+    result["average_val"] = {m: a for m in METHODS if (a := average(val_rows, m)) is not None}
     result["cv_sanity"] = cv_sanity(result)
     result["total_time_s"] = time.perf_counter() - started
     json_path = out / "eth_ucy.json"
@@ -499,13 +578,20 @@ def format_table(result: dict) -> str:
 
     scenes, avg = result["scenes"], result["average"]
     lines.append("measured (this run)")
-    for key, name, samples in (("ours", "  ours (world model)", "20"),
-                               ("ours_most_likely", "  ours, most likely mode", "1"),
-                               ("cv", "  constant velocity (last step, ours)", "1")):
+    rows = (("ours", "  ours (world model)", "20"), ("ours_most_likely", "  ours, most likely mode", "1"),
+            ("cv", "  constant velocity (last step, ours)", "1"),
+            ("cv_fan", "  CV fan, untrained (speeds x headings chosen on val)", "20"))
+    for key, name, samples in rows:
         if key in avg:
             lines.append(row(name, samples, {s: r.get(key) for s, r in scenes.items()}, avg.get(key)))
     n = {s: r["test_windows"] for s, r in scenes.items()}
     lines.append(f"{'  test windows':<56}{'':>8}" + "".join(f"{n.get(c, '-'):>12}" for c in cols))
+    if result.get("average_val"):
+        lines.append("validation windows (the other scenes' val folders: where settings are compared)")
+        for key, name, samples in rows:
+            if key in result["average_val"]:
+                lines.append(row(name, samples, {s: r.get("val", {}).get(key) for s, r in scenes.items()},
+                                 result["average_val"].get(key)))
     lines.append(f"published (from {README}; not measured here)")
     for p in PUBLISHED:
         name = "  " + p.method + ("  [NOT COMPARABLE]" if not p.comparable else "")
@@ -535,13 +621,13 @@ def log_to_mlflow(result: dict, cfg: BenchmarkConfig, json_path: Path, table_pat
     run = client.create_run(exp_id, run_name="eth_ucy-" + "-".join(result["average"]["scenes"]))
     rid = run.info.run_id
     for scene, r in result["scenes"].items():
-        for method in ("ours", "ours_most_likely", "cv"):
+        for method in METHODS:
             for m, v in (r.get(method) or {}).items():
                 client.log_metric(rid, f"{scene}/{method}_{m}", v)
         client.log_metric(rid, f"{scene}/test_windows", r["test_windows"])
         if "train" in r:
             client.log_metric(rid, f"{scene}/train_time_s", r["train"]["train_time_s"])
-    for method in ("ours", "ours_most_likely", "cv"):
+    for method in METHODS:
         for m, v in (result["average"].get(method) or {}).items():
             client.log_metric(rid, f"avg/{method}_{m}", v)
     client.log_param(rid, "scenes", ",".join(result["average"]["scenes"]))

@@ -90,10 +90,14 @@ def model_block(out: Outputs, agents: AgentTable, cfg: EvalConfig, features: Fea
         for c in CLASSES:
             by_class_horizon[c][label] = summarise(per_h, agents.agent_class == c)
     ece = M.expected_calibration_error(out.prob, out.pred, agents.gt, agents.valid, bins=cfg.calibration_bins)
+    ece_by_class = {c: _num(M.expected_calibration_error(out.prob[sel], out.pred[sel], agents.gt[sel], agents.valid[sel],
+                                                         bins=cfg.calibration_bins)) if sel.any() else None
+                    for c in CLASSES for sel in [agents.agent_class == c]}
     scene = {
         "offroad_rate": _num(M.aggregate(offroad_flags(out.end_world, agents, drivable))),
         "overlap_rate": _num(M.aggregate(out.overlap)),
         "calibration_ece": _num(ece),
+        "calibration_ece_by_class": ece_by_class,
         "offroad_rate_gt": _num(M.aggregate(offroad_flags(agents.gt_end_world, agents, drivable))),
         "overlap_rate_gt": _num(M.aggregate(agents.gt_overlap)),
     }
@@ -105,6 +109,8 @@ def model_block(out: Outputs, agents: AgentTable, cfg: EvalConfig, features: Fea
         "by_horizon": by_horizon,
         "by_class_horizon": by_class_horizon,
         "scene": scene,
+        # the modes of all agents of a sample as joint futures (AV2 multi-agent: avgMinADE/FDE, actorMR)
+        "joint": M.summarise_joint(M.joint_metrics(out.pred, agents.gt, agents.sample, agents.valid, cfg.miss_threshold)),
         "slices": {fam: {v: summarise(per, m) for v, m in vals.items()} for fam, vals in masks.items()},
     }
 

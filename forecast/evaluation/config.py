@@ -22,7 +22,7 @@ class WorldModelCardConfig:
     enabled: bool = True
     val_split: str = "val"  # generalisation compares the evaluated split with this one
     max_samples: int = 80  # samples per measurement (a seeded subset)
-    max_pairs: int = 30  # probe pairs per probe type
+    max_pairs: int = 200  # probe pairs per probe type (the issue asks for >= 200 where the data allows)
 
 
 @dataclass

@@ -20,7 +20,9 @@ further than ``miss_threshold`` (2 m) from the truth. Displacements are in metre
       "num_agents": {"vehicle": n, "pedestrian": n, "cyclist": n},
       "overall": block, "by_class": {class: block}, "by_horizon": {"1s": block, "2s": ..., "3s": ...},
       "by_class_horizon": {class: {"1s": block, ...}},
-      "scene": {"offroad_rate", "overlap_rate", "calibration_ece", "offroad_rate_gt", "overlap_rate_gt"},
+      "scene": {"offroad_rate", "overlap_rate", "calibration_ece", "calibration_ece_by_class": {class: ece},
+                "offroad_rate_gt", "overlap_rate_gt"},
+      "joint": {"n_scenes", "avgMinADE", "avgMinFDE", "actorMR"},   # modes shared by a sample's agents
       "slices": {family: {value: block}},        # families in forecast.evaluation.slices
       "baselines": {"constant_velocity": {same keys as a model}, "ctrv": {...}},
       "models": {name: {same keys as a model}},  # every --model, in order; the first is also at top level

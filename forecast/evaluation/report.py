@@ -258,6 +258,8 @@ def build_report(result: EvalResult, cfg: EvalConfig, layers: dict[str, dict], p
                  f'overlap {_f(sc["overlap_rate_gt"])} (the floor for these disc sizes). Best value per column in '
                  f'green.</div>')
 
+    parts.append(_probability_section(rows))
+
     # per class
     parts.append("<h2>Per class</h2>")
     for c in CLASSES:
@@ -344,3 +346,37 @@ def build_report(result: EvalResult, cfg: EvalConfig, layers: dict[str, dict], p
     body = "\n".join(parts)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>evaluation: {_e(models)}</title>'
             f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def _probability_section(rows: list) -> str:
+    """Per class: the most likely mode, brier-minFDE@6 (and its gap to minFDE@6) and the calibration error;
+    then the joint (scene-level) metrics of the modes shared by a sample's agents."""
+    header = ["", *(f"{c} {k}" for c in CLASSES for k in ("minFDE@1", "brier gap", "ECE"))]
+    cells, cols = [], {i: [] for i in range(1, 1 + 3 * len(CLASSES))}
+    for name, blk, base in rows:
+        vals = []
+        for c in CLASSES:
+            b = blk["by_class"][c]
+            gap = None if b["brier-minFDE@6"] is None or b["minFDE@6"] is None else b["brier-minFDE@6"] - b["minFDE@6"]
+            vals += [b["minFDE@1"], gap, (blk["scene"].get("calibration_ece_by_class") or {}).get(c)]
+        for j, v in enumerate(vals):
+            cols[1 + j].append(v)
+        cells.append(([_e(name + (" (baseline)" if base else "")), *[_f(v) for v in vals]], base))
+    out = ["<h2>Mode probabilities</h2>", _table(header, cells, cols),
+           '<div class="muted">minFDE@1: the most likely mode alone. Brier gap: brier-minFDE@6 minus minFDE@6 '
+           "((1 - p)^2 of the best mode; 0.69 m for uniform probabilities over 6 modes). ECE: expected calibration "
+           "error of the mode probabilities in that class.</div>"]
+    jheader = ["", "scenes", "avgMinADE", "avgMinFDE", "actor MR"]
+    jcells, jcols = [], {2: [], 3: [], 4: []}
+    for name, blk, base in rows:
+        j = blk.get("joint") or {}
+        vals = [j.get("avgMinADE"), j.get("avgMinFDE"), j.get("actorMR")]
+        for i, v in enumerate(vals):
+            jcols[2 + i].append(v)
+        jcells.append(([_e(name + (" (baseline)" if base else "")), str(j.get("n_scenes", "-")), *[_f(v) for v in vals]],
+                       base))
+    out += ["<h3>Joint futures (Argoverse 2 multi-agent definitions)</h3>", _table(jheader, jcells, jcols),
+            '<div class="muted">Mode k of every scored agent of a sample is one joint future; per sample the mode '
+            "with the lowest average FDE is the best world: avgMinADE/avgMinFDE are its average errors (mean over "
+            "samples), actor MR the share of agents it misses by more than 2 m.</div>"]
+    return "\n".join(out)

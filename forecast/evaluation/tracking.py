@@ -30,6 +30,7 @@ def headline_metrics(metrics: dict) -> dict[str, float]:
     for h, b in metrics["by_horizon"].items():
         put(f"{split}/{h}", b)
     put(f"{split}/scene", metrics["scene"])
+    put(f"{split}/joint", metrics.get("joint", {}))
     for name, blk in metrics["baselines"].items():
         put(f"{split}/baseline/{name}", blk["overall"])
     for name, blk in list(metrics["models"].items())[1:]:

@@ -1,5 +1,10 @@
 """Action-conditioned rollout, measured: give the focal agent's true future as the plan and see
-whether the other agents' forecasts get better (they should, if the model uses the action)."""
+whether the other agents' forecasts get better (they should, if the model uses the action).
+
+Reported for all other scored agents (``others_minFDE_change``) and for those within
+``NEAR_RADIUS`` metres of the planned agent at t0 (``near_minFDE_change``), where a response to
+the plan should show most.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,20 @@ import numpy as np
 from forecast import metrics
 from forecast.features.dataset import SceneSet
 
+NEAR_RADIUS = 20.0  # metres
+
 
 def evaluate_action_conditioning(scenes: SceneSet, predict: Callable, max_samples: int = 200, seed: int = 0) -> dict:
     """``predict(sample, plan=None, plan_mask=None) -> (traj, prob)``; plan [A, T_f, 2] agent frame.
 
     For samples whose focal agent (index 0) has a full future, compares minFDE of the *other*
-    scored agents without and with the focal agent's true future as the plan.
+    scored agents without and with the focal agent's true future as the plan; samples with a scored
+    agent within ``NEAR_RADIUS`` of the focal agent come first (a plan nobody is near of shows nothing).
     """
     rng = np.random.default_rng(seed)
     rows = {"free": ([], []), "planned": ([], [])}
-    gts = []
+    gts, near = [], []
+    candidates, far = [], []
     for k in rng.permutation(len(scenes.index))[: max_samples * 3]:
         s = scenes.sample(int(k))
         if not s.future_mask[0].all():
@@ -28,6 +37,9 @@ def evaluate_action_conditioning(scenes: SceneSet, predict: Callable, max_sample
         others[0] = False
         if not others.any():
             continue
+        close = others & (np.linalg.norm(s.origin - s.origin[0], axis=-1) < NEAR_RADIUS)
+        (candidates if close.any() else far).append((s, others, close))
+    for s, others, close in (candidates + far)[:max_samples]:
         plan = np.zeros_like(s.future)
         plan[0] = s.future[0]
         mask = np.zeros(s.num_agents, bool)
@@ -37,16 +49,18 @@ def evaluate_action_conditioning(scenes: SceneSet, predict: Callable, max_sample
             rows[key][0].append(traj[others])
             rows[key][1].append(prob[others])
         gts.append(s.future[others])
-        if len(gts) >= max_samples:
-            break
+        near.append(close[others])
     if not gts:
-        return {"n": 0}
-    gt = np.concatenate(gts)
-    out: dict = {"n": int(len(gt))}
+        return {"n": 0, "n_near": 0}
+    gt, is_near = np.concatenate(gts), np.concatenate(near)
+    out: dict = {"n": int(len(gt)), "n_near": int(is_near.sum()), "near_radius_m": NEAR_RADIUS}
     for key, (preds, probs) in rows.items():
         pred, prob = np.concatenate(preds), np.concatenate(probs)
         prob = prob / prob.sum(-1, keepdims=True)
-        out[key] = {"minADE": metrics.aggregate(metrics.min_ade(pred, gt, prob)),
-                    "minFDE": metrics.aggregate(metrics.min_fde(pred, gt, prob))}
+        fde = metrics.min_fde(pred, gt, prob)
+        out[key] = {"minADE": metrics.aggregate(metrics.min_ade(pred, gt, prob)), "minFDE": metrics.aggregate(fde),
+                    "near_minFDE": metrics.aggregate(fde, is_near) if is_near.any() else float("nan")}
     out["others_minFDE_change"] = out["planned"]["minFDE"] / out["free"]["minFDE"] - 1.0
+    out["near_minFDE_change"] = (out["planned"]["near_minFDE"] / out["free"]["near_minFDE"] - 1.0
+                                 if is_near.any() else float("nan"))
     return out

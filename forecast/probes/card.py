@@ -13,7 +13,8 @@ from forecast.probes.action import evaluate_action_conditioning
 from forecast.probes.interaction import find_pairs, score_pairs
 from forecast.probes.persistence import evaluate_persistence
 
-GOALS = {"persistence_drop_20_max_degradation": 0.10, "generalisation_max_ratio": 1.15}
+GOALS = {"persistence_drop_20_max_degradation": 0.10, "generalisation_max_ratio": 1.15,
+         "probe_min_right_direction": 0.85, "braking_min_effect_m": 0.3, "near_plan_max_minFDE_change": -0.05}
 
 
 def split_min_fde(scenes: SceneSet, predict: Callable, max_samples: int, seed: int) -> tuple[float, dict[str, float]]:
@@ -37,7 +38,7 @@ def split_min_fde(scenes: SceneSet, predict: Callable, max_samples: int, seed: i
 
 
 def world_model_card(predictors: dict[str, Callable], val: SceneSet, test: SceneSet, max_samples: int = 150,
-                     max_pairs: int = 40, seed: int = 0) -> dict:
+                     max_pairs: int = 200, seed: int = 0) -> dict:
     """Measure each predictor (name -> ``predict(sample, plan=None, plan_mask=None)``) on every behaviour.
 
     Returns ``{name: {"interaction", "action_conditioning", "persistence", "generalisation"}}``
@@ -63,7 +64,13 @@ def world_model_card(predictors: dict[str, Callable], val: SceneSet, test: Scene
             "seconds": time.perf_counter() - t,
         }
         d20 = persistence.get("drop_20", {}).get("minFDE_degradation", float("nan"))
+        probes = card[name]["interaction"]
+        near = card[name]["action_conditioning"].get("near_minFDE_change", float("nan"))
         card[name]["goals_met"] = {
+            "probes_right_direction": bool(all(probes[p]["right_direction"] >= GOALS["probe_min_right_direction"]
+                                               for p in probes if isinstance(probes[p], dict) and probes[p]["n"])),
+            "braking_effect": bool(probes["lead_vehicle_braking"]["mean_effect_m"] > GOALS["braking_min_effect_m"]),
+            "near_plan_response": bool(near <= GOALS["near_plan_max_minFDE_change"]),
             "persistence_drop_20": bool(d20 <= GOALS["persistence_drop_20_max_degradation"]),
             "generalisation": bool(card[name]["generalisation"]["test_to_val"] <= GOALS["generalisation_max_ratio"]),
         }

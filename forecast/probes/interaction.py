@@ -6,11 +6,16 @@ From real SUMO scenes we build pairs through the shared sample builder:
   and without that pedestrian;
 * ``lead_vehicle_braking``: a vehicle following another, the leader's recent history braking or
   cruising (same position at t0);
-* ``cyclist_in_lane``: a vehicle with a cyclist ahead in its lane, with and without the cyclist.
+* ``cyclist_in_lane``: a vehicle with a cyclist ahead in its lane, with and without the cyclist;
+* ``queued_leader_removed``: a queued (slow or stopped) vehicle with a slow leader close ahead in
+  its lane, with and without that leader: the cause whose removal should make the largest
+  difference (the follower can move up).
 
 The response is the vehicle's expected 3 s travel (probability-weighted endpoint distance). The
 right direction is *less* travel with the cause present. A pair whose response differs by less
-than ``tie_m`` counts half: a model that ignores other agents scores 0.5 (chance).
+than ``tie_m`` counts half: a model that ignores other agents scores 0.5 (chance). Beside the
+direction rate every probe reports the effect size in metres (mean and median travel removed by
+the cause, and the mean absolute change).
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from forecast.features.frames import to_local
 from forecast.features.sample import Sample, build_sample
 from forecast.features.tracks import AgentTracks
 
-PROBES = ("pedestrian_on_crossing", "lead_vehicle_braking", "cyclist_in_lane")
+PROBES = ("pedestrian_on_crossing", "lead_vehicle_braking", "cyclist_in_lane", "queued_leader_removed")
+QUEUE_SPEED = 2.0  # m/s: a follower and its leader slower than this are queued
 
 
 @dataclass
@@ -44,8 +50,8 @@ def expected_travel(traj: np.ndarray, prob: np.ndarray) -> np.ndarray:
     return (np.linalg.norm(traj[:, :, -1], axis=-1) * prob).sum(-1)
 
 
-def find_pairs(scenes: SceneSet, max_pairs: int = 60, seed: int = 0) -> list[ProbePair]:
-    """Scan the scene set's samples for the three probe situations; at most ``max_pairs`` per probe."""
+def find_pairs(scenes: SceneSet, max_pairs: int = 200, seed: int = 0) -> list[ProbePair]:
+    """Scan the scene set's samples for the probe situations; at most ``max_pairs`` per probe."""
     rng = np.random.default_rng(seed)
     found: dict[str, list[ProbePair]] = {p: [] for p in PROBES}
     order = rng.permutation(len(scenes.index))
@@ -72,7 +78,17 @@ def _pairs_in_sample(tracks: AgentTracks, t0: int, agents: np.ndarray, cfg, m, c
     base = build_sample(tracks, t0, cfg, m, agents, agents[0], with_future=False)
     speed = np.hypot(base.hist[:, -1, 2], base.hist[:, -1, 3])
     atype = tracks.agent_type[agents]
-    for i in np.flatnonzero((atype == AgentType.VEHICLE) & (speed > 2.0) & base.target_mask):
+    rel_heading = np.abs(np.angle(np.exp(1j * (base.heading[None, :] - base.heading[:, None]))))  # [A, A]
+    vehicle = atype == AgentType.VEHICLE
+    for i in np.flatnonzero(vehicle & (speed < QUEUE_SPEED) & base.target_mask):
+        local = to_local(xy0[None], base.origin[i : i + 1], base.heading[i : i + 1])[0]
+        lead = (local[:, 0] > 2.0) & (local[:, 0] < 15.0) & (np.abs(local[:, 1]) < 1.5) & vehicle
+        lead &= (rel_heading[i] < 0.35) & (speed < QUEUE_SPEED)
+        if lead.any():
+            j = int(np.flatnonzero(lead)[np.argmin(local[lead, 0])])  # the nearest one: the leader
+            out.append(_removal_pair("queued_leader_removed", base, tracks, t0, agents, cfg, m, i, j))
+            break
+    for i in np.flatnonzero(vehicle & (speed > 2.0) & base.target_mask):
         local = to_local(xy0[None], base.origin[i : i + 1], base.heading[i : i + 1])[0]  # others in i's frame
         ahead = (local[:, 0] > 3.0) & (local[:, 0] < 30.0)
         for j in np.flatnonzero(ahead & (np.abs(local[:, 1]) < 6.0) & (atype == AgentType.PEDESTRIAN)):
@@ -82,7 +98,7 @@ def _pairs_in_sample(tracks: AgentTracks, t0: int, agents: np.ndarray, cfg, m, c
         for j in np.flatnonzero(ahead & (np.abs(local[:, 1]) < 1.5) & (atype == AgentType.CYCLIST)):
             out.append(_removal_pair("cyclist_in_lane", base, tracks, t0, agents, cfg, m, i, j))
             break
-        rel = np.abs(np.angle(np.exp(1j * (base.heading - base.heading[i]))))
+        rel = rel_heading[i]
         for j in np.flatnonzero(ahead & (np.abs(local[:, 1]) < 1.5) & (atype == AgentType.VEHICLE) & (rel < 0.35)
                                 & (speed > 2.0)):
             out.append(_braking_pair(tracks, t0, agents, cfg, m, i, j, speed[j]))
@@ -133,14 +149,16 @@ def _heading_at(tracks: AgentTracks, agent: int, t0: int) -> float:
 def score_pairs(pairs: list[ProbePair], predict: Callable, tie_m: float = 0.01) -> dict:
     """Run ``predict(sample) -> (traj [A, K, T, 2], prob [A, K])`` on both sides of every pair.
 
-    Returns per probe: n, share in the right direction (ties count half), mean effect (metres of
-    travel removed by the cause; positive is the right way), and share of ties.
+    Returns per probe: n, share in the right direction (ties count half), effect sizes (metres of
+    travel removed by the cause, positive is the right way: mean, median, and the mean absolute
+    change whatever its sign), and share of ties.
     """
     out = {}
     for probe in PROBES:
         ps = [p for p in pairs if p.probe == probe]
         if not ps:
-            out[probe] = {"n": 0, "right_direction": float("nan"), "mean_effect_m": float("nan"), "ties": float("nan")}
+            out[probe] = {"n": 0, "right_direction": float("nan"), "mean_effect_m": float("nan"),
+                          "median_effect_m": float("nan"), "mean_abs_effect_m": float("nan"), "ties": float("nan")}
             continue
         effects = []
         for p in ps:
@@ -153,6 +171,7 @@ def score_pairs(pairs: list[ProbePair], predict: Callable, tie_m: float = 0.01) 
         e = np.asarray(effects)
         right = (e > tie_m).mean() + 0.5 * (np.abs(e) <= tie_m).mean()
         out[probe] = {"n": len(ps), "right_direction": float(right), "mean_effect_m": float(e.mean()),
+                      "median_effect_m": float(np.median(e)), "mean_abs_effect_m": float(np.abs(e).mean()),
                       "ties": float((np.abs(e) <= tie_m).mean())}
     valid = [v["right_direction"] for v in out.values() if v["n"]]
     out["mean_right_direction"] = float(np.mean(valid)) if valid else float("nan")

@@ -22,6 +22,7 @@ class DataConfig:
     batch_size: int = 8
     num_workers: int = 0
     plan_probability: float = 0.3  # share of training scenes with a teacher-forced plan for one agent
+    interaction_sampling: float = 0.0  # boost of samples where agents are close and moving (0: uniform)
 
 
 @dataclass
@@ -32,6 +33,10 @@ class OptimConfig:
     grad_clip: float = 1.0
     warmup_steps: int = 50
     cls_weight: float = 1.0
+    scene_wta_weight: float = 0.0  # share of the regression on the scene's shared winning mode (joint futures)
+    marginal_mode_weight: float = 0.0  # mode 0 also regressed on every agent: the conditional median future
+    near_plan_weight: float = 1.0  # extra loss weight of agents near a teacher-forced plan (their response)
+    near_plan_radius: float = 20.0  # metres: "near" a planned agent
     # Linear LR scaling: when set, lr applies to this many scenes per optimiser step and is scaled by
     # batch_size * world_size / lr_reference_batch_size (larger per-GPU batches keep their dynamics).
     lr_reference_batch_size: int | None = None

@@ -16,6 +16,7 @@ from forecast.data.store import Store
 from forecast.features.dataset import SceneSet, select_scenarios
 from forecast.training.config import TrainConfig
 from forecast.training.sampler import BlockShuffleSampler
+from forecast.training.sampling import interaction_sampler
 from forecast.training.speed import collate_for_loader, pin_batches
 
 
@@ -52,7 +53,12 @@ class ForecastDataModule(L.LightningDataModule):
         d = self.cfg.data
         g = torch.Generator()
         g.manual_seed(self.cfg.seed)
-        sampler = BlockShuffleSampler(scenes.index.scenario, seed=self.cfg.seed, shuffle=shuffle)
+        if shuffle and d.interaction_sampling > 0:
+            # Opt-in: favour scenes where agents interact (forecast.training.sampling). It reads every
+            # scenario once to weight the samples and draws across scenarios (one process, no DDP split).
+            sampler = interaction_sampler(scenes, d.interaction_sampling, g)
+        else:
+            sampler = BlockShuffleSampler(scenes.index.scenario, seed=self.cfg.seed, shuffle=shuffle)
         return DataLoader(SampleDataset(scenes), batch_size=d.batch_size, sampler=sampler, num_workers=d.num_workers,
                           collate_fn=partial(collate_for_loader, future_steps=self.cfg.features.future_steps),
                           generator=g, persistent_workers=d.num_workers > 0, pin_memory=pin_batches(self.cfg.trainer))

@@ -10,7 +10,7 @@ import torch
 from forecast.data.schema import TARGET_TYPES
 from forecast.model.baselines import constant_velocity
 from forecast.model.batch import Batch
-from forecast.model.loss import wta_loss
+from forecast.model.loss import near_weights, wta_loss
 from forecast.model.world_model import WorldModel
 from forecast.training.config import TrainConfig
 
@@ -23,16 +23,21 @@ class ForecastModule(L.LightningModule):
         self._val: dict[str, torch.Tensor] = {}
 
     def _with_plans(self, batch: Batch) -> Batch:
-        """Give a random agent with a full future its true future as the plan in some scenes (teacher forcing).
+        """Give an agent with a full future its true future as the plan in some scenes (teacher forcing).
 
-        The planned agent is then not a target: the model is asked how the others respond.
+        The planned agent is then not a target: the model is asked how the others respond. It is
+        drawn among the agents with a full future, favouring those with scored agents within
+        ``near_plan_radius`` (a plan nobody is near teaches nothing about responses).
         """
         p = self.cfg.data.plan_probability
         if p <= 0 or batch.future is None:
             return batch
         full = batch.future_mask.all(-1) & batch.agent_mask  # [B, A]
         pick = torch.rand(batch.size, device=full.device) < p
-        score = torch.rand(full.shape, device=full.device) * full
+        xy = batch.pose[..., :2] * self.cfg.features.scene_scale
+        close = (torch.cdist(xy, xy) < self.cfg.optim.near_plan_radius) & batch.target_mask[:, None, :]
+        neighbours = close.sum(-1) - 1  # [B, A]: scored agents near each agent, itself excluded
+        score = (torch.rand(full.shape, device=full.device) + (neighbours > 0).float()) * full
         agent = score.argmax(-1)
         chosen = torch.zeros_like(full)
         chosen[torch.arange(batch.size), agent] = True
@@ -44,9 +49,13 @@ class ForecastModule(L.LightningModule):
 
     def training_step(self, batch: Batch, _):
         batch = self._with_plans(batch)
+        o = self.cfg.optim
+        weight = near_weights(batch.pose, batch.plan_mask, batch.agent_mask, self.cfg.features.scene_scale,
+                              o.near_plan_radius, o.near_plan_weight)
         traj, scale, logits = self.model.forward_logits(*batch.model_inputs())
         loss, reg, cls = wta_loss(traj, scale, logits, batch.future, batch.future_mask, batch.target_mask,
-                                  self.cfg.optim.cls_weight)
+                                  o.cls_weight, agent_weight=weight, scene_weight=o.scene_wta_weight,
+                                  marginal_weight=o.marginal_mode_weight)
         self.log_dict({"train/loss": loss, "train/reg": reg, "train/cls": cls}, prog_bar=True, batch_size=batch.size)
         return loss
 
@@ -61,6 +70,8 @@ class ForecastModule(L.LightningModule):
         err = torch.linalg.vector_norm(traj - batch.future[:, :, None], dim=-1)  # [B, A, K, T]
         min_ade = err.mean(-1).min(-1).values
         min_fde = err[..., -1].min(-1).values
+        top1 = logits.argmax(-1)[..., None]  # the most likely mode (temperature does not change the order)
+        fde1 = err[..., -1].gather(2, top1).squeeze(2)
         # constant velocity on the same agents, the yardstick
         b, a, t_h, f = batch.hist.shape
         cv = constant_velocity(batch.hist.reshape(b * a, t_h, f).cpu().numpy(), traj.shape[3], self.cfg.features.dt)
@@ -69,7 +80,7 @@ class ForecastModule(L.LightningModule):
         for agent_type in TARGET_TYPES:
             m = scored & (batch.agent_type == int(agent_type))
             name = agent_type.label
-            for key, v in (("minADE", min_ade), ("minFDE", min_fde), ("cv_ADE", cv_err.mean(-1)), ("cv_FDE", cv_err[..., -1])):
+            for key, v in (("minADE", min_ade), ("minFDE", min_fde), ("minFDE1", fde1), ("cv_ADE", cv_err.mean(-1)), ("cv_FDE", cv_err[..., -1])):
                 acc = self._val.setdefault(f"{key}_{name}", torch.zeros(2, device=traj.device))
                 acc += torch.stack([v[m].sum(), m.sum().to(v.dtype)])
 

@@ -19,6 +19,7 @@ import forecast
 from forecast.config import to_dict
 from forecast.data.atomic import write_json_atomic
 from forecast.model.checkpoint import save_model
+from forecast.training.calibration import calibrate
 from forecast.training.config import TrainConfig
 from forecast.training.datamodule import ForecastDataModule
 from forecast.training.module import ForecastModule
@@ -97,12 +98,14 @@ def _run_training(cfg: TrainConfig, progress: bool, extra_callbacks: list | None
         if best.best_model_path:
             state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
             module.load_state_dict(state)
+        # Mode probabilities calibrated on val (a temperature per class, stored in the weights).
+        calibration = calibrate(module.model.cpu(), data.val_dataloader())
         meta = {"run_id": run_id, "version": forecast.__version__, "metrics": metrics, "seed": cfg.seed,
-                "global_step": trainer.global_step, "train_config": to_dict(cfg)}
+                "global_step": trainer.global_step, "train_config": to_dict(cfg), "calibration": calibration}
         model_path = out / "model.pt"
         save_model(model_path, module.model, cfg.features, meta)
         write_json_atomic({"run_id": run_id, "metrics": metrics, "global_step": trainer.global_step,
-                           "model": str(model_path)}, out / "train_summary.json")
+                           "model": str(model_path), "calibration": calibration}, out / "train_summary.json")
         client = logger.experiment
         client.log_artifact(run_id, str(out / "config.yaml"))
         client.log_artifact(run_id, str(model_path))

@@ -13,8 +13,11 @@ import pytest
 from forecast.benchmark.eth_ucy import (
     PUBLISHED,
     SCENES,
+    FanConfig,
+    choose_fan,
     collect_windows,
     config_from_dict,
+    constant_velocity_fan,
     constant_velocity_world,
     evaluate_scene,
     ingest_scene,
@@ -118,6 +121,26 @@ def test_constant_velocity_error_on_an_accelerating_pedestrian(tmp_path):
     assert ev["cv"]["FDE"] == pytest.approx(a * (144 + 12), abs=1e-12)
 
 
+def test_cv_fan_contains_cv_and_is_chosen_on_the_given_windows(tmp_path):
+    # walking straight: the fan member with factor 1 and heading 0 is constant velocity itself
+    store, _, w = hand_windows(tmp_path, {1: [(s, 0.25 * s, 0.0) for s in range(0, 30)]})
+    fan = constant_velocity_fan(w.hist, 12, [0.5, 1.0], [-90.0, 0.0, 90.0])
+    assert fan.shape == (len(w), 6, 12, 2)
+    np.testing.assert_allclose(fan[:, 4], constant_velocity_world(w.hist, 12)[:, 0])  # factor 1, heading 0
+    np.testing.assert_allclose(fan[:, 5, -1] - w.hist[:, -1], [[0.0, 12 * 0.25]] * len(w), atol=1e-12)  # +90 deg: left
+    # a pedestrian at half its last step's speed is matched by the candidate holding 0.5
+    slow = constant_velocity_world(w.hist, 12)
+    w.future = w.hist[:, -1, None, :] + (slow[:, 0] - w.hist[:, -1, None, :]) * 0.5
+    best, scored = choose_fan(w, 12, FanConfig(speed_sets=[[0.9, 1.0, 1.1, 1.2], [0.5, 0.9, 1.0, 1.1]],
+                                               heading_sets_deg=[[-10.0, -5.0, 0.0, 5.0, 10.0]]))
+    assert len(scored) == 2 and best["speeds"][0] == 0.5 and best["FDE"] == pytest.approx(0.0, abs=1e-12)
+    # without validation folders nothing is chosen: the hand store has a test split only
+    ev, _ = evaluate_scene(store, "hand", None, protocol_features())
+    assert "cv_fan" not in ev and "val" not in ev
+    with pytest.raises(ValueError, match="20 modes"):
+        FanConfig(speed_sets=[[1.0]], heading_sets_deg=[[0.0]]).candidates()
+
+
 # -- config and published figures -------------------------------------------------------------------
 
 
@@ -175,11 +198,13 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     result = json.loads((out / "eth_ucy.json").read_text())
     assert list(result["scenes"]) == ["eth"]
     eth = result["scenes"]["eth"]
-    for method in ("ours", "ours_most_likely", "cv"):
+    for method in ("ours", "ours_most_likely", "cv", "cv_fan"):
         ade, fde = eth[method]["ADE"], eth[method]["FDE"]
         assert math.isfinite(ade) and math.isfinite(fde) and 0 < ade <= fde, method
     assert eth["ours"]["ADE"] <= eth["ours_most_likely"]["ADE"] + 1e-9  # best of 20 beats one of them
     assert eth["modes"] == 20 and eth["train"]["train_time_s"] > 0
+    assert eth["fan_choice"]["chosen_on"] == "val" and set(eth["val"]) >= {"ours", "ours_most_likely", "cv", "cv_fan"}
+    assert eth["cv_fan"]["ADE"] < eth["cv"]["ADE"]  # 20 rollouts cover more than one
     assert result["average"]["ours"] == eth["ours"] and not result["average"]["complete"]
     # windows and CV agree with a computation straight from the raw file
     n, ade, fde = raw_windows(ETH_UCY / "eth/test/biwi_eth.txt")

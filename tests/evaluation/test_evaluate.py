@@ -21,7 +21,8 @@ from forecast.model.baselines import constant_velocity
 FEATURES = FeatureConfig(history_steps=10, future_steps=20, dt=0.1, max_agents=16,
                          raster=RasterConfig(size=16, resolution=2.0, ahead=4.0))
 BLOCK_KEYS = {"n", *METRIC_NAMES}
-MODEL_KEYS = {"num_agents", "num_modes", "overall", "by_class", "by_horizon", "by_class_horizon", "scene", "slices"}
+MODEL_KEYS = {"num_agents", "num_modes", "overall", "by_class", "by_horizon", "by_class_horizon", "scene", "joint",
+              "slices"}
 
 
 def _cfg(**kw) -> EvalConfig:
@@ -337,3 +338,16 @@ def test_cli_file_that_is_not_a_model_is_a_usage_error(sumo_store, tmp_path, cap
                "--no-mlflow"])
     assert rc == 2
     assert "cannot load model" in capsys.readouterr().err
+
+
+def test_joint_metrics_and_class_calibration(cv_run):
+    """One mode: the best world is that mode, so avgMinFDE is the mean over samples of their agents' mean FDE."""
+    result, _ = cv_run
+    m, ag = result.metrics, result.agents
+    fde = np.linalg.norm(result.outputs["constant_velocity"].pred[:, 0, -1] - ag.gt[:, -1], axis=-1)
+    per_sample = [fde[ag.sample == k].mean() for k in np.unique(ag.sample)]
+    assert m["joint"]["n_scenes"] == len(per_sample)
+    assert m["joint"]["avgMinFDE"] == pytest.approx(float(np.mean(per_sample)))
+    assert m["joint"]["actorMR"] == pytest.approx(m["overall"]["MR@6"])
+    assert set(m["scene"]["calibration_ece_by_class"]) == set(CLASSES)
+    assert all(v is None or v == pytest.approx(0.0) for v in m["scene"]["calibration_ece_by_class"].values())

@@ -67,3 +67,39 @@ def test_degrade_hides_history_only():
     assert not hidden.present[:, 3:10].any()
     assert hidden.present[:, :3].all() and hidden.present[:, 10:].all()
     assert degrade(tracks, t0, CFG.history_steps, "full", rng) is tracks
+
+
+def _queue(t: int = 25) -> AgentTracks:
+    """Two cars stopped one behind the other (6 m apart) on the road, and a pedestrian far off."""
+    follower = np.zeros((t, 2))
+    leader = np.tile([6.0, 0.0], (t, 1))
+    ped = np.tile([0.0, 40.0], (t, 1)) + np.stack([np.arange(t) * 0.1, np.zeros(t)], -1)
+    heading = np.zeros((3, t))
+    return AgentTracks(np.stack([follower, leader, ped]), heading, np.ones((3, t), bool), np.array([0, 0, 1]), 0.1)
+
+
+def test_queued_vehicle_probe_finds_the_leader_and_removes_it():
+    from forecast.probes.interaction import _pairs_in_sample
+
+    tracks, t0 = _queue(), 12
+    pairs = [p for p in _pairs_in_sample(tracks, t0, np.array([0, 1, 2]), CFG, None, None)
+             if p.probe == "queued_leader_removed"]
+    # the follower (0) sees its leader (1); the leader has nobody ahead
+    assert len(pairs) == 1
+    p = pairs[0]
+    assert p.subject_with == 0 and p.subject_without == 0
+    assert p.with_cause.num_agents == 3 and p.without_cause.num_agents == 2
+    np.testing.assert_allclose(p.without_cause.origin, p.with_cause.origin[[0, 2]])
+
+
+def test_effect_sizes_in_metres():
+    cv = BaselinePredictor("constant_velocity", CFG.future_steps, CFG.dt)
+
+    def yielding(sample):
+        traj, prob = cv.predict(sample)
+        return (traj * 0.5 if sample.num_agents > 1 else traj), prob
+
+    out = score_pairs([_pair(), _pair()], yielding)["pedestrian_on_crossing"]
+    # the car travels 10 m in 1 s; with the pedestrian present half of it: 5 m removed
+    assert out["mean_effect_m"] == np.float64(out["median_effect_m"]) and abs(out["mean_effect_m"] - 5.0) < 0.2
+    assert out["mean_abs_effect_m"] == out["mean_effect_m"]
