@@ -11,7 +11,7 @@ run, each rotated and moved to its own place, with its own map JSON), then measu
 * ``dataset_open_s`` (train SceneSet, cold: sample plan made; and ``_warm``: plan from the disk cache);
 * ``first_batch_s``: data module set up and the first training batch out of a one-worker loader (warm);
 * ``ingest_peak_rss_mb``, ``evaluate_peak_rss_mb`` (``forecast evaluate --model constant_velocity`` on
-  the test split) and ``loader_worker_rss_mb`` (the worker's RSS after ``--batches`` batches).
+  the test split, 10 % of N, every ``--eval-t0-stride`` steps) and ``loader_worker_rss_mb`` (the worker's RSS after ``--batches`` batches).
 
 Every number comes from a separate process (peak RSS is the process's own ``ru_maxrss``). Goals (issue
 11): <= 0.3 MB and <= 2 Parquet files per 1,000 scenarios; evaluate and worker memory grow <= 1.3x
@@ -135,7 +135,7 @@ def data_path(store: Path, batches: int) -> dict:
     return json.loads(out.read_text())
 
 
-def one(n: int, batches: int) -> dict:
+def one(n: int, batches: int, eval_stride: int) -> dict:
     data, gen = generate(n)
     row: dict = {"n": n, "agent_states": gen["agent_states"], "agent_states_per_scenario": gen["agent_states"] / n,
                  "tracks_per_scenario": gen["tracks"] / n}
@@ -162,10 +162,12 @@ def one(n: int, batches: int) -> dict:
     row["files_per_1k_scenarios"] = sum(p.suffix == ".parquet" for p in files) / n * 1000
     row.update(data_path(store, batches))
     ev = measured(["--quiet", "evaluate", "--model", "constant_velocity", "--store", str(store), "--split", "test",
-                   "--no-mlflow", "--out", str(WORK / f"eval_{n}")], "evaluate")
+                   "--no-mlflow", "--t0-stride", str(eval_stride), "--out", str(WORK / f"eval_{n}")], "evaluate")
     row["evaluate_peak_rss_mb"] = ev["peak_rss_mb"]
     row["evaluate_wall_s"] = ev["wall_s"]
-    row["test_scenarios"] = json.loads((WORK / f"eval_{n}" / "metrics.json").read_text())["num_scenarios"]
+    metrics = json.loads((WORK / f"eval_{n}" / "metrics.json").read_text())
+    row["test_scenarios"], row["test_samples"] = metrics["num_scenarios"], metrics["num_samples"]
+    row["eval_t0_stride"] = eval_stride
     cache = store / "_cache"
     row["cache_mb"] = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) / 2**20 if cache.is_dir() else 0
     return row
@@ -175,12 +177,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--batches", type=int, default=1000, help="training batches before the worker's RSS is read")
+    ap.add_argument("--eval-t0-stride", type=int, default=30,
+                    help="evaluate every n-th step (30: 3 s; the same for every N, so memory growth compares)")
     ap.add_argument("--json")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     rows = []
     for n in args.n:
-        rows.append(one(n, args.batches))
+        rows.append(one(n, args.batches, args.eval_t0_stride))
         print(json.dumps(rows[-1]), flush=True)
         # results so far, in case a later N does not finish
         (WORK / "partial.json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
