@@ -60,11 +60,12 @@ def test_streaming_equals_in_memory(store):
 def test_disk_caches(store):
     infos = select_scenarios(store, "val")
     first = SceneSet(store, infos, CFG, 10, full_future=True)
-    plans = list((store.path / "_cache" / "plans").glob("*.npz"))
-    assert plans
+    plans = [p for p in (store.path / "_cache" / "plans").iterdir() if not p.name.startswith(".")]
+    assert plans and all((p / "agents.npy").is_file() for p in plans)
     again = SceneSet(store, infos, CFG, 10, full_future=True)  # the plan comes from the disk cache
     np.testing.assert_array_equal(first.index.agents, again.index.agents)
     np.testing.assert_array_equal(first.index.t0, again.index.t0)
+    assert isinstance(again.index.agents, np.memmap)  # shared pages, not a copy per process
     m = again.maps.get(infos[0].map_id)
     assert isinstance(m.image, np.memmap)  # memory-mapped from STORE/_cache/rasters
     np.testing.assert_array_equal(np.asarray(m.image),
