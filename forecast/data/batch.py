@@ -14,15 +14,17 @@ The scenarios table is the index: ``tracks_file``/``row_group`` locate a scenari
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from forecast.data.atomic import atomic_write, sha256_file
-from forecast.data.geoparquet import with_geo_schema
+from forecast.data.geoparquet import geo_metadata, local_engineering_crs, map_frame
 from forecast.data.schema import MAP_SCHEMA, QUARANTINE_SCHEMA, SCENARIOS_SCHEMA, TRACKS_SCHEMA
 
 _PARTITION = ("source", "split")
@@ -101,6 +103,7 @@ class BatchWriter:
         self.scen_rows: list[dict] = []
         self.map_tables: list[pa.Table] = []
         self.map_group: dict[str, int] = {}  # content key -> row group
+        self.geo: list[dict] = []  # GeoParquet column metadata per stored map, made when it arrives
         self.quarantines: list[pa.Table] = []
         self.units = 0
 
@@ -115,6 +118,8 @@ class BatchWriter:
             if ck not in self.map_group:  # identical maps are stored once per batch
                 self.map_group[ck] = len(self.map_tables)
                 self.map_tables.append(table)
+                # one map at a time: decoding a whole batch's geometries at the end cost a GB
+                self.geo.append(geo_metadata(table, "")["columns"]["geometry"])
             map_of[map_id] = self.map_group[ck]
         offset = 0
         for row, n in zip(u.scenarios, u.scenario_rows, strict=True):
@@ -138,13 +143,25 @@ class BatchWriter:
                       [pa.Table.from_pylist(self.scen_rows, schema=SCENARIO_FILE_SCHEMA)])
         if self.map_tables:
             # GeoParquet metadata: GIS tools (geopandas, QGIS, DuckDB) read the WKB column as geometry
-            _write_groups(self.root / self.paths["maps"], with_geo_schema(MAP_SCHEMA, self.map_tables), self.map_tables)
+            _write_groups(self.root / self.paths["maps"], self._geo_schema(), self.map_tables)
             written.append("maps")
         if self.quarantines:
             _write_groups(self.root / self.paths["quarantine"], QUARANTINE_FILE_SCHEMA,
                           [pa.concat_tables(self.quarantines)])
             written.append("quarantine")
         return {self.paths[k]: file_record(self.root / self.paths[k]) for k in written}
+
+    def _geo_schema(self) -> pa.Schema:
+        """MAP_SCHEMA with the GeoParquet ``geo`` metadata of every stored map, merged (types, bounds)."""
+        col = {"encoding": "WKB", "geometry_types": sorted({t for g in self.geo for t in g["geometry_types"]}),
+               "crs": local_engineering_crs(map_frame([t.slice(0, 1) for t in self.map_tables])), "edges": "planar"}
+        boxes = np.array([g["bbox"] for g in self.geo if "bbox" in g])
+        if len(boxes):
+            col["bbox"] = [float(boxes[:, 0].min()), float(boxes[:, 1].min()), float(boxes[:, 2].max()),
+                           float(boxes[:, 3].max())]
+        meta = geo_metadata(self.map_tables[0].slice(0, 0), "")  # the version and column layout
+        meta["columns"] = {"geometry": col}
+        return MAP_SCHEMA.with_metadata({**(MAP_SCHEMA.metadata or {}), b"geo": json.dumps(meta).encode()})
 
     def abort(self) -> None:
         try:
