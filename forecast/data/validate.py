@@ -218,32 +218,10 @@ def _reject_motion(rows: RawRows, agent_type, timestep, dt, reason, reject) -> N
     if len(alive) < 2:
         return
     order = alive[np.lexsort((timestep[alive], track_code[alive]))]  # each track in time order
-    tc, ts = track_code[order], timestep[order]
-    x, y, lim = rows.x[order], rows.y[order], limit[order]
-    speed = None if rows.speed is None else np.abs(np.nan_to_num(rows.speed[order], nan=0.0))
-
-    def step_bad(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """[len(a)] bool: moving from sorted row a to sorted row b (same track, later) is impossible."""
-        same = tc[a] == tc[b]
-        gap = np.where(same, ts[b] - ts[a], 1) * dt
-        dist = np.hypot(x[b] - x[a], y[b] - y[a])
-        bad = same & (dist > lim[b] * gap)
-        if speed is not None and rows.jump_tolerance_m is not None:
-            allowed = np.maximum(speed[a], speed[b]) * gap + rows.jump_tolerance_m
-            bad |= same & (dist > allowed)
-        return bad
-
-    m = len(order)
-    idx = np.arange(m)
-    bad_in = np.zeros(m, bool)  # the step into sorted row i is impossible
-    bad_in[1:] = step_bad(idx[:-1], idx[1:])
-    # A single bad row: the steps into and out of it are bad, but skipping it is fine.
-    spike = np.zeros(m, bool)
-    if m >= 3:
-        inner = idx[1:-1]
-        spike[inner] = bad_in[inner] & bad_in[inner + 1] & ~step_bad(inner - 1, inner + 1)
-    explained = np.r_[False, spike[:-1]]  # the step back out of a single bad row
-    jump = bad_in & ~spike & ~explained
+    tc = track_code[order]
+    speed = None if rows.speed is None else rows.speed[order]
+    spike, jump = step_faults(tc, timestep[order] * dt, rows.x[order], rows.y[order], limit[order], speed,
+                              rows.jump_tolerance_m)
     # Jumps cut a track into jump-free parts; the longest part is kept (the first of equals),
     # so that no kept pair of rows straddles a jump and as little as possible is lost.
     start = np.r_[True, tc[1:] != tc[:-1]]
@@ -264,3 +242,36 @@ def _reject_motion(rows: RawRows, agent_type, timestep, dt, reason, reject) -> N
 
     reject(mark(spike | (jump & cut)), "x", "impossible speed implied by consecutive positions")
     reject(mark(cut), "x", "cut off by an impossible jump in the track (its longest jump-free part is kept)")
+
+
+def step_faults(track: np.ndarray, time: np.ndarray, x: np.ndarray, y: np.ndarray, limit: np.ndarray,
+                speed: np.ndarray | None = None, tolerance_m: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Impossible moves of rows ``[M]`` sorted by track, then time; returns ``(spike [M], jump [M])``.
+
+    A step is impossible when it is faster than the class limit ``limit`` (m/s, of the later
+    row) or, where ``speed`` (reported, m/s) and ``tolerance_m`` are given, longer than
+    ``max(v_before, v_after) * gap + tolerance_m``. ``spike``: a single bad row (the steps into
+    and out of it are impossible, skipping it is fine). ``jump``: a row that starts a new
+    jump-free part of its track (a teleport), not explained by a spike. ``time`` in seconds.
+    """
+    v = None if speed is None or tolerance_m is None else np.abs(np.nan_to_num(speed, nan=0.0))
+
+    def step_bad(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        same = track[a] == track[b]
+        gap = np.where(same, time[b] - time[a], 1.0)
+        dist = np.hypot(x[b] - x[a], y[b] - y[a])
+        bad = same & (dist > limit[b] * gap)
+        if v is not None:
+            bad |= same & (dist > np.maximum(v[a], v[b]) * gap + tolerance_m)
+        return bad
+
+    m = len(track)
+    idx = np.arange(m)
+    bad_in = np.zeros(m, bool)  # the step into row i is impossible
+    bad_in[1:] = step_bad(idx[:-1], idx[1:])
+    spike = np.zeros(m, bool)
+    if m >= 3:
+        inner = idx[1:-1]
+        spike[inner] = bad_in[inner] & bad_in[inner + 1] & ~step_bad(inner - 1, inner + 1)
+    explained = np.r_[False, spike[:-1]]  # the step back out of a single bad row
+    return spike, bad_in & ~spike & ~explained

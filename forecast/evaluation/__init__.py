@@ -1,7 +1,8 @@
 """Offline scenario evaluation: ``forecast evaluate`` (see :mod:`forecast.evaluation.evaluate`).
 
 Modules: ``results`` (the result types), ``config``, ``predictors``, ``collect`` (the loop), ``aggregate``
-(metric blocks), ``slices``, ``evaluate`` (the driver), ``report`` and ``plots``, ``tracking`` (MLflow), ``terminal``.
+(metric blocks), ``slices``, ``by_tag`` (per scenario tag), ``compare`` (champion vs challenger), ``suite_run``,
+``evaluate`` (the driver), ``report``, ``report_scenarios`` and ``plots``, ``tracking`` (MLflow), ``terminal``.
 
 Names are imported lazily so that ``forecast --help`` (which registers the subcommand) stays fast.
 """

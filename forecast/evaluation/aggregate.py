@@ -37,6 +37,26 @@ def per_agent_metrics(pred: np.ndarray, gt: np.ndarray, prob: np.ndarray, valid:
     }
 
 
+def convention_metrics(out: Outputs, agents: AgentTable, features: FeatureConfig) -> dict[str, np.ndarray]:
+    """Per agent ``[N]``, beside the six: other benchmarks' conventions on the same predictions.
+
+    ``minADE@6-av2``: the Argoverse 2 leaderboard's minADE, the ADE of the best-*endpoint* mode (our
+    ``minADE@6`` is the minimum over modes). ``MR@6-waymo3s``: Waymo's speed-scaled miss at 3 s
+    (lateral 1 m, longitudinal 2 m in the ground truth's heading, times 0.5..1 by the speed at t0);
+    NaN when the future is shorter than 3 s.
+    """
+    k6 = min(6, out.pred.shape[1])
+    step = int(round(3.0 / features.dt)) - 1
+    res = {"minADE@6-av2": M.ade_of_best_fde_mode(out.pred, agents.gt, out.prob, k=k6, valid=agents.valid)}
+    if 0 <= step < out.pred.shape[2]:
+        lateral, longitudinal = M.WAYMO_MISS_THRESHOLDS[3.0]
+        res["MR@6-waymo3s"] = M.speed_scaled_miss(out.pred, agents.gt, agents.speed, step, out.prob, k=k6,
+                                                  lateral=lateral, longitudinal=longitudinal, valid=agents.valid)
+    else:
+        res["MR@6-waymo3s"] = np.full(len(agents), np.nan)
+    return res
+
+
 def summarise(per_agent: dict[str, np.ndarray], mask: np.ndarray | None = None) -> dict:
     """A block: ``n`` and the mean of each metric over ``mask`` (``None`` where empty)."""
     n = len(next(iter(per_agent.values())))
@@ -82,7 +102,9 @@ def model_block(out: Outputs, agents: AgentTable, cfg: EvalConfig, features: Fea
                 drivable: dict[str, object], masks: dict[str, dict[str, np.ndarray]]) -> dict:
     """Every metric of one predictor (the per-model part of metrics.json)."""
     per = per_agent_metrics(out.pred, agents.gt, out.prob, agents.valid, cfg.miss_threshold)
-    by_class = {c: summarise(per, agents.agent_class == c) for c in CLASSES}
+    conv = convention_metrics(out, agents, features)
+    by_class = {c: {**summarise(per, agents.agent_class == c), **_means(conv, agents.agent_class == c)}
+                for c in CLASSES}
     by_horizon, by_class_horizon = {}, {c: {} for c in CLASSES}
     for label, steps in horizons(cfg, features).items():
         per_h = per_agent_metrics(*_truncate(out, agents, steps), cfg.miss_threshold)
@@ -104,7 +126,7 @@ def model_block(out: Outputs, agents: AgentTable, cfg: EvalConfig, features: Fea
     return {
         "num_agents": {c: int((agents.agent_class == c).sum()) for c in CLASSES},
         "num_modes": int(out.pred.shape[1]),
-        "overall": summarise(per),
+        "overall": {**summarise(per), **_means(conv)},
         "by_class": by_class,
         "by_horizon": by_horizon,
         "by_class_horizon": by_class_horizon,
@@ -113,6 +135,10 @@ def model_block(out: Outputs, agents: AgentTable, cfg: EvalConfig, features: Fea
         "joint": M.summarise_joint(M.joint_metrics(out.pred, agents.gt, agents.sample, agents.valid, cfg.miss_threshold)),
         "slices": {fam: {v: summarise(per, m) for v, m in vals.items()} for fam, vals in masks.items()},
     }
+
+
+def _means(per_agent: dict[str, np.ndarray], mask: np.ndarray | None = None) -> dict[str, float | None]:
+    return {k: _num(M.aggregate(v, mask)) for k, v in per_agent.items()}
 
 
 def _truncate(out: Outputs, agents: AgentTable, steps: int):

@@ -72,6 +72,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate(args.store, args.model, cfg, out_dir=args.out, progress=not quiet, log=log,
                           baseline=args.baseline)
     print(format_table(result.metrics))
+    cmp = result.metrics.get("comparison") or {}
+    if cmp.get("skipped"):
+        print(f"champion vs challenger: {cmp['skipped']}")
+    elif cmp:
+        d = cmp["overall"]["minFDE@6"]
+        worse = [t for t, e in cmp.get("by_tag", {}).items()
+                 if e["minFDE@6"]["ci_low"] is not None and e["minFDE@6"]["ci_low"] > 0]
+        print(f"{cmp['challenger']} vs champion {cmp['champion']}: minFDE@6 {d['delta']:+.3f} m "
+              f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]; tags clearly worse: {', '.join(worse) or 'none'}")
     suite = result.metrics.get("suite")
     if suite:
         for name, s in suite["summary"].items():

@@ -98,6 +98,9 @@ def comparison_section(challenger: str, champion: str, per_agent: dict[str, dict
          "tags": sorted(t for t, m in masks.get("by_tag", {}).items() if m[r])}
         for j, r in enumerate(rows)
     ]
-    section["num_worse_scenes"] = int(len(set(scene[np.isfinite(delta) & (delta > 0)])))
-    section["num_scenes"] = int(len(set(scene)))
+    ok = np.isfinite(delta)
+    labels, code = np.unique(scene[ok].astype(str), return_inverse=True)
+    scene_mean = np.bincount(code, weights=delta[ok], minlength=len(labels)) / np.bincount(code, minlength=len(labels))
+    section["num_worse_scenes"] = int((scene_mean > 0).sum())  # the scene's mean minFDE@6 over its agents got worse
+    section["num_scenes"] = int(len(labels))
     return section, rows

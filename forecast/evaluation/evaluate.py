@@ -26,6 +26,10 @@ further than ``miss_threshold`` (2 m) from the truth. Displacements are in metre
       "slices": {family: {value: block}},        # families in forecast.evaluation.slices
       "baselines": {"constant_velocity": {same keys as a model}, "ctrv": {...}},
       "models": {name: {same keys as a model}},  # every --model, in order; the first is also at top level
+      "by_tag": {tag: block + "MR@6_1s".."MR@6_3s" + "rare"},   # with a tag table (forecast.evaluation.by_tag)
+      "champion": {"name", "spec", same keys as a model},      # with --baseline
+      "comparison": {...},                       # with --baseline: forecast.evaluation.compare.comparison_section
+      "suite": {...},                            # with --suite: forecast.evaluation.suite_run
       "config": {...}, "features": {...}          # how it was run
     }
 

@@ -131,7 +131,7 @@ def comparison_html(result: EvalResult, cfg: EvalConfig, layers: dict[str, dict]
              f'<div class="muted">Champion: {_e(c.get("champion_spec"))}. Delta = challenger &minus; champion on the '
              f"same agents (positive: the challenger is worse), with the {100 * c['level']:.0f}% bootstrap interval "
              f"over scenarios ({c['bootstrap']} resamples). Red: worse with the whole interval above 0; green: better. "
-             f"{c['num_worse_scenes']} of {c['num_scenes']} scenes got worse in minFDE@6.</div>"]
+             f"{c['num_worse_scenes']} of {c['num_scenes']} scenes got worse in minFDE@6 (mean over their agents).</div>"]
     head = "".join(f"<th>{_e(h)}</th>" for h in ["group", "n", "scenarios", *keys])
     rows = [f"<tr><td class='l'>overall</td><td>{c['overall']['n']}</td><td>{c['overall']['n_scenarios']}</td>"
             + "".join(f"<td>{_delta_cell(c['overall'][k], None)}</td>" for k in keys) + "</tr>"]
@@ -180,7 +180,7 @@ def regression_case(result: EvalResult, row: int, layers: dict[str, dict], rank:
     best = out.pred[row, int(np.argmax(out.prob[row]))].astype(np.float64)
     champ = to_world(best[None], ag.origin[row][None], ag.heading[row][None])[0]
     d = result.per_agent[ch]["minFDE@6"][row] - result.per_agent[cp]["minFDE@6"][row]
-    return dataclasses.replace(case, baseline=champ, baseline_label=f"champion {cp} (most likely)",
+    return dataclasses.replace(case, baseline=champ, baseline_label=f"{cp} (champion, most likely)",
                                title=case.title + f" | +{d:.2f} m vs champion")
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,7 +251,9 @@ def log_bundle_model(bundle_dir: str | Path, tracking_uri: str, run_id: str | No
     bundle_dir = Path(bundle_dir)
     predictor = Predictor(bundle_dir, variant=variant)  # verifies the bundle; also gives the example's output
     example = input_example(bundle_dir)
-    signature = infer_signature(example, predict_frame(predictor, example, DEFAULT_PARAMS), params=DEFAULT_PARAMS)
+    with warnings.catch_warnings():  # "integer columns cannot hold missing values": ours (step, mode) never miss
+        warnings.filterwarnings("ignore", message=".*[Ii]nteger column.*")
+        signature = infer_signature(example, predict_frame(predictor, example, DEFAULT_PARAMS), params=DEFAULT_PARAMS)
     manifest_sha = _sha256(bundle_dir / "bundle.json")
     with tracking(tracking_uri):
         if run_id is None:

@@ -47,8 +47,8 @@ def load_model(path: str | Path, map_location: str = "cpu") -> LoadedModel:
         model = WorldModel(from_dict(ModelConfig, payload["model_config"]), pose_scale=features.scene_scale)
         model.load_state_dict(payload["state_dict"])
     except Exception as exc:  # torch.load raises anything from EOFError to RuntimeError on a damaged file
-        raise ModelFileError(f"{path} is not a readable forecast model.pt: {type(exc).__name__}: "
-                             f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else 'no details'}") from exc
+        raise ModelFileError(f"cannot load model {path}: not a readable forecast model.pt ({type(exc).__name__}: "
+                             f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else 'no details'})") from exc
     model.eval()
     return LoadedModel(model, features, payload.get("meta", {}))
 

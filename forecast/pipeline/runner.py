@@ -304,9 +304,9 @@ class _Run:
         else:
             work, resumed = p.tmp(), False
         work.mkdir(parents=True, exist_ok=True)
-        o.log(f"[{p.name}] {'resuming' if resumed else 'running'} in {work}")
         t0, started = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%S")
-        try:
+        try:  # from the first word about the step on, a stop is recorded as the step's
+            o.log(f"[{p.name}] {'resuming' if resumed else 'running'} in {work}")
             with deferred():
                 run_id = self.tracker.start_step(p.name, p.hash)
             ctx = StepContext(out=work, inputs={i: self._final(i) for i in p.step.inputs}, hash=p.hash,

@@ -28,7 +28,7 @@ from forecast.scenarios.tags import TAGS, TagConfig, motion, scene_tags
 
 TAGS_FILE = "tags/tags.parquet"
 META_KEY = b"forecast.tags"
-TAGGER_VERSION = 1
+TAGGER_VERSION = 2  # near miss needs a vehicle in the pair
 
 
 def tags_path(store: Store | str | Path) -> Path:
@@ -39,7 +39,7 @@ def tags_path(store: Store | str | Path) -> Path:
 def store_fingerprint(store: Store) -> str:
     """sha256 over the scenarios table and the ingest manifests: changes when the store's content does."""
     h = hashlib.sha256()
-    h.update(store.scenarios_table().to_pandas().to_csv(index=False).encode())
+    h.update(json.dumps(store.scenarios_table().to_pylist(), sort_keys=True, default=str).encode())
     h.update(json.dumps(store.manifests(), sort_keys=True, default=str).encode())
     return h.hexdigest()
 
@@ -147,11 +147,15 @@ def read_tags(path: Path) -> pa.Table:
 
 def tag_lookup(table: pa.Table, scenario_id: np.ndarray, track_id: np.ndarray, t0: np.ndarray) -> dict[str, np.ndarray]:
     """``{tag: [N] bool}`` for the rows (scenario_id, track_id, store t0) ``[N]``; False where the table has no row."""
-    import pandas as pd
-
-    keys = pd.DataFrame({"scenario_id": np.asarray(scenario_id, dtype=str), "track_id": np.asarray(track_id, dtype=str),
-                         "t0": np.asarray(t0, dtype=np.int64)})
-    df = table.select(["scenario_id", "track_id", "t0", *TAGS]).to_pandas()
-    df["t0"] = df["t0"].astype(np.int64)
-    merged = keys.merge(df, on=["scenario_id", "track_id", "t0"], how="left")
-    return {t: merged[t].fillna(False).to_numpy(dtype=bool) for t in TAGS}
+    cols = {c: table.column(c).to_numpy(zero_copy_only=False) for c in ("scenario_id", "track_id", "t0", *TAGS)}
+    row_of = {(s, k, int(t)): r for r, (s, k, t) in enumerate(zip(cols["scenario_id"], cols["track_id"], cols["t0"],
+                                                                  strict=True))}
+    hit = np.array([row_of.get((str(s), str(k), int(t)), -1) for s, k, t in zip(scenario_id, track_id, t0, strict=True)],
+                   dtype=np.int64)
+    found = hit >= 0
+    out = {}
+    for tag in TAGS:
+        v = np.zeros(len(hit), dtype=bool)
+        v[found] = np.asarray(cols[tag], dtype=bool)[hit[found]]
+        out[tag] = v
+    return out

@@ -193,10 +193,14 @@ def time_to_collision(dp: np.ndarray, dv: np.ndarray, radius: np.ndarray) -> np.
 
 
 def near_miss_pairs(m: Motion, pr: Pairs, t: int, cfg: TagConfig) -> np.ndarray:
-    """Time to collision under ``ttc_s`` (discs of ``TTC_RADIUS``), not between two pedestrians."""
+    """Time to collision under ``ttc_s`` (discs of ``TTC_RADIUS``) between a vehicle and anyone.
+
+    Pairs without a vehicle are left out: SUMO lets pedestrians and bicycles pass through each other on
+    shared crossings (it does not model their interaction), so their time to collision is an artefact.
+    """
     ti, tj = m.agent_type[pr.i], m.agent_type[pr.j]
     radius = _RADIUS_BY_TYPE[ti] + _RADIUS_BY_TYPE[tj]
-    return ~((ti == PED) & (tj == PED)) & (time_to_collision(pr.dp, pr.dv, radius) < cfg.ttc_s)
+    return ((ti == VEH) | (tj == VEH)) & (time_to_collision(pr.dp, pr.dv, radius) < cfg.ttc_s)
 
 
 def pedestrian_crossing_pairs(m: Motion, pr: Pairs, t: int, cfg: TagConfig, on_crosswalk: np.ndarray) -> np.ndarray:

@@ -8,9 +8,9 @@ import argparse
 def _cmd_train(args: argparse.Namespace) -> int:
     from forecast.config import apply_overrides, from_dict, load_yaml
     from forecast.training.config import TrainConfig
-    from forecast.training.train import run_training
 
     cfg = from_dict(TrainConfig, apply_overrides(load_yaml(args.config), args.overrides), where=args.config)
+    from forecast.training.train import run_training  # torch and Lightning: only once the config is good
     result = run_training(cfg, progress=not args.quiet)
     print(f"model: {result.model_path}")
     print(f"mlflow run: {result.run_id}  (see it with: mlflow ui --backend-store-uri sqlite:///mlflow.db)")

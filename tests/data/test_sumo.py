@@ -345,17 +345,40 @@ def test_reverse_time_order_keeps_every_row(sumo_runs, tmp_path):
     assert a.equals(b)
 
 
-def test_vehicle_without_angle_is_quarantined_naming_the_field(sumo_runs, tmp_path):
+def _car_row(t: pa.Table, k: int = 3) -> int:
+    """The file row of a car mid-track (its k-th row at least 30 rows from its track's start)."""
+    ids = np.asarray(t["vehicle_id"].to_pylist(), dtype=object)
+    types = np.asarray(t["vehicle_type"].to_pylist(), dtype=object)
+    car = next(i for i in ids[types == "DEFAULT_VEHTYPE"] if (ids == i).sum() > 60)
+    return int(np.flatnonzero(ids == car)[30 + k])
+
+
+def test_vehicle_without_angle_is_kept_with_unknown_heading(sumo_runs, tmp_path):
+    # The centre comes from the path driven, so a missing angle costs the heading only.
     root, run = _copy_run(sumo_runs, tmp_path)
     t = pq.read_table(run / "fcd.parquet")
-    car = int(np.flatnonzero(np.asarray(t["vehicle_type"].to_pylist()) == "DEFAULT_VEHTYPE")[3])
+    car = _car_row(t)
     angle = t["vehicle_angle"].to_numpy().copy()
     angle[car] = np.nan
     _rewrite(run, "vehicle_angle", angle, pa.float64())
     s, store = _ingest(root, tmp_path)
-    assert s.rows_read == t.num_rows == s.rows_written + s.rows_quarantined
+    assert s.rows_read == t.num_rows == s.rows_written and s.rows_quarantined == 0
+    stored = store.tracks_dataset().to_table(filter=pa.compute.field("track_id") == t["vehicle_id"][car].as_py())
+    assert np.isnan(stored["heading"].to_numpy()).sum() == 1 and np.isfinite(stored["x"].to_numpy()).all()
+
+
+def test_one_glitched_row_costs_that_row_only(sumo_runs, tmp_path):
+    # A car 100 km away for one step: its neighbours' centres must not be pulled along the glitch.
+    root, run = _copy_run(sumo_runs, tmp_path)
+    t = pq.read_table(run / "fcd.parquet")
+    car = _car_row(t)
+    x = t["vehicle_x"].to_numpy().copy()
+    x[car] = 1e5
+    _rewrite(run, "vehicle_x", x, pa.float64())
+    s, store = _ingest(root, tmp_path)
+    assert s.rows_quarantined == 1 and s.rows_written == t.num_rows - 1
     [rec] = store.quarantine_table().to_pylist()
-    assert (rec["row"], rec["field"], rec["reason"]) == (car, "vehicle_angle", "non-finite angle of a vehicle")
+    assert (rec["row"], rec["field"]) == (car, "x")
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -38,9 +38,25 @@ def test_order_of_rows_and_bad_rows():
     px, py = centre_from_front(track[perm], t[perm], x[perm], y[perm], h[perm], back[perm])
     np.testing.assert_array_equal(px, cx[perm])
     np.testing.assert_array_equal(py, cy[perm])
-    # a NaN row has no centre and is no part of the path of the others
-    x2 = x.copy()
-    x2[5] = np.nan
-    nx, _ = centre_from_front(track, t, x2, y, h, back)
-    assert np.isnan(nx[5]) and np.isfinite(np.delete(nx, 5)).all()
+    # a row with a non-finite y keeps it (so the validator names 'y') and is no part of the path
+    y2 = y.copy()
+    y2[5] = -np.inf
+    nx, ny = centre_from_front(track, t, x, y2, h, back)
+    assert ny[5] == -np.inf and nx[5] == x[5] and np.isfinite(np.delete(ny, 5)).all()
     np.testing.assert_array_equal(nx[20:], cx[20:])
+
+
+def test_glitch_and_teleport_do_not_bend_the_path():
+    # 1 m/step east at 10 m/s. Row 5 is a one-step glitch 1 km away: left out of the path.
+    # At row 12 the car teleports 50 m north: a new path starts there, extended behind it.
+    n = 20
+    x = np.arange(n, dtype=float)
+    y = np.where(np.arange(n) >= 12, 50.0, 0.0)
+    x_glitch = x.copy()
+    x_glitch[5] = 1000.0
+    speed, limit, back = np.full(n, 10.0), np.full(n, 70.0), np.full(n, 2.5)
+    cx, cy = centre_from_front(np.zeros(n, int), np.arange(n) * 0.1, x_glitch, y, np.zeros(n), back, speed, limit, 1.0)
+    keep = np.arange(n) != 5
+    np.testing.assert_allclose(cx[keep], x[keep] - 2.5)
+    np.testing.assert_allclose(cy[keep], y[keep])
+    assert cx[5] == 1000.0  # the glitch keeps its reported point; the validator rejects it

@@ -70,3 +70,17 @@ def test_rank_regressions_one_row_per_scene_largest_first():
     assert rank_regressions(delta, scene, top=10) == [4, 3, 6]  # s1 once (its worst row), improvements left out
     assert rank_regressions(delta, scene, top=2) == [4, 3]
     assert rank_regressions(-np.abs(delta), scene, top=3) == []
+
+
+def test_comparison_section_counts_scenes_by_their_mean():
+    from forecast.evaluation.compare import comparison_section
+
+    ch = {k: np.array([3.0, 0.0, 1.0, 1.0]) for k in ("minADE@6", "minFDE@6", "MR@6", "minFDE@1", "brier-minFDE@6")}
+    cp = {k: np.array([1.0, 1.5, 2.0, 2.0]) for k in ch}
+    sid = np.array(["a", "a", "b", "b"], dtype=object)
+    sec, rows = comparison_section("new", "old", {"new": ch, "old": cp}, sid, np.array([5, 5, 7, 7]),
+                                   {"by_tag": {"x": np.array([True, False, False, False])}}, 100, 0.9, 5)
+    assert rows == [0]  # only the scene with a worse agent, its worst agent
+    assert sec["num_worse_scenes"] == 1 and sec["num_scenes"] == 2  # scene a: mean +0.25; scene b: -1
+    assert sec["regressions"][0]["tags"] == ["x"] and sec["regressions"][0]["delta_minFDE@6"] == 2.0
+    assert sec["by_tag"]["x"]["n"] == 1 and sec["overall"]["n"] == 4

@@ -58,8 +58,11 @@ def tiny_model(tmp_path_factory):
     return path
 
 
-def _check_block(block: dict) -> None:
-    assert set(block) == BLOCK_KEYS
+CONVENTION_KEYS = {"minADE@6-av2", "MR@6-waymo3s"}  # overall and by_class only (aggregate.convention_metrics)
+
+
+def _check_block(block: dict, extra: frozenset | set = frozenset()) -> None:
+    assert set(block) == BLOCK_KEYS | set(extra)
     assert isinstance(block["n"], int)
     for k in METRIC_NAMES:
         assert block[k] is None or np.isfinite(block[k])
@@ -72,10 +75,13 @@ def test_metrics_json_layout(cv_run):
     assert m["model"] == "constant_velocity" and m["split"] == "test"
     assert MODEL_KEYS <= set(m)
     assert set(m["num_agents"]) == set(CLASSES)
-    _check_block(m["overall"])
+    _check_block(m["overall"], CONVENTION_KEYS)
+    # one mode: the AV2 leaderboard's minADE is the plain one; Waymo's 3 s miss needs a 3 s future (2 s here)
+    assert m["overall"]["minADE@6-av2"] == pytest.approx(m["overall"]["minADE@6"])
+    assert m["overall"]["MR@6-waymo3s"] is None
     assert set(m["by_class"]) == set(CLASSES)
     for c in CLASSES:
-        _check_block(m["by_class"][c])
+        _check_block(m["by_class"][c], CONVENTION_KEYS)
         assert list(m["by_class_horizon"][c]) == ["1s", "2s"]
     assert list(m["by_horizon"]) == ["1s", "2s"]  # 3 s is longer than the 2 s future: left out
     for blk in m["by_horizon"].values():
@@ -337,7 +343,8 @@ def test_cli_file_that_is_not_a_model_is_a_usage_error(sumo_store, tmp_path, cap
     rc = main(["--quiet", "evaluate", "--model", str(bad), "--store", str(sumo_store.path), "--out", str(tmp_path / "o"),
                "--no-mlflow"])
     assert rc == 2
-    assert "cannot load model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert str(bad) in err and "not a readable forecast model.pt" in err  # names the file (forecast.model.checkpoint)
 
 
 def test_joint_metrics_and_class_calibration(cv_run):

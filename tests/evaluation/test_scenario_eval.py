@@ -121,6 +121,7 @@ def test_cli_baseline_and_suite(sumo_store, tag_file, tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "suite s v2 ctrv: 0 passed, 0 failed, 2 missing" in text
+    assert "ctrv vs champion constant_velocity: minFDE@6" in text and "tags clearly worse:" in text
     m = json.loads((out / "metrics.json").read_text())
     assert m["suite"]["summary"]["constant_velocity"]["missing"] == 2 and "comparison" in m
     assert BASELINES[0] in m["baselines"]

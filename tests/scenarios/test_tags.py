@@ -105,8 +105,10 @@ def test_near_miss():
     ev = _pair_events(scene(car, ped_ahead, types=[VEH, PED]))["near_miss"]
     assert ev[0].any() and ev[1].any()
     assert not _pair_events(scene(car, ped_safe, types=[VEH, PED]))["near_miss"].any()
-    # two pedestrians walking into each other are not a near miss (crowds do it all the time)
+    # without a vehicle in the pair it is not a near miss (SUMO's pedestrians and bicycles pass through each other)
     assert not _pair_events(scene(line(0, 0, 1.5, 0), line(6, 0, -1.5, 0), types=[PED, PED]))["near_miss"].any()
+    assert not _pair_events(scene(line(0, 0, 4.0, 0), line(8, 0, -1.5, 0), types=[CYC, PED]))["near_miss"].any()
+    assert _pair_events(scene(line(0, 0, 4.0, 0), line(8, 0, -4.0, 0), types=[CYC, VEH]))["near_miss"].all(axis=0).any()
 
 
 def test_pedestrian_crossing():

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from forecast.data.ingest import ParsedUnit, Unit
-from forecast.data.schema import AgentType
+from forecast.data.schema import MAX_SPEED, AgentType
 from forecast.data.sources.sumo_centre import centre_from_front
 from forecast.data.validate import Quarantine, RawRows, dictionary_code
 
@@ -158,17 +158,6 @@ class SumoAdapter:
             base.file_quarantine = Quarantine.whole_file("sumo", str(fcd), column, why, rows=table.num_rows)
             return base
         rows = fcd_to_rows(table, meta.get("vtypes", {}), meta.get("vtype_lengths", {}))
-        # A vehicle without an angle has no known centre: reject it here, naming the field.
-        half = vtype_half_lengths(rows.type_names, meta.get("vtypes", {}), meta.get("vtype_lengths", {}))
-        no_angle = (half[rows.type_code] > 0) & ~np.isfinite(rows.heading)
-        if no_angle.any():
-            bad = np.flatnonzero(no_angle)
-            base.file_quarantine = Quarantine("sumo", str(fcd), bad.astype(np.int64),
-                                              np.full(len(bad), "vehicle_angle", dtype=object),
-                                              np.full(len(bad), "non-finite angle of a vehicle", dtype=object))
-            good = np.flatnonzero(~no_angle)
-            rows = rows.take(good)
-            rows.file_row = good.astype(np.int64)
         base.rows = rows
         return base
 
@@ -209,7 +198,9 @@ def fcd_to_rows(table: pa.Table, vtypes: dict[str, str], lengths: dict[str, floa
     # Codes ranked by name, so that the centres do not depend on the order of the file's rows.
     by_name = np.empty(len(track_names), np.int64)
     by_name[sorted(range(len(track_names)), key=lambda i: str(track_names[i]))] = np.arange(len(track_names))
-    x, y = centre_from_front(by_name[track_code], time, x, y, heading, half)  # persons (half 0) stay
+    limit = np.array([MAX_SPEED[AgentType(t)] if t >= 0 else np.inf for t in type_map])[type_code]
+    # persons (half 0) stay; glitches and teleports are kept out of the paths
+    x, y = centre_from_front(by_name[track_code], time, x, y, heading, half, speed, limit, JUMP_TOLERANCE_M)
     return RawRows(
         track_code=track_code,
         track_names=track_names,

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from forecast.data.validate import step_faults
+
 
 def centre_from_front(track: np.ndarray, time: np.ndarray, x: np.ndarray, y: np.ndarray, heading: np.ndarray,
-                      back: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                      back: np.ndarray, speed: np.ndarray | None = None, limit: np.ndarray | None = None,
+                      tolerance_m: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Rows ``[N]`` (any order) -> centre ``(cx [N], cy [N])`` in metres.
 
     ``track`` int codes, ``time`` s, front position ``x``, ``y`` (m), ``heading`` (radians CCW
@@ -22,17 +25,21 @@ def centre_from_front(track: np.ndarray, time: np.ndarray, x: np.ndarray, y: np.
     agents reported at their centre). Per track in time order, the centre is the point of the
     front's own polyline at arc length ``s - back``; where the track has not yet driven
     ``back`` metres since its first row, the path is extended behind that row along its heading.
+    A glitch must not spread into its neighbours' centres: with ``speed`` (reported, m/s),
+    ``limit`` (class speed limit per row, m/s) and ``tolerance_m``, rows the validator will see
+    as a single bad row (``validate.step_faults``) are left out of the path, and a jump (a
+    teleport) starts a new path, extended behind its first row like a track's start.
     Rows with ``back == 0`` keep their position and are no part of any path. Rows with a
     non-finite position or time or heading, and repeats of a (track, time), are not part of
-    the path; their centre is NaN (the validator rejects them).
+    the path either and keep their reported position (the validator rejects them).
     Tracks are processed in the order of their codes: give codes that follow the track names
     to make the result independent of the order of the file, to the last bit.
     """
-    cx, cy = x.astype(np.float64, copy=True), y.astype(np.float64, copy=True)  # back == 0: as reported
+    # Rows off the path keep their reported point: the validator then names what is wrong
+    # with them (a non-finite y as 'y', a non-finite time as 'time', a repeat as a duplicate).
+    cx, cy = x.astype(np.float64, copy=True), y.astype(np.float64, copy=True)
     moved = back > 0
-    cx[moved] = np.nan
-    cy[moved] = np.nan
-    ok = moved & np.isfinite(x) & np.isfinite(y) & np.isfinite(time) & np.isfinite(heading)
+    ok = moved & np.isfinite(x) & np.isfinite(y) & np.isfinite(time)
     idx = np.flatnonzero(ok)
     idx = idx[np.lexsort((time[idx], track[idx]))]  # by track, then time; lexsort is stable: file order
     if not len(idx):
@@ -40,8 +47,17 @@ def centre_from_front(track: np.ndarray, time: np.ndarray, x: np.ndarray, y: np.
     tr, t = track[idx], time[idx]
     first_of_pair = np.r_[True, (tr[1:] != tr[:-1]) | (t[1:] != t[:-1])]
     idx, tr = idx[first_of_pair], tr[first_of_pair]
-    px, py, h, b = x[idx], y[idx], heading[idx], back[idx]  # [m] in track, time order
-    start = np.r_[True, tr[1:] != tr[:-1]]
+    new_path = np.zeros(len(idx), bool)
+    if speed is not None or limit is not None:
+        lim = np.full(len(idx), np.inf) if limit is None else limit[idx]
+        spike, new_path = step_faults(tr, time[idx], x[idx], y[idx], lim, None if speed is None else speed[idx],
+                                      tolerance_m)
+        idx, tr, new_path = idx[~spike], tr[~spike], new_path[~spike]
+    if not len(idx):
+        return cx, cy
+    px, py, b = x[idx], y[idx], back[idx]  # [m] in track, time order
+    h = _first_known_heading_filled(heading[idx], tr)
+    start = np.r_[True, tr[1:] != tr[:-1]] | new_path
     step = np.r_[0.0, np.hypot(np.diff(px), np.diff(py))]
     step[start] = 0.0
     group = np.cumsum(start) - 1
@@ -64,3 +80,20 @@ def centre_from_front(track: np.ndarray, time: np.ndarray, x: np.ndarray, y: np.
     oy[before] = py[first] - short * np.sin(h[first])
     cx[idx], cy[idx] = ox, oy
     return cx, cy
+
+
+def _first_known_heading_filled(heading: np.ndarray, track: np.ndarray) -> np.ndarray:
+    """[m] headings where a NaN is replaced by the track's next known heading (rows in time order).
+
+    Only the first rows of a path use the heading (to extend it behind them); a row without
+    an angle there takes the nearest later one of its track.
+    """
+    if np.isfinite(heading).all():
+        return heading
+    m = len(heading)
+    known = np.where(np.isfinite(heading), np.arange(m), m)
+    nxt = np.minimum.accumulate(known[::-1])[::-1]  # index of the next known heading (m = none)
+    end = np.r_[np.flatnonzero(track[1:] != track[:-1]), m - 1]  # last row of each track
+    last = np.repeat(end, np.diff(np.r_[-1, end]))
+    use = np.where(nxt <= last, nxt, np.arange(m))  # none left in the track: stays NaN
+    return heading[use]
