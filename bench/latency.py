@@ -40,17 +40,21 @@ from forecast.model.world_model import WorldModel
 from forecast.training.config import TrainConfig
 
 
-def percentiles(fn, runs: int, warmup: int = 3, sync=None) -> tuple[float, float]:
+def percentiles(fn, runs: int, warmup: int = 3, sync=None) -> tuple[float, float, float]:
+    """Wall p50 and p99 (ms), and the p50 of this process's CPU time (ms): on a shared machine the CPU
+    time of a one-thread call is the steadier figure (other processes inflate the wall time)."""
     for _ in range(warmup):
         fn()
-    times = []
+    times, cpu = [], []
     for _ in range(runs):
+        c = time.process_time()
         t = time.perf_counter()
         fn()
         if sync:
             sync()
         times.append(1e3 * (time.perf_counter() - t))
-    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+        cpu.append(1e3 * (time.process_time() - c))
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99)), float(np.percentile(cpu, 50))
 
 
 def tick_replay(tracks, t0: int, tracker_cls, predictor):
@@ -165,17 +169,18 @@ def main() -> None:
         sample = build_sample(tracks, t0, feats, m, with_future=False)
         feed = pred1.inputs(sample)
 
-        def add(what: str, p50: float, p99: float, a: int = a) -> None:
-            rows.append({"agents": a, "what": what, "p50_ms": p50, "p99_ms": p99})
+        def add(what: str, p50: float, p99: float, cpu: float = float("nan"), a: int = a) -> None:
+            rows.append({"agents": a, "what": what, "p50_ms": p50, "p99_ms": p99, "cpu_p50_ms": cpu})
 
         def tick(a=a, tracks=tracks, t0=t0):
             tracker, det = tick_replay(tracks, t0, SceneTracker, pred1)
-            start = time.perf_counter()
+            c, start = time.process_time(), time.perf_counter()
             tracker.update(det, step=t0)
-            return 1e3 * (time.perf_counter() - start)
+            return 1e3 * (time.perf_counter() - start), 1e3 * (time.process_time() - c)
 
-        ticks = [tick() for _ in range(args.runs)]
-        add("tick update (SceneTracker.update)", float(np.percentile(ticks, 50)), float(np.percentile(ticks, 99)))
+        ticks = np.array([tick() for _ in range(args.runs)])
+        add("tick update (SceneTracker.update)", float(np.percentile(ticks[:, 0], 50)),
+            float(np.percentile(ticks[:, 0], 99)), float(np.percentile(ticks[:, 1], 50)))
         add("preprocessing (build_sample, map raster cached)",
             *percentiles(lambda: build_sample(tracks, t0, feats, m, with_future=False), args.runs))  # noqa: B023
         for name, sess in ort1.items():
@@ -223,14 +228,15 @@ def main() -> None:
 
 
 def _summary(rows: list[dict], ort_file: str) -> dict:
-    def p50(a: int, prefix: str) -> float | None:
-        hit = [r["p50_ms"] for r in rows if r["agents"] == a and r["what"].startswith(prefix)]
+    def p50(a: int, prefix: str, key: str = "p50_ms") -> float | None:
+        hit = [r[key] for r in rows if r["agents"] == a and r["what"].startswith(prefix)]
         return hit[0] if hit else None
 
     out = {}
-    pre64, pre128 = p50(64, "preprocessing"), p50(128, "preprocessing")
-    if pre64 and pre128:
-        out["preprocessing_128_over_64"] = pre128 / pre64
+    for key in ("p50_ms", "cpu_p50_ms"):
+        pre64, pre128 = p50(64, "preprocessing", key), p50(128, "preprocessing", key)
+        if pre64 and pre128:
+            out[f"preprocessing_128_over_64 ({key})"] = pre128 / pre64
     ort64, torch64 = p50(64, f"onnxruntime CPU 1 thread, fp32 ({ort_file})"), p50(64, "torch eager CPU, 1 thread")
     if ort64 and torch64:
         out["ort_over_torch_at_64"] = ort64 / torch64

@@ -272,6 +272,7 @@ def step_faults(track: np.ndarray, time: np.ndarray, x: np.ndarray, y: np.ndarra
     spike = np.zeros(m, bool)
     if m >= 3:
         inner = idx[1:-1]
-        spike[inner] = bad_in[inner] & bad_in[inner + 1] & ~step_bad(inner - 1, inner + 1)
+        both = inner[bad_in[inner] & bad_in[inner + 1]]  # rare: only these need the bridging step
+        spike[both] = ~step_bad(both - 1, both + 1)
     explained = np.r_[False, spike[:-1]]  # the step back out of a single bad row
     return spike, bad_in & ~spike & ~explained

@@ -201,27 +201,34 @@ def pip_requirements() -> list[str]:
 
 @contextmanager
 def tracking(uri: str):
-    """Point MLflow's fluent API at ``uri`` for a block, then put back what was there (URIs and env var)."""
+    """Point MLflow's fluent API at ``uri`` for a block, then leave its global state exactly as it was.
+
+    ``set_tracking_uri``/``set_registry_uri`` and ``set_experiment`` are process-wide; restoring them
+    through the public setters would *pin* the registry to whatever URI was current before (and so
+    ignore a later ``$MLFLOW_TRACKING_URI``), hence the module globals are saved and put back as such.
+    """
     import mlflow
+    import mlflow.tracking._model_registry.utils as registry_state
+    import mlflow.tracking._tracking_service.utils as tracking_state
     import mlflow.tracking.fluent as fluent
 
-    saved_env = os.environ.get("MLFLOW_TRACKING_URI")
-    saved_tracking, saved_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    # set_experiment() is global too, and start_run(run_id=...) refuses a run of another experiment
-    saved_experiment = getattr(fluent, "_active_experiment_id", None)
+    env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID",
+                                          "MLFLOW_EXPERIMENT_NAME")}
+    saved = [(m, name, getattr(m, name)) for m, name in ((tracking_state, "_tracking_uri"),
+                                                          (registry_state, "_registry_uri"),
+                                                          (fluent, "_active_experiment_id")) if hasattr(m, name)]
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(saved_tracking)
-        mlflow.set_registry_uri(saved_registry)
-        if hasattr(fluent, "_active_experiment_id"):
-            fluent._active_experiment_id = saved_experiment
-        if saved_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = saved_env
+        for module, name, value in saved:
+            setattr(module, name, value)
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @dataclass

@@ -7,7 +7,8 @@ from torch.nn import functional as F
 
 
 def wta_loss(traj, scale, logits, future, future_mask, target_mask, cls_weight: float = 1.0,
-             agent_weight: torch.Tensor | None = None, scene_weight: float = 0.0, marginal_weight: float = 0.0):
+             agent_weight: torch.Tensor | None = None, scene_weight: float = 0.0, marginal_weight: float = 0.0,
+             cls_tau: torch.Tensor | None = None):
     """traj/scale [B, A, K, T, 2], logits [B, A, K], future [B, A, T, 2], future_mask [B, A, T],
     target_mask [B, A], agent_weight [B, A] (optional, default 1: how much each agent counts).
 
@@ -21,7 +22,9 @@ def wta_loss(traj, scale, logits, future, future_mask, target_mask, cls_weight: 
     the conditional median future, a safe most-likely mode where the other modes are long shots.
 
     Classification: the logits are trained to predict the mode whose endpoint (the last valid
-    step) is closest to the truth, the mode that minFDE@1 and brier-minFDE pick.
+    step) is closest to the truth, the mode that minFDE@1 and brier-minFDE pick. With ``cls_tau``
+    [B, A] (metres) the target is soft instead, ``softmax(-FDE_k / tau)``: modes that are nearly as
+    close share the credit, so the most likely mode leans to the one that is *usually* close.
     Returns (total, regression, classification) scalars.
     """
     m = (future_mask & target_mask[..., None]).float()  # [B, A, T]
@@ -46,9 +49,14 @@ def wta_loss(traj, scale, logits, future, future_mask, target_mask, cls_weight: 
 
     last = future_mask.shape[-1] - 1 - future_mask.flip(-1).float().argmax(-1)  # [B, A] last valid step
     fde = err.gather(3, last[:, :, None, None].expand(-1, -1, err.shape[2], 1)).squeeze(-1)  # [B, A, K]
-    winner = fde.argmin(-1)
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), winner.reshape(-1), reduction="none")
-    cls = (ce.reshape(winner.shape) * w).sum() / n_agents
+    if cls_tau is None:
+        winner = fde.argmin(-1)
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), winner.reshape(-1), reduction="none")
+        ce = ce.reshape(winner.shape)
+    else:
+        target = torch.softmax(-fde.detach() / cls_tau[..., None], dim=-1)
+        ce = -(target * torch.log_softmax(logits, dim=-1)).sum(-1)
+    cls = (ce * w).sum() / n_agents
     return reg + cls_weight * cls, reg, cls
 
 

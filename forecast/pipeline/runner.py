@@ -288,6 +288,9 @@ class _Run:
             with deferred():
                 self.tracker.step(p.name, p.hash, "skipped", 0.0, params=flatten(p.step.spec()))
                 return self._record(StepOutcome(p.name, p.hash, "skipped", p.final))
+        # It runs: what read its earlier output (if any is left) must not be reused, whatever the reason
+        # (no _SUCCESS.json, damaged outputs, --force). On a first run there is nothing downstream yet.
+        self.forced |= downstream(self.planned, {p.name}) - {p.name}
         if p.step.resumable:
             work = p.partial
             if p.name in self.forced and work.exists():

@@ -35,6 +35,7 @@ class OptimConfig:
     cls_weight: float = 1.0
     scene_wta_weight: float = 0.0  # share of the regression on the scene's shared winning mode (joint futures)
     marginal_mode_weight: float = 0.0  # mode 0 also regressed on every agent: the conditional median future
+    cls_soft_tau: float = 0.0  # > 0: soft mode targets softmax(-FDE / tau), tau = this x CV travel + 0.1 m
     near_plan_weight: float = 1.0  # extra loss weight of agents near a teacher-forced plan (their response)
     near_plan_radius: float = 20.0  # metres: "near" a planned agent
     # Linear LR scaling: when set, lr applies to this many scenes per optimiser step and is scaled by

@@ -52,10 +52,14 @@ class ForecastModule(L.LightningModule):
         o = self.cfg.optim
         weight = near_weights(batch.pose, batch.plan_mask, batch.agent_mask, self.cfg.features.scene_scale,
                               o.near_plan_radius, o.near_plan_weight)
+        tau = None
+        if o.cls_soft_tau > 0:  # metres: a share of the distance constant velocity would travel, plus 0.1 m
+            horizon = batch.future.shape[2] * self.cfg.features.dt
+            tau = o.cls_soft_tau * torch.linalg.vector_norm(batch.hist[:, :, -1, 2:4], dim=-1) * horizon + 0.1
         traj, scale, logits = self.model.forward_logits(*batch.model_inputs())
         loss, reg, cls = wta_loss(traj, scale, logits, batch.future, batch.future_mask, batch.target_mask,
                                   o.cls_weight, agent_weight=weight, scene_weight=o.scene_wta_weight,
-                                  marginal_weight=o.marginal_mode_weight)
+                                  marginal_weight=o.marginal_mode_weight, cls_tau=tau)
         self.log_dict({"train/loss": loss, "train/reg": reg, "train/cls": cls}, prog_bar=True, batch_size=batch.size)
         return loss
 

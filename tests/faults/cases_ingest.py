@@ -260,8 +260,9 @@ def _sumo_cases() -> list[Case]:
         "id_empty": (_set_value("vehicle_id", ""), _one_bad({"vehicle_id", "track_id", "id"})),
         "id_nul_char": (_set_value("vehicle_id", "car\x00x"), _one_bad({"vehicle_id", "track_id", "id"})),
         "id_megabyte": (_set_value("vehicle_id", "v" * 1_000_000), _one_bad({"vehicle_id", "track_id", "id"})),
-        # a vehicle's centre is placed from its heading: a row without one is quarantined, with that reason
-        "angle_nan": (_set_value("vehicle_angle", float("nan")), _one_bad({"vehicle_angle", "heading"})),
+        # a vehicle's centre comes from the path its front drove: a row without an angle keeps its
+        # position and stores an unknown (NaN) heading, so no valid row is lost
+        "angle_nan": (_set_value("vehicle_angle", float("nan")), _none_bad),
         "type_unknown": (_set_value("vehicle_type", "ufo"), _one_bad({"agent_type", "vehicle_type"})),
         "type_null": (_set_value("vehicle_type", None), _one_bad({"agent_type", "vehicle_type"})),
         "speed_negative": (_set_value("vehicle_speed", -3.0), _none_bad),

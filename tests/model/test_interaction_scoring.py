@@ -130,3 +130,16 @@ def test_marginal_mode_is_trained_on_every_agent():
     wta_loss(traj, scale, logits, fut, fm, tm, marginal_weight=0.5)[1].backward()
     g = traj.grad.abs().sum(dim=(0, 3, 4))  # [A, K]
     assert g[1, 0] > 0  # agent 1's winner is mode 1, but mode 0 learns from it too
+
+
+def test_soft_mode_targets_share_credit_between_close_modes():
+    traj, scale, _, fut, fm, tm = _toy()
+    logits = torch.zeros(1, 2, 2, requires_grad=True)
+    wta_loss(traj, scale, logits, fut, fm, tm, cls_tau=torch.full((1, 2), 100.0))[2].backward()
+    assert logits.grad.abs().max() < 0.05  # a huge tau: both modes nearly equal targets, uniform logits fit
+    logits.grad = None
+    wta_loss(traj, scale, logits, fut, fm, tm, cls_tau=torch.full((1, 2), 0.01))[2].backward()
+    hard = logits.grad.clone()
+    logits.grad = None
+    wta_loss(traj, scale, logits, fut, fm, tm)[2].backward()
+    torch.testing.assert_close(hard, logits.grad)  # a tiny tau is the hard winner

@@ -167,3 +167,11 @@ def test_strict_ingest_in_the_pipeline_warns_and_exits_3(tmp_path, capsys, sumo_
     assert main(["--quiet", "pipeline", "run", str(cfg), "ingest.strict=true"]) == 3
     assert "ingest.strict" in capsys.readouterr().err
     assert main(["--quiet", "pipeline", "run", str(cfg), "ingest.strict=true"]) == 3  # a resumed run too
+
+
+def test_step_without_its_record_is_rebuilt_with_what_read_it(tmp_path):
+    steps = chain()
+    run_pipeline(steps, tmp_path, quiet())
+    (plan(steps, tmp_path)[2].final / SUCCESS).unlink()  # train: nothing vouches for model.pt any more
+    result = run_pipeline(steps, tmp_path, quiet())
+    assert [o.status for o in result.outcomes] == ["skipped", "skipped", "ran", "ran", "ran"]

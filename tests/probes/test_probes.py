@@ -103,3 +103,30 @@ def test_effect_sizes_in_metres():
     # the car travels 10 m in 1 s; with the pedestrian present half of it: 5 m removed
     assert out["mean_effect_m"] == np.float64(out["median_effect_m"]) and abs(out["mean_effect_m"] - 5.0) < 0.2
     assert out["mean_abs_effect_m"] == out["mean_effect_m"]
+
+
+def test_action_conditioning_reports_agents_near_the_plan():
+    from types import SimpleNamespace
+
+    from forecast.probes.action import evaluate_action_conditioning
+
+    # a car, a pedestrian 15 m ahead of it (near) and a second pedestrian 60 m away (far), all moving
+    t = 25
+    time = np.arange(t) * 0.1
+    xy = np.stack([np.stack([10.0 * time, np.zeros(t)], -1), np.stack([np.full(t, 15.0), time], -1),
+                   np.stack([np.full(t, 60.0), time], -1)])
+    tracks = AgentTracks(xy, np.full((3, t), np.nan), np.ones((3, t), bool), np.array([0, 1, 1]), 0.1)
+    s = build_sample(tracks, 12, CFG, None, np.array([0, 1, 2]), 0)
+    scenes = SimpleNamespace(index=[0], sample=lambda k: s)
+
+    def predict(sample, plan=None, plan_mask=None):
+        traj = np.repeat(sample.future[:, None] + 1.0, 2, axis=1)  # 1 m off in x and y
+        if plan is not None:  # the plan helps the agents within 20 m of the planned one only
+            near = np.linalg.norm(sample.origin - sample.origin[0], axis=-1) < 20.0
+            traj[near] = sample.future[near][:, None]
+        return traj, np.full((sample.num_agents, 2), 0.5)
+
+    out = evaluate_action_conditioning(scenes, predict, max_samples=1)
+    assert out["n"] == 2 and out["n_near"] == 1
+    assert out["near_minFDE_change"] == -1.0  # the near pedestrian becomes exact
+    assert out["others_minFDE_change"] == -0.5  # averaged with the far one, which does not change
