@@ -14,14 +14,17 @@ The scenarios table is the index: ``tracks_file``/``row_group`` locate a scenari
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from forecast.data.atomic import atomic_write, sha256_file
-from forecast.data.geoparquet import with_geo_schema
+from forecast.data.geoparquet import geo_metadata, local_engineering_crs, map_frame
 from forecast.data.schema import MAP_SCHEMA, QUARANTINE_SCHEMA, SCENARIOS_SCHEMA, TRACKS_SCHEMA
 
 _PARTITION = ("source", "split")
@@ -80,44 +83,103 @@ def _write_groups(path: Path, schema: pa.Schema, tables: list[pa.Table]) -> None
     atomic_write(path, write)
 
 
-def write_batch(store_path: Path, source: str, split: str, name: str, units: list[BuiltUnit]) -> dict[str, dict]:
-    """Write one batch's files atomically; returns ``{relative path: {"sha256", "bytes"}}`` of each."""
-    paths = batch_paths(source, split, name)
-    root = Path(store_path)
-    groups: list[pa.Table] = []
-    scen_rows: list[dict] = []
-    map_tables: list[pa.Table] = []
-    map_group: dict[str, int] = {}  # content key -> row group
-    quarantines: list[pa.Table] = []
-    for u in units:
+class BatchWriter:
+    """Writes one batch as its units arrive, so that ingest holds one unit's rows, not a batch's.
+
+    Each scenario's rows go straight into the tracks file (a hidden temporary file until
+    ``close``, which Arrow tools skip); the batch's distinct maps (kept for the GeoParquet bounds),
+    scenario rows and quarantine are written at ``close``. ``close`` returns
+    ``{relative path: {"sha256", "bytes"}}`` of every file; ``abort`` leaves nothing behind.
+    """
+
+    def __init__(self, store_path: Path, source: str, split: str, name: str):
+        self.root = Path(store_path)
+        self.paths = batch_paths(source, split, name)
+        self.final = self.root / self.paths["tracks"]
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.final.with_name(f".{self.final.name}.writing")
+        self.writer = pq.ParquetWriter(self.tmp, TRACKS_SCHEMA, compression="zstd")
+        self.groups = 0
+        self.scen_rows: list[dict] = []
+        self.map_tables: list[pa.Table] = []
+        self.map_group: dict[str, int] = {}  # content key -> row group
+        self.geo: list[dict] = []  # GeoParquet column metadata per stored map, made when it arrives
+        self.quarantines: list[pa.Table] = []
+        self.units = 0
+
+    @property
+    def num_scenarios(self) -> int:
+        return len(self.scen_rows)
+
+    def add(self, u: BuiltUnit) -> None:
         map_of: dict[str, int] = {}
         for map_id, table in u.maps.items():
             ck = map_content_key(table)
-            if ck not in map_group:  # identical maps are stored once per batch
-                map_group[ck] = len(map_tables)
-                map_tables.append(table)
-            map_of[map_id] = map_group[ck]
+            if ck not in self.map_group:  # identical maps are stored once per batch
+                self.map_group[ck] = len(self.map_tables)
+                self.map_tables.append(table)
+                # one map at a time: decoding a whole batch's geometries at the end cost a GB
+                self.geo.append(geo_metadata(table, "")["columns"]["geometry"])
+            map_of[map_id] = self.map_group[ck]
         offset = 0
         for row, n in zip(u.scenarios, u.scenario_rows, strict=True):
-            groups.append(u.tracks.slice(offset, n))
+            self.writer.write_table(u.tracks.slice(offset, n).cast(TRACKS_SCHEMA), row_group_size=max(1, n))
             offset += n
             mg = map_of.get(row["map_id"]) if row["map_id"] else None
-            scen_rows.append({**row, "tracks_file": paths["tracks"], "row_group": len(groups) - 1, "num_rows": n,
-                              "map_file": paths["maps"] if mg is not None else None, "map_row_group": mg})
+            self.scen_rows.append({**row, "tracks_file": self.paths["tracks"], "row_group": self.groups, "num_rows": n,
+                                   "map_file": self.paths["maps"] if mg is not None else None, "map_row_group": mg})
+            self.groups += 1
         if u.quarantine is not None and u.quarantine.num_rows:
-            quarantines.append(u.quarantine)
-    written = ["tracks", "scenarios"]
-    _write_groups(root / paths["tracks"], TRACKS_SCHEMA, groups)
-    _write_groups(root / paths["scenarios"], SCENARIO_FILE_SCHEMA,
-                  [pa.Table.from_pylist(scen_rows, schema=SCENARIO_FILE_SCHEMA)])
-    if map_tables:
-        # GeoParquet metadata: GIS tools (geopandas, QGIS, DuckDB) read the WKB column as geometry
-        _write_groups(root / paths["maps"], with_geo_schema(MAP_SCHEMA, map_tables), map_tables)
-        written.append("maps")
-    if quarantines:
-        _write_groups(root / paths["quarantine"], QUARANTINE_FILE_SCHEMA, [pa.concat_tables(quarantines)])
-        written.append("quarantine")
-    return {paths[k]: file_record(root / paths[k]) for k in written}
+            self.quarantines.append(u.quarantine)
+        self.units += 1
+
+    def close(self) -> dict[str, dict]:
+        self.writer.close()
+        with open(self.tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp, self.final)
+        written = ["tracks", "scenarios"]
+        _write_groups(self.root / self.paths["scenarios"], SCENARIO_FILE_SCHEMA,
+                      [pa.Table.from_pylist(self.scen_rows, schema=SCENARIO_FILE_SCHEMA)])
+        if self.map_tables:
+            # GeoParquet metadata: GIS tools (geopandas, QGIS, DuckDB) read the WKB column as geometry
+            _write_groups(self.root / self.paths["maps"], self._geo_schema(), self.map_tables)
+            written.append("maps")
+        if self.quarantines:
+            _write_groups(self.root / self.paths["quarantine"], QUARANTINE_FILE_SCHEMA,
+                          [pa.concat_tables(self.quarantines)])
+            written.append("quarantine")
+        return {self.paths[k]: file_record(self.root / self.paths[k]) for k in written}
+
+    def _geo_schema(self) -> pa.Schema:
+        """MAP_SCHEMA with the GeoParquet ``geo`` metadata of every stored map, merged (types, bounds)."""
+        col = {"encoding": "WKB", "geometry_types": sorted({t for g in self.geo for t in g["geometry_types"]}),
+               "crs": local_engineering_crs(map_frame([t.slice(0, 1) for t in self.map_tables])), "edges": "planar"}
+        boxes = np.array([g["bbox"] for g in self.geo if "bbox" in g])
+        if len(boxes):
+            col["bbox"] = [float(boxes[:, 0].min()), float(boxes[:, 1].min()), float(boxes[:, 2].max()),
+                           float(boxes[:, 3].max())]
+        meta = geo_metadata(self.map_tables[0].slice(0, 0), "")  # the version and column layout
+        meta["columns"] = {"geometry": col}
+        return MAP_SCHEMA.with_metadata({**(MAP_SCHEMA.metadata or {}), b"geo": json.dumps(meta).encode()})
+
+    def abort(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def write_batch(store_path: Path, source: str, split: str, name: str, units: list[BuiltUnit]) -> dict[str, dict]:
+    """Write one batch's files atomically; returns ``{relative path: {"sha256", "bytes"}}`` of each."""
+    writer = BatchWriter(store_path, source, split, name)
+    try:
+        for u in units:
+            writer.add(u)
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
 
 
 def file_record(path: Path) -> dict:

@@ -20,7 +20,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from forecast.data.atomic import sha256_file, sha256_text, write_json_atomic
-from forecast.data.batch import BuiltUnit, outputs_intact, write_batch
+from forecast.data.batch import BatchWriter, BuiltUnit, outputs_intact
 from forecast.data.schema import AGENT_TYPE_LABELS, SCHEMA_VERSION, SPLITS, TRACKS_SCHEMA
 from forecast.data.store import Store, safe_name
 from forecast.data.validate import Quarantine, RawRows, validate_rows
@@ -175,18 +175,25 @@ def run_ingest(
         for rec in m["units"]:
             summary.units_skipped += 1
             _add_counts(summary, reasons, rec["counts"])
-    pending: list[BuiltUnit] = []
-    for unit in tqdm(todo, desc=f"ingest {adapter.name}", unit="unit", disable=not progress, file=sys.stderr):
-        if pending and (pending[0].split != unit.split or sum(b.num_scenarios for b in pending) >= batch_scenarios):
-            _commit(store, adapter.name, pending, settings)
-            pending = []
-        built = _build_unit(adapter.parse(unit), hashes[unit.key], file_hashes[unit.key])
-        pending.append(built)
-        summary.units_written += 1
-        summary.scenarios_written += built.num_scenarios
-        _add_counts(summary, reasons, built.counts)
-    if pending:
-        _commit(store, adapter.name, pending, settings)
+    batch: _Batch | None = None
+    try:
+        for unit in tqdm(todo, desc=f"ingest {adapter.name}", unit="unit", disable=not progress, file=sys.stderr):
+            if batch and (batch.split != unit.split or batch.writer.num_scenarios >= batch_scenarios):
+                batch.commit()
+                batch = None
+            built = _build_unit(adapter.parse(unit), hashes[unit.key], file_hashes[unit.key])
+            if batch is None:
+                batch = _Batch(store, adapter.name, built, settings)
+            batch.add(built)  # its rows are written now: memory holds one unit, not a batch
+            summary.units_written += 1
+            summary.scenarios_written += built.num_scenarios
+            _add_counts(summary, reasons, built.counts)
+        if batch:
+            batch.commit()
+            batch = None
+    finally:
+        if batch is not None:  # interrupted: nothing of the open batch is committed
+            batch.writer.abort()
     summary.quarantine_reasons = dict(reasons)
     assert summary.rows_read == summary.rows_written + summary.rows_quarantined, "row counts must add up"
     return summary
@@ -238,22 +245,33 @@ def _plan(store: Store, source: str, mine: list[Unit], hashes: dict[str, str]) -
     return reused, todo
 
 
-def _commit(store: Store, source: str, units: list[BuiltUnit], settings: dict) -> None:
-    split = units[0].split
-    name = safe_name(f"{source}/{split}/{units[0].key}/{len(units)}")
-    outputs = write_batch(store.path, source, split, name, units)
-    manifest = {
-        "batch": name,
-        "source": source,
-        "split": split,
-        "schema_version": SCHEMA_VERSION,
-        "ingest_version": INGEST_VERSION,
-        "settings": settings,
-        "units": [{"key": u.key, "files": u.files, "input_hash": u.input_hash, "counts": u.counts} for u in units],
-        "outputs": outputs,
-    }
-    # The manifest is written last: it is the commit marker of the batch.
-    write_json_atomic(manifest, store.batch_manifest_path(source, name))
+class _Batch:
+    """An open batch: its writer and the records of its units; ``commit`` writes the manifest last."""
+
+    def __init__(self, store: Store, source: str, first: BuiltUnit, settings: dict):
+        self.store, self.source, self.split, self.settings = store, source, first.split, settings
+        self.name = safe_name(f"{source}/{first.split}/{first.key}")
+        self.writer = BatchWriter(store.path, source, first.split, self.name)
+        self.units: list[dict] = []
+
+    def add(self, u: BuiltUnit) -> None:
+        self.writer.add(u)
+        self.units.append({"key": u.key, "files": u.files, "input_hash": u.input_hash, "counts": u.counts})
+
+    def commit(self) -> None:
+        outputs = self.writer.close()
+        manifest = {
+            "batch": self.name,
+            "source": self.source,
+            "split": self.split,
+            "schema_version": SCHEMA_VERSION,
+            "ingest_version": INGEST_VERSION,
+            "settings": self.settings,
+            "units": self.units,
+            "outputs": outputs,
+        }
+        # The manifest is written last: it is the commit marker of the batch.
+        write_json_atomic(manifest, self.store.batch_manifest_path(self.source, self.name))
 
 
 def _unit_hash(unit: Unit, settings: dict, file_hashes: dict[str, str]) -> str:

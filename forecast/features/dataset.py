@@ -2,7 +2,8 @@
 
 Memory is flat in the size of the data set: a ``SceneSet`` holds the scenario index (one
 ``ScenarioInfo`` per scenario: file and row group) and the sample plan (flat arrays, cached on
-disk), and reads a scenario's row group when a sample needs it, through a bounded LRU cache.
+disk), and reads a scenario's row group when a sample needs it, through a bounded LRU cache. The plan is
+memory-mapped from ``STORE/_cache/plans``, so loader workers and DDP ranks share its pages.
 Map rasters are drawn once per map and kept on disk (``STORE/_cache/rasters``, memory-mapped),
 again behind a bounded cache. Each DataLoader worker and DDP rank reads only the samples its
 sampler hands it.
@@ -14,6 +15,8 @@ import hashlib
 import inspect
 import json
 import os
+import shutil
+import tempfile
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -131,21 +134,38 @@ class SamplePlan(Sequence):
     def __iter__(self) -> Iterator[SampleIndex]:
         return (self[k] for k in range(len(self)))
 
+    @classmethod
+    def concat(cls, plans: list[SamplePlan]) -> SamplePlan:
+        sizes = np.concatenate([np.diff(p.offsets) for p in plans]) if plans else np.zeros(0, np.int64)
+        cat = np.concatenate
+        return cls(cat([p.scenario for p in plans]).astype(np.int32) if plans else np.zeros(0, np.int32),
+                   cat([p.t0 for p in plans]).astype(np.int32) if plans else np.zeros(0, np.int32),
+                   np.r_[0, np.cumsum(sizes)].astype(np.int64),
+                   cat([p.agents for p in plans]).astype(np.int32) if plans else np.zeros(0, np.int32),
+                   cat([p.scored for p in plans]).astype(bool) if plans else np.zeros(0, bool))
+
     def subset(self, keep: np.ndarray) -> SamplePlan:
         return SamplePlan.from_indices([self[int(k)] for k in keep])
 
-    def save(self, path: Path) -> None:
-        arrays = {k: getattr(self, k) for k in ("scenario", "t0", "offsets", "agents", "scored")}
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
+    _ARRAYS = ("scenario", "t0", "offsets", "agents", "scored")
 
-        atomic_write(path, write)
+    def save(self, path: Path) -> None:
+        """A directory of ``.npy`` files, renamed into place whole (readers never see half a plan)."""
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            for k in self._ARRAYS:
+                np.save(tmp / f"{k}.npy", np.ascontiguousarray(getattr(self, k)))
+            os.replace(tmp, path)
+        except OSError:
+            if not path.is_dir():
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
     def load(cls, path: Path) -> SamplePlan:
-        with np.load(path) as z:
-            return cls(z["scenario"], z["t0"], z["offsets"], z["agents"], z["scored"])
+        """Memory-mapped: the plan of a large set stays in the page cache, shared by every process."""
+        return cls(*(np.load(path / f"{k}.npy", mmap_mode="r") for k in cls._ARRAYS))
 
 
 def _cache_dir(store: Store, kind: str) -> Path | None:
@@ -177,10 +197,17 @@ class SceneSet:
         self.store = store
         self.t0_stride, self.full_future = t0_stride, full_future
         self.map_where: dict[str, tuple[str, int] | None] = {}
+        uses: dict[str, int] = defaultdict(int)
         for info in infos:
+            if info.map_id:
+                uses[info.map_id] += 1
             if info.map_id and info.map_id not in self.map_where:
                 has_index = info.map_file is not None and info.map_row_group is not None
                 self.map_where[info.map_id] = (info.map_file, int(info.map_row_group)) if has_index else None
+        # Rasters go to the disk cache only for maps that several scenarios share (SUMO networks,
+        # ETH/UCY scenes): a map of one scenario (AV2's local maps) is drawn when its scenario is
+        # read and kept in the in-memory LRU, rather than filling the disk with a raster per scenario.
+        self.shared_maps = {m for m, n in uses.items() if n > 1}
         # A schema-1 store has no row-group index: reading one scenario scans its partition, so
         # its scenarios are all kept once read (the old behaviour; `forecast store compact` fixes it).
         self.indexed = all(i.tracks_file is not None and i.row_group is not None for i in infos)
@@ -242,19 +269,20 @@ class SceneSet:
     def _plan(self) -> SamplePlan:
         """The samples of every scenario, from the disk cache when the same plan was made before."""
         cache = _cache_dir(self.store, "plans") if self.indexed else None
-        path = cache / f"{self._plan_key()}.npz" if cache else None
-        if path is not None and path.is_file():
+        path = cache / self._plan_key() if cache else None
+        if path is not None and path.is_dir():
             try:
                 return SamplePlan.load(path)
             except (OSError, ValueError, KeyError):
                 pass  # a damaged cache file is rebuilt
-        per: dict[int, list[SampleIndex]] = {}
+        per: dict[int, SamplePlan] = {}  # compact arrays per scenario, not an object per sample
         for i, tr in self._iter_tracks():
-            per[i] = plan_samples(tr, i, self.cfg, self.t0_stride, full_future=self.full_future)
-        plan = SamplePlan.from_indices([s for i in range(len(self.infos)) for s in per[i]])
+            per[i] = SamplePlan.from_indices(plan_samples(tr, i, self.cfg, self.t0_stride, full_future=self.full_future))
+        plan = SamplePlan.concat([per.pop(i) for i in range(len(self.infos))])
         if path is not None:
             try:
                 plan.save(path)
+                return SamplePlan.load(path)
             except OSError:
                 pass
         return plan
@@ -270,8 +298,9 @@ class SceneSet:
 
     def _load_raster(self, map_id: str, resolution: float) -> MapRaster:
         where = self.map_where.get(map_id)
-        cache = _cache_dir(self.store, "rasters") if where is not None else None
-        if cache is None:  # a read-only store, or a schema-1 map (no stable address to key on)
+        shared = map_id in self.shared_maps
+        cache = _cache_dir(self.store, "rasters") if where is not None and shared else None
+        if cache is None:  # one scenario's map, a read-only store, or a schema-1 map (no stable address)
             return R.rasterize_map_layers(self.map_layers(map_id), resolution)
         src = self.store.path / where[0]
         stamp = [src.stat().st_size, src.stat().st_mtime_ns] if src.is_file() else None

@@ -175,3 +175,29 @@ def test_compact_converts_a_schema1_store(tmp_path):
     assert [m["unit"] for m in old.manifests()] == [m["unit"] for m in new.manifests()]
     assert main(["store", "compact", str(old.path)]) == 0  # idempotent
     assert _content(old) == legacy
+
+
+def test_failure_inside_a_batch_commits_nothing_of_it(tmp_path, monkeypatch):
+    root = _av2_inputs(tmp_path / "in")
+    store = Store(tmp_path / "store")
+    parse = Av2Adapter.parse
+    calls = {"n": 0}
+
+    def failing(self, unit):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("killed")
+        return parse(self, unit)
+
+    monkeypatch.setattr(Av2Adapter, "parse", failing)
+    try:
+        run_ingest(Av2Adapter(), root, store, progress=False, batch_scenarios=3)
+    except RuntimeError:
+        pass
+    # the first batch (3 units) is committed; the open one left no file behind, visible or hidden
+    assert [len(m["units"]) for m in store.batch_manifests()] == [3]
+    assert len(list((store.path / "tracks").rglob("*.parquet"))) == 1
+    assert not [p for p in store.path.rglob(".*") if p.is_file()]
+    monkeypatch.setattr(Av2Adapter, "parse", parse)
+    again = run_ingest(Av2Adapter(), root, store, progress=False, batch_scenarios=3)
+    assert (again.units_skipped, again.units_written) == (3, 4) and len(store.scenarios()) == 7

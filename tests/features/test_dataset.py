@@ -60,11 +60,12 @@ def test_streaming_equals_in_memory(store):
 def test_disk_caches(store):
     infos = select_scenarios(store, "val")
     first = SceneSet(store, infos, CFG, 10, full_future=True)
-    plans = list((store.path / "_cache" / "plans").glob("*.npz"))
-    assert plans
+    plans = [p for p in (store.path / "_cache" / "plans").iterdir() if not p.name.startswith(".")]
+    assert plans and all((p / "agents.npy").is_file() for p in plans)
     again = SceneSet(store, infos, CFG, 10, full_future=True)  # the plan comes from the disk cache
     np.testing.assert_array_equal(first.index.agents, again.index.agents)
     np.testing.assert_array_equal(first.index.t0, again.index.t0)
+    assert isinstance(again.index.agents, np.memmap)  # shared pages, not a copy per process
     m = again.maps.get(infos[0].map_id)
     assert isinstance(m.image, np.memmap)  # memory-mapped from STORE/_cache/rasters
     np.testing.assert_array_equal(np.asarray(m.image),
@@ -106,3 +107,18 @@ def test_block_sampler_is_seeded_local_and_split_across_ranks():
     ranks = [list(BlockShuffleSampler(scenario_of[:199], seed=3, block=4, num_replicas=3, rank=r)) for r in range(3)]
     assert len({len(r) for r in ranks}) == 1 and set().union(*map(set, ranks)) == set(range(199))
     assert list(BlockShuffleSampler(scenario_of, shuffle=False)) == list(range(200))
+
+
+def test_one_scenario_maps_are_not_cached_on_disk(tmp_path):
+    """AV2-style local maps (one per scenario) are drawn in memory; shared maps go to the disk cache."""
+    from forecast.data.sources.av2 import Av2Adapter
+    from tests.data.test_store_batches import _av2_inputs
+
+    s = Store(tmp_path / "store")
+    run_ingest(Av2Adapter(), _av2_inputs(tmp_path / "in"), s, progress=False)
+    cfg = FeatureConfig(history_steps=10, future_steps=10, raster=RasterConfig(size=16, resolution=1.0))
+    scenes = SceneSet(s, select_scenarios(s, "train"), cfg, 10)
+    assert not scenes.shared_maps and len(scenes) > 0
+    m = scenes.maps.get(scenes.infos[0].map_id)
+    assert not isinstance(m.image, np.memmap) and m.image.any()
+    assert not list((s.path / "_cache").glob("rasters/*.npy"))
