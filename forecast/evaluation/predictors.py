@@ -132,12 +132,16 @@ def resolve_model(spec: str, log=None) -> str | None:
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
+    from forecast.export.mlflow_model import tracking
     from forecast.training.train import tracking_uri
 
     uri = tracking_uri(None)
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=spec, dst_path=tempfile.mkdtemp(prefix="champion-"),
-                                                    tracking_uri=uri)
+        # models:/ URIs resolve through MLflow's process-wide registry URI, not the tracking_uri argument:
+        # point it at this store for the download, then restore whatever an earlier caller had set.
+        with tracking(uri):
+            local = mlflow.artifacts.download_artifacts(artifact_uri=spec,
+                                                        dst_path=tempfile.mkdtemp(prefix="champion-"), tracking_uri=uri)
     except MlflowException as exc:
         if log:
             log(f"no champion {spec} in the registry ({type(exc).__name__}): comparison skipped")
