@@ -8,6 +8,7 @@ import pytest
 from av2.datasets.motion_forecasting.eval import metrics as av2
 
 from forecast import metrics as M
+from forecast import waymo_metrics as W
 
 SEEDS = range(20)
 
@@ -82,7 +83,7 @@ def test_joint_metrics_match_av2_worlds(seed):
 
 
 def test_speed_scale_is_waymos_piecewise_linear_ramp():
-    np.testing.assert_allclose(M.speed_scale(np.array([0.0, 1.4, 6.2, 11.0, 30.0])), [0.5, 0.5, 0.75, 1.0, 1.0])
+    np.testing.assert_allclose(W.speed_scale(np.array([0.0, 1.4, 6.2, 11.0, 30.0])), [0.5, 0.5, 0.75, 1.0, 1.0])
 
 
 def _one_step(err_xy, speed, heading=0.0):
@@ -108,19 +109,19 @@ def _one_step(err_xy, speed, heading=0.0):
 ])
 def test_speed_scaled_miss_hand_worked(err, speed, heading, missed):
     pred, gt, v = _one_step(np.array(err), speed, heading)
-    assert M.speed_scaled_miss(pred, gt, v, step=29)[0] == missed
+    assert W.speed_scaled_miss(pred, gt, v, step=29)[0] == missed
     # the far mode alone always misses; the near one alone decides
     prob = np.array([[0.2, 0.8]])
-    assert M.speed_scaled_miss(pred, gt, v, step=29, prob=prob, k=1)[0] == 1.0
+    assert W.speed_scaled_miss(pred, gt, v, step=29, prob=prob, k=1)[0] == 1.0
 
 
 def test_speed_scaled_miss_nan_where_the_step_is_not_observed():
     pred, gt, v = _one_step(np.array([0.0, 0.0]), 5.0)
     valid = np.ones((1, 30), bool)
     valid[0, 29] = False
-    assert np.isnan(M.speed_scaled_miss(pred, gt, v, step=29, valid=valid)[0])
+    assert np.isnan(W.speed_scaled_miss(pred, gt, v, step=29, valid=valid)[0])
     with pytest.raises(ValueError, match="step"):
-        M.speed_scaled_miss(pred, gt, v, step=30)
+        W.speed_scaled_miss(pred, gt, v, step=30)
 
 
 def test_speed_scaled_miss_never_below_the_plain_miss_rate_at_the_same_scale():
@@ -129,6 +130,6 @@ def test_speed_scaled_miss_never_below_the_plain_miss_rate_at_the_same_scale():
     for seed in SEEDS:
         pred, gt, prob = _random(seed)
         speed = np.full(len(gt), 20.0)
-        waymo = M.speed_scaled_miss(pred, gt, speed, step=29, lateral=2.0, longitudinal=2.0)
+        waymo = W.speed_scaled_miss(pred, gt, speed, step=29, lateral=2.0, longitudinal=2.0)
         plain = M.miss_rate(pred, gt, threshold=2.0 * np.sqrt(2.0))
         assert (waymo >= plain).all()

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from forecast import metrics as M
+from forecast import waymo_metrics as W
 from forecast.data.types import AgentType
 from forecast.evaluation.config import EvalConfig
 from forecast.evaluation.results import CLASSES, METRIC_NAMES, AgentTable, Outputs
@@ -49,8 +50,8 @@ def convention_metrics(out: Outputs, agents: AgentTable, features: FeatureConfig
     step = int(round(3.0 / features.dt)) - 1
     res = {"minADE@6-av2": M.ade_of_best_fde_mode(out.pred, agents.gt, out.prob, k=k6, valid=agents.valid)}
     if 0 <= step < out.pred.shape[2]:
-        lateral, longitudinal = M.WAYMO_MISS_THRESHOLDS[3.0]
-        res["MR@6-waymo3s"] = M.speed_scaled_miss(out.pred, agents.gt, agents.speed, step, out.prob, k=k6,
+        lateral, longitudinal = W.WAYMO_MISS_THRESHOLDS[3.0]
+        res["MR@6-waymo3s"] = W.speed_scaled_miss(out.pred, agents.gt, agents.speed, step, out.prob, k=k6,
                                                   lateral=lateral, longitudinal=longitudinal, valid=agents.valid)
     else:
         res["MR@6-waymo3s"] = np.full(len(agents), np.nan)

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from forecast import metrics as M
+from forecast import waymo_metrics as W
 from forecast.evaluation.aggregate import convention_metrics
 from forecast.features.config import FeatureConfig
 
@@ -30,7 +31,7 @@ def test_av2_minade_and_waymo_miss_at_3s():
     assert (res["minADE@6-av2"] >= M.min_ade(pred, gt, prob, k=6, valid=valid) - 1e-12).all()
     waymo = res["MR@6-waymo3s"]
     np.testing.assert_array_equal(np.isnan(waymo), ~valid[:, 29])  # scored at step 29 (3 s) where observed
-    np.testing.assert_array_equal(waymo, M.speed_scaled_miss(pred, gt, agents.speed, 29, prob, k=6, valid=valid))
+    np.testing.assert_array_equal(waymo, W.speed_scaled_miss(pred, gt, agents.speed, 29, prob, k=6, valid=valid))
     assert set(np.unique(waymo[~np.isnan(waymo)])) <= {0.0, 1.0}
 
 
