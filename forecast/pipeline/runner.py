@@ -395,15 +395,19 @@ class _Run:
                            "error": self.result.error}, self.work_dir / "latest.json")
 
 
-def flatten(d: dict, prefix: str = "") -> dict[str, str]:
-    """Nested settings -> dotted keys with string values (MLflow params)."""
+def _param_text(v: object) -> str:
+    return json.dumps(v) if not isinstance(v, str) else v
+
+
+def flatten(d: dict, prefix: str = "", encode: Callable[[object], str] = _param_text) -> dict[str, str]:
+    """Nested settings -> dotted keys with ``encode``d values (by default MLflow params: strings as they are)."""
     out: dict[str, str] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict) and v:
-            out.update(flatten(v, f"{key}."))
+            out.update(flatten(v, f"{key}.", encode))
         else:
-            out[key] = json.dumps(v) if not isinstance(v, str) else v
+            out[key] = encode(v)
     return out
 
 

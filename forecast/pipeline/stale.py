@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from forecast.pipeline.runner import flatten
+
 SUCCESS = "_SUCCESS.json"
 MAX_LISTED = 5  # names listed per reason; the rest are counted
 
@@ -66,16 +68,9 @@ def why_stale(previous: dict, spec: dict, input_hashes: dict[str, str], code_fil
 _UNSET = object()
 
 
-def _leaves(d: dict, prefix: str = "") -> dict[str, object]:
-    """Nested settings -> ``{dotted key: JSON text of the value}``."""
-    out: dict[str, object] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_leaves(v, f"{key}."))
-        else:
-            out[key] = json.dumps(v, sort_keys=True, default=str)
-    return out
+def _leaves(d: dict) -> dict[str, str]:
+    """Nested settings -> ``{dotted key: JSON text of the value}`` (strings quoted, so "1" and 1 differ)."""
+    return flatten(d, encode=lambda v: json.dumps(v, sort_keys=True, default=str))
 
 
 def _short(v: object, n: int = 40) -> str:
