@@ -32,10 +32,6 @@ from tests.conftest import tiny_features_and_model
 FEATURES, MODEL = tiny_features_and_model()
 
 
-@pytest.fixture(scope="module")
-def predictor(exported) -> Predictor:
-    return Predictor(exported / "bundle")
-
 
 @pytest.fixture(scope="module")
 def torch_model(exported):

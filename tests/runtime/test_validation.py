@@ -29,10 +29,6 @@ from tests.conftest import tiny_features_and_model
 FEATURES, _ = tiny_features_and_model()
 
 
-@pytest.fixture(scope="module")
-def predictor(exported) -> Predictor:
-    return Predictor(exported / "bundle")
-
 
 def _copy_bundle(exported, tmp_path):
     dst = tmp_path / "bundle"
