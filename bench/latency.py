@@ -1,19 +1,22 @@
 """Per-scene latency, p50 and p99 milliseconds, for 8, 32, 64 and 128 agents.
 
 Usage: python bench/latency.py [--model model.pt | --bundle DIR] [--config configs/train/quickstart.yaml]
-                               [--runs 50] [--agents 8 32 64 128] [--json PATH]
+                               [--runs 50] [--agents 8 32 64 128] [--skip-cpu] [--json PATH]
 
 Rows: the streaming runtime's per-tick state update (``SceneTracker.update``); preprocessing alone
 (``build_sample``, the runtime's code path); onnxruntime CPU one thread for every variant of the
 bundle (the plain graph and the one onnxruntime optimised at export, int8 when present) and with
 default threads; end to end (tick update + ``SceneTracker.predict``, 1 thread); torch eager (CPU, 1
 thread and all threads); and on a GPU when one is present: torch eager fp32 and fp16 autocast, a
-CUDA-graph replay (``torch.compile(mode="reduce-overhead")``), and onnxruntime's CUDA provider when
-this onnxruntime has it.
+CUDA-graph replay (``torch.compile(mode="reduce-overhead")``), end to end on the GPU (tick update and
+preprocessing on the CPU, the CUDA-graph model, outputs back to the CPU), and onnxruntime's CUDA
+provider when this onnxruntime has it. ``--skip-cpu`` measures the GPU rows only (a quick GPU session:
+``python bench/latency.py --agents 64 128 --skip-cpu``).
 Without --model/--bundle an untrained model of the config's sizes is exported (latency does not
 depend on the weights). Goals (issue 13): tick update <= 1 ms at 128 agents; preprocessing <= 10 ms
 at 128 agents and 128 agents <= 2.3 x 64 agents; onnxruntime CPU one thread, 64 agents, p50 <= 10 ms
-and <= half of torch eager one thread.
+and <= half of torch eager one thread; on an H100, the model <= 2 ms at 128 agents (CUDA graph) and end
+to end <= 8 ms.
 ``--accuracy-store STORE`` also measures the int8 variant's accuracy cost: minFDE@6 of int8 vs fp32
 on the store's ``--accuracy-split`` samples (goal: at most +2 %).
 """
@@ -72,6 +75,34 @@ def tick_replay(tracks, t0: int, tracker_cls, predictor):
     return tracker, detections(t0)
 
 
+def gpu_end_to_end(tracks, t0: int, tracker_cls, predictor, layers: dict, graph, runs: int,
+                   warmup: int = 3) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """What the car pays per tick on a GPU: the tick's state update and ``build_sample`` on the CPU
+    (``Predictor.build``, the runtime's code path) and collating, the batch to the GPU, the CUDA-graph
+    model, the outputs back. Returns (wall p50, wall p99, CPU p50) in ms of the whole and of its CPU
+    part (update, build, collate); the tracker is rebuilt (untimed) before each run."""
+    whole, part = [], []
+    for i in range(warmup + runs):
+        tracker, det = tick_replay(tracks, t0, tracker_cls, predictor)
+        torch.cuda.synchronize()
+        c, start = time.process_time(), time.perf_counter()
+        tracker.update(det, step=t0)
+        window, t = tracker.tracks()
+        sample, *_ = predictor.build(window, t, map_layers=layers, map_id="bench")
+        inputs = collate([sample], predictor.future_steps).model_inputs()
+        c_mid, mid = time.process_time(), time.perf_counter()
+        traj, scale, prob = (x.cpu() for x in graph(*(x.to("cuda") for x in inputs)))  # .cpu() waits for the GPU
+        if i >= warmup:
+            whole.append((1e3 * (time.perf_counter() - start), 1e3 * (time.process_time() - c)))
+            part.append((1e3 * (mid - start), 1e3 * (c_mid - c)))
+
+    def stats(x: list) -> tuple[float, float, float]:
+        a = np.array(x)
+        return float(np.percentile(a[:, 0], 50)), float(np.percentile(a[:, 0], 99)), float(np.percentile(a[:, 1], 50))
+
+    return stats(whole), stats(part)
+
+
 def int8_accuracy(bundle: Path, store_path: str, split: str, samples: int, seed: int = 0) -> dict:
     """minFDE@6 (m) of the fp32 and int8 graphs on the same samples of a store (agents with a full future)."""
     from forecast.data.store import Store
@@ -122,8 +153,15 @@ def main() -> None:
     ap.add_argument("--accuracy-store")
     ap.add_argument("--accuracy-split", default="val")
     ap.add_argument("--accuracy-samples", type=int, default=300)
+    ap.add_argument("--skip-cpu", action="store_true",
+                    help="GPU rows only (torch eager, CUDA graph, end to end, onnxruntime CUDA); needs a GPU")
     ap.add_argument("--json")
     args = ap.parse_args()
+    cuda = torch.cuda.is_available()
+    if args.skip_cpu and not cuda:
+        ap.error("--skip-cpu leaves only the GPU rows, and torch sees no GPU here")
+    if args.skip_cpu and args.bundle and not args.model:
+        ap.error("--skip-cpu with --bundle measures nothing: the GPU rows need the torch model (--model)")
     tmp = Path(tempfile.mkdtemp(prefix="latency-"))
     model_path = args.model
     if not model_path and not args.bundle:
@@ -135,23 +173,22 @@ def main() -> None:
         from forecast.export.bundle import export_bundle
 
         t = time.perf_counter()
-        export_bundle(model_path, bundle, fp16=torch.cuda.is_available(), int8=True, progress=False)
+        export_bundle(model_path, bundle, fp16=cuda, int8=not args.skip_cpu, progress=False)
         print(f"export: {time.perf_counter() - t:.1f} s")
     from forecast.runtime.predictor import Predictor
     from forecast.runtime.tracker import SceneTracker
 
     pred1 = Predictor(bundle, threads=1)
-    pred_all = Predictor(bundle)
-    ort1 = {"fp32 (plain graph)": Predictor(bundle, threads=1, optimized=False).session,
+    pred_all = None if args.skip_cpu else Predictor(bundle)
+    ort1 = {} if args.skip_cpu else {"fp32 (plain graph)": Predictor(bundle, threads=1, optimized=False).session,
             f"fp32 ({pred1.model_file})": pred1.session}
-    if "int8" in pred1.manifest["models"]:
+    if "int8" in pred1.manifest["models"] and not args.skip_cpu:
         p8 = Predictor(bundle, threads=1, variant="int8")
         ort1[f"int8 ({p8.model_file})"] = p8.session
     feats = pred1.features
     loaded = load_model(model_path) if model_path else None
     layers = synthetic_map_layers()
     m = rasterize_map_layers(layers, feats.raster.resolution)
-    cuda = torch.cuda.is_available()
     gpu_preds = {}
     if cuda:
         import onnxruntime as ort
@@ -178,22 +215,24 @@ def main() -> None:
             tracker.update(det, step=t0)
             return 1e3 * (time.perf_counter() - start), 1e3 * (time.process_time() - c)
 
-        ticks = np.array([tick() for _ in range(args.runs)])
-        add("tick update (SceneTracker.update)", float(np.percentile(ticks[:, 0], 50)),
-            float(np.percentile(ticks[:, 0], 99)), float(np.percentile(ticks[:, 1], 50)))
-        add("preprocessing (build_sample, map raster cached)",
-            *percentiles(lambda: build_sample(tracks, t0, feats, m, with_future=False), args.runs))  # noqa: B023
-        for name, sess in ort1.items():
-            add(f"onnxruntime CPU 1 thread, {name}", *percentiles(lambda s=sess: s.run(None, feed), args.runs))  # noqa: B023
-        add(f"onnxruntime CPU, default threads ({os.cpu_count()} cores)",
-            *percentiles(lambda: pred_all.session.run(None, feed), args.runs))  # noqa: B023
-        tracker, _ = tick_replay(tracks, t0 + 1, SceneTracker, pred1)
-        add("end to end (tick update + SceneTracker.predict, 1 thread)",
-            *percentiles(lambda: tracker.predict(layers, map_id="bench"), args.runs))  # noqa: B023
+        if not args.skip_cpu:
+            ticks = np.array([tick() for _ in range(args.runs)])
+            add("tick update (SceneTracker.update)", float(np.percentile(ticks[:, 0], 50)),
+                float(np.percentile(ticks[:, 0], 99)), float(np.percentile(ticks[:, 1], 50)))
+            add("preprocessing (build_sample, map raster cached)",
+                *percentiles(lambda: build_sample(tracks, t0, feats, m, with_future=False), args.runs))  # noqa: B023
+            for name, sess in ort1.items():
+                add(f"onnxruntime CPU 1 thread, {name}",
+                    *percentiles(lambda s=sess: s.run(None, feed), args.runs))  # noqa: B023
+            add(f"onnxruntime CPU, default threads ({os.cpu_count()} cores)",
+                *percentiles(lambda: pred_all.session.run(None, feed), args.runs))  # noqa: B023
+            tracker, _ = tick_replay(tracks, t0 + 1, SceneTracker, pred1)
+            add("end to end (tick update + SceneTracker.predict, 1 thread)",
+                *percentiles(lambda: tracker.predict(layers, map_id="bench"), args.runs))  # noqa: B023
         if loaded is not None:
             inputs = collate([sample], feats.future_steps).model_inputs()
             with torch.no_grad():
-                for threads in (1, all_threads):
+                for threads in () if args.skip_cpu else sorted({1, all_threads}):
                     torch.set_num_threads(threads)
                     add(f"torch eager CPU, {threads} thread(s)",
                         *percentiles(lambda: loaded.model(*inputs), max(10, args.runs // 3)))  # noqa: B023
@@ -213,6 +252,9 @@ def main() -> None:
                     add("torch CUDA graph replay fp32 (compile reduce-overhead)",
                         *percentiles(lambda g=graph: g(*ginputs), args.runs, warmup=5,  # noqa: B023
                                      sync=torch.cuda.synchronize))
+                    whole, part = gpu_end_to_end(tracks, t0, SceneTracker, pred1, layers, graph, args.runs)
+                    add("end to end GPU (tick update + preprocessing on CPU, CUDA graph model, outputs to CPU)", *whole)
+                    add("  of which CPU side (tick update + build_sample + collate)", *part)
                     loaded.model.to("cpu")
         for variant, p in gpu_preds.items():
             add(f"onnxruntime CUDA provider {variant}", *percentiles(lambda: p.session.run(None, feed), args.runs))  # noqa: B023
@@ -243,6 +285,12 @@ def _summary(rows: list[dict], ort_file: str) -> dict:
     tick128 = p50(128, "tick update")
     if tick128 is not None:
         out["tick_update_128_ms"] = tick128
+    for a in (64, 128):
+        graph, e2e = p50(a, "torch CUDA graph replay"), p50(a, "end to end GPU")
+        if graph is not None:
+            out[f"cuda_graph_model_{a}_ms"] = graph
+        if e2e is not None:
+            out[f"end_to_end_gpu_{a}_ms"] = e2e
     return out
 
 
