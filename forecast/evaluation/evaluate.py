@@ -55,8 +55,8 @@ from forecast.config import to_dict
 from forecast.data.atomic import atomic_write
 from forecast.data.store import Store
 from forecast.evaluation import slices as S
-from forecast.evaluation.aggregate import _drivable, horizons, model_block, per_agent_metrics, summarise
-from forecast.evaluation.by_tag import agent_keys, horizon_miss, tag_blocks
+from forecast.evaluation.aggregate import _drivable, agent_metrics, model_block, per_agent_metrics, summarise
+from forecast.evaluation.by_tag import agent_keys, tag_blocks
 from forecast.evaluation.collect import collect
 from forecast.evaluation.compare import comparison_section
 from forecast.evaluation.config import EvalConfig, MlflowEvalConfig, WorldModelCardConfig, config_from_dict
@@ -155,18 +155,20 @@ def evaluate(
     tags = S.tag_agents(agents.origin, agents.speed, agents.agent_class, agents.source, agents.map_id, layers)
     masks = S.slice_masks(tags)
     scored = list(dict.fromkeys(names + list(BASELINES) + ([champion] if champion else [])))
-    blocks = {n: model_block(outputs[n], agents, cfg, feats, drivable, masks) for n in scored}
-    per_agent = {n: per_agent_metrics(outputs[n].pred, agents.gt, outputs[n].prob, agents.valid, cfg.miss_threshold)
-                 for n in blocks}
+    blocks, per_agent, miss = {}, {}, {}
+    for n in scored:  # one predictor's per-agent values at a time, read from the loop's arrays in chunks
+        am = agent_metrics(outputs[n], agents, cfg, feats)
+        blocks[n] = model_block(outputs[n], agents, cfg, feats, drivable, masks, am)
+        per_agent[n] = am.per
+        miss[n] = {f"MR@6_{label}": per_h["MR@6"] for label, per_h in am.by_horizon.items()}
+        del am
     scen_tags, track_id, store_t0 = {}, None, None
     table = tag_table(store, cfg, log)
     if table is not None:
         track_id, store_t0 = agent_keys(agents, scenes)
         scen_tags = tag_lookup(table, agents.scenario_id, track_id, store_t0)
-        hz = horizons(cfg, feats)
         for n in blocks:
-            miss = horizon_miss(outputs[n], agents, hz, cfg.miss_threshold)
-            blocks[n]["by_tag"] = tag_blocks(per_agent[n], miss, scen_tags, cfg.min_tag_count)
+            blocks[n]["by_tag"] = tag_blocks(per_agent[n], miss[n], scen_tags, cfg.min_tag_count)
 
     first = names[0]
     card = None
