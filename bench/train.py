@@ -9,7 +9,7 @@ The loader row reports scenes/s (wall) and the CPU time per scene of the loader'
 and of the main process (the figure to read on a shared machine); ``--layouts`` runs it once per
 raster layout (packed: the real agents' rasters only, the default; padded: the old layout).
 
-Options: eager (fp32, as collated), bf16 (autocast / ``bf16-mixed``), buckets (agent axis padded to
+Options (join several with '+', e.g. bf16+buckets): eager (fp32, as collated), bf16 (autocast / ``bf16-mixed``), buckets (agent axis padded to
 8/16/32/64...), compile (``torch.compile`` + buckets), channels_last. ``--profile`` writes a
 torch.profiler table of the bare eager step to bench/results/train-profile-<config>-<device>.txt.
 Uses the config's store if it exists, else simulates and ingests a small SUMO store under bench/results.
@@ -60,10 +60,14 @@ def bench_store() -> Path:
 
 
 def with_option(cfg: TrainConfig, option: str, device: str) -> TrainConfig:
+    """``option`` is one name of OPTIONS or several joined by '+' (``bf16+buckets``)."""
     c = copy.deepcopy(cfg)
     c.trainer.precision = "32-true"
-    for k, v in OPTIONS[option].items():
-        setattr(c.trainer, k, v)
+    for name in option.split("+"):
+        if name not in OPTIONS:
+            raise SystemExit(f"--options: unknown option {name!r} (known: {', '.join(OPTIONS)}, joined by '+')")
+        for k, v in OPTIONS[name].items():
+            setattr(c.trainer, k, v)
     return c
 
 
