@@ -159,9 +159,9 @@ def braking_distance_before(steps: np.ndarray, speed: float, decel: float) -> np
 
 
 def _braking_pair(tracks, t0, agents, cfg, m, i, j, speed_now) -> ProbePair:
-    """The leader arrives at its t0 position having braked at ``BRAKE_MS2`` from its t0 speed over the
-    history window, or having cruised at that speed: the same past speed, so both stay in the
-    speeds the data holds; the braking leader is slower at t0 (and was braking)."""
+    """The leader arrives at its t0 position having cruised over the history window at its real t0
+    speed, or having braked at ``BRAKE_MS2`` from that same speed at the window's start: the same
+    past speed, within the speeds the data holds; the braking leader is slower at t0 (and braking)."""
     lead = agents[j]
     h = cfg.history_steps
     steps = np.arange(-h + 1, 1) * tracks.dt  # seconds relative to t0, <= 0
