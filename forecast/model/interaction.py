@@ -34,19 +34,43 @@ PARAM_CHANNELS = ("rel_x", "rel_y", "dist", "bearing_cos", "bearing_sin", "headi
 TO_PARAM = tuple(PARAM_CHANNELS.index(c) for c in EDGE_CHANNELS)  # edge channel c <- parameter column TO_PARAM[c]
 
 
+class Frames(NamedTuple):
+    """Each agent's heading, as the edges need it (``frames``: once per rollout, it does not change)."""
+
+    cs: torch.Tensor  # [N, A, 2]: cos, sin
+    cos8: torch.Tensor  # [N, A, 8]: cos repeated for the 8 channels of 4 (x, y) vectors
+    sin8: torch.Tensor  # [N, A, 8]
+
+
 class Edges(NamedTuple):
     """The edges of one latent step, and what the attention needs to sum them without touching every edge."""
 
     edges: torch.Tensor  # [13, N, A, A] channels ``EDGE_CHANNELS``
     agents: torch.Tensor  # [N, A, 9]: each agent's own (scaled) vectors, the ``u_j`` below, and its plan flag
-    cs: torch.Tensor  # [N, A, 2]: cos, sin of each agent's heading
+    frames: Frames
     own: torch.Tensor  # [N, A, 8]: R_i u_i for the relative channels (0 for velocity and heading)
 
 
-def rotate(v: torch.Tensor, cs: torch.Tensor) -> torch.Tensor:
-    """[..., 2k] as k (x, y) pairs in the scene frame -> in the frame of heading (cos, sin) = cs [..., 2]."""
-    jv = torch.stack([v[..., 1::2], -v[..., 0::2]], dim=-1).reshape(v.shape)  # each (x, y) -> (y, -x)
-    return cs[..., :1] * v + cs[..., 1:] * jv
+def frames(cos: torch.Tensor, sin: torch.Tensor) -> Frames:
+    """cos, sin [N, A] -> ``Frames`` (expanded once, so that rotating [..., 8] needs no inner broadcast)."""
+    n, a = cos.shape
+    return Frames(torch.stack([cos, sin], dim=-1), cos[..., None].expand(n, a, 8).contiguous(),
+                  sin[..., None].expand(n, a, 8).contiguous())
+
+
+def swap_pairs(k2: int, like: torch.Tensor) -> torch.Tensor:
+    """[2k, 2k] constant: ``v @ swap_pairs`` turns every (x, y) pair of v [..., 2k] into (y, -x)."""
+    j = torch.zeros(k2, k2, dtype=like.dtype, device=like.device)
+    idx = torch.arange(0, k2, 2, device=like.device)
+    j[idx + 1, idx] = 1.0
+    j[idx, idx + 1] = -1.0
+    return j
+
+
+def rotate(v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """v [..., 2k] as k (x, y) pairs -> in the frame of heading (cos, sin) (broadcastable to v): R v =
+    cos v + sin J v, J (x, y) = (y, -x). To rotate back (frame -> scene), pass -sin."""
+    return cos * v + sin * (v @ swap_pairs(v.shape[-1], v))
 
 
 def edge_features(pos: torch.Tensor, nxt: torch.Tensor, vel: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -64,21 +88,22 @@ def edge_features(pos: torch.Tensor, nxt: torch.Tensor, vel: torch.Tensor, cos: 
     (2), j's velocity / 10 m/s (2), relative heading cos/sin (2), the two distances / 10 m (2),
     bearing cos/sin (2), whether j follows a plan (1).
     """
-    return edges_of(torch.cat([pos, nxt, vel], dim=-1) * 0.1, torch.stack([cos, sin], dim=-1), planned)
+    return edges_of(torch.cat([pos, nxt, vel], dim=-1) * 0.1, frames(cos, sin), planned)
 
 
-def edges_of(vectors: torch.Tensor, cs: torch.Tensor, planned: torch.Tensor) -> Edges:
+def edges_of(vectors: torch.Tensor, fr: Frames, planned: torch.Tensor) -> Edges:
     """``edge_features`` of vectors [N, A, 6] (position, next position, velocity; scene frame, / 10),
-    cs [N, A, 2] (cos, sin of each agent's heading) and planned [N, A]."""
+    fr (``frames``: each agent's heading) and planned [N, A]."""
     n, a = vectors.shape[:2]
+    cs = fr.cs
     u = torch.cat([vectors, cs], dim=-1)  # [N, A, 8]: every agent's vectors, scaled
     ut = u.permute(2, 0, 1)  # [8, N, A]
     jut = torch.stack([ut[1::2], -ut[0::2]], dim=1).reshape(8, n, a)  # each (x, y) -> (y, -x)
     # R_i (u_j - u_i) = cos_i u_j + sin_i J u_j - R_i u_i, for every channel, i and j in one product of
     # [8, N, A, 3] (cos_i, sin_i, -R_i u_i) by [8, N, 3, A] (u_j, J u_j, 1). Velocity and heading are
     # j's own, not relative: no R_i u_i for them.
-    own = rotate(u[..., :4], cs)  # [N, A, 4]
-    own = torch.cat([own, torch.zeros_like(own)], dim=-1)
+    relative = torch.tensor([1.0] * 4 + [0.0] * 4, dtype=u.dtype, device=u.device)
+    own = rotate(u, fr.cos8, fr.sin8) * relative  # [N, A, 8]
     left = torch.cat([cs[None].expand(8, n, a, 2), -own.permute(2, 0, 1)[..., None]], dim=-1)
     right = torch.stack([ut, jut, torch.ones_like(ut)], dim=2)
     rot = left @ right  # [8, N, A, A]
@@ -92,7 +117,7 @@ def edges_of(vectors: torch.Tensor, cs: torch.Tensor, planned: torch.Tensor) -> 
     eps = 1e-4 + 1e6 * (idx[:, None] == idx[None, :]).to(u.dtype)  # [A, A]
     bearing = rot[:2] / (dist[:1] + eps)
     flag = planned[None, :, None, :].expand(1, n, a, a)
-    return Edges(torch.cat([rot, dist, bearing, flag], dim=0), torch.cat([u, planned[..., None]], dim=-1), cs, own)
+    return Edges(torch.cat([rot, dist, bearing, flag], dim=0), torch.cat([u, planned[..., None]], dim=-1), fr, own)
 
 
 class StepWeights(NamedTuple):
@@ -156,8 +181,8 @@ class GeometricAttention(nn.Module):
         # R_i (u_j - u_i) = R_i (sum_j a_hij u_j) - R_i u_i, as the weights sum to 1. Only the distances
         # and the bearing are summed over the edges.
         summed = att @ geo.agents  # [H, N, A, 9]
-        rot = rotate(summed[..., :8], geo.cs) - geo.own
-        nonlinear = (att * geo.edges[8:12, None]).sum(-1).permute(1, 2, 3, 0)  # [H, N, A, 4]
+        rot = rotate(summed[..., :8], geo.frames.cos8, geo.frames.sin8) - geo.own
+        nonlinear = (att.permute(1, 2, 0, 3) @ geo.edges[8:12].permute(1, 2, 3, 0)).permute(2, 0, 1, 3)  # [H, N, A, 4]
         weighted_edges = torch.cat([rot, nonlinear, summed[..., 8:]], dim=-1).reshape(self.h, n * a, -1)
         out = att @ v + (weighted_edges @ w.edge_value).reshape(self.h, n, a, self.dh)  # [H, N, A, dh]
         out = out.permute(1, 2, 0, 3)  # [N, A, H, dh]

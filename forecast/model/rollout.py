@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from forecast.model.config import ModelConfig
-from forecast.model.interaction import GeometricAttention, edges_of, rotate
+from forecast.model.interaction import GeometricAttention, edges_of, frames, rotate
 from forecast.model.scoring import ModeScorer
 
 
@@ -66,7 +66,8 @@ class LatentRollout(nn.Module):
 
         # Each agent's frame: (cos, sin) of its heading, and its origin in the scene frame.
         cs = pose[:, None, :, 2:4]  # [B, 1, A, 2]
-        to_scene = torch.cat([cs[..., :1], -cs[..., 1:]], dim=-1)  # rotate() by this: agent frame -> scene
+        # rotate() by (cos, -sin): agent frame -> scene frame, for position, next position and velocity
+        cos6, msin6 = (x.expand(b, k, a, 6).contiguous() for x in (pose[:, None, :, 2:3], -pose[:, None, :, 3:4]))
         origin = pose[:, None, :, :2] * self.pose_scale  # [B, 1, A, 2] metres, scene frame
         origins = torch.cat([origin, origin, torch.zeros_like(origin)], dim=-1)  # of position, next position, velocity
 
@@ -76,7 +77,7 @@ class LatentRollout(nn.Module):
         pm = plan_mask.to(tokens.dtype)[:, None, :, None]  # [B, 1, A, 1]
         free = 1.0 - pm
         key_valid = per_mode(agent_mask[:, None])
-        cs_n, planned_flag = per_mode(cs), per_mode(pm[..., 0])
+        fr, planned_flag = frames(per_mode(cs[..., 0]), per_mode(cs[..., 1])), per_mode(pm[..., 0])
         step_weights = self.attn.step_weights()
         plan_steps = plan.reshape(b, 1, a, steps, st, 2)
         planned_pm = plan_steps * pm[..., None, None]  # [B, 1, A, S, st, 2]: the plan where there is one, else 0
@@ -100,8 +101,8 @@ class LatentRollout(nn.Module):
         for s in range(steps):
             # Where each agent is now and where it is about to be: its plan, else on at its latest velocity.
             nxt = planned_pm[:, :, :, s, -1] + free * (pos + vel * (st * dt))
-            scene = rotate(torch.cat([pos, nxt, vel], dim=-1), to_scene) + origins  # [B, K, A, 6] scene frame
-            geo = edges_of(per_mode(scene) * 0.1, cs_n, planned_flag)
+            scene = rotate(torch.cat([pos, nxt, vel], dim=-1), cos6, msin6) + origins  # [B, K, A, 6] scene frame
+            geo = edges_of(per_mode(scene) * 0.1, fr, planned_flag)
             where_act = F.linear(torch.cat([scene[..., :2], pos], dim=-1), w_moving) + fixed[:, :, :, s]
             q = self.norm(h.reshape(b, k, a, d) + where_act)
             others = self.attn(q.reshape(n, a, d), geo, key_valid, step_weights).reshape(b, k, a, d)
