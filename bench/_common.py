@@ -37,11 +37,11 @@ def best_of(fn, repeat: int = 3) -> float:
 
 
 def report(name: str, rows: list[dict], extra: dict | None = None, out: str | None = None) -> Path:
-    cols = list(rows[0])
-    width = {c: max(len(c), *(len(_fmt(r[c])) for r in rows)) for c in cols}
+    cols = list(dict.fromkeys(c for r in rows for c in r))  # every row's columns, first seen first
+    width = {c: max(len(c), *(len(_fmt(r.get(c, ""))) for r in rows)) for c in cols}
     print("  ".join(c.ljust(width[c]) for c in cols))
     for r in rows:
-        print("  ".join(_fmt(r[c]).ljust(width[c]) for c in cols))
+        print("  ".join(_fmt(r.get(c, "")).ljust(width[c]) for c in cols))
     path = Path(out) if out else RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"bench": name, "machine": machine(), "rows": rows, **(extra or {})}, indent=2))

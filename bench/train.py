@@ -3,9 +3,13 @@ Lightning ``Trainer.fit`` (the real DataModule and LightningModule) per option.
 
 Usage: python bench/train.py [--config configs/train/quickstart.yaml] [--device cpu|cuda] [--batches 20]
                              [--rows loader,step,fit] [--options eager,bf16,buckets,compile,channels_last]
-                             [--profile] [--json PATH] [key=value overrides ...]
+                             [--layouts packed,padded] [--profile] [--json PATH] [key=value overrides ...]
 
-Options: eager (fp32, as collated), bf16 (autocast / ``bf16-mixed``), buckets (agent axis padded to
+The loader row reports scenes/s (wall) and the CPU time per scene of the loader's worker processes
+and of the main process (the figure to read on a shared machine); ``--layouts`` runs it once per
+raster layout (packed: the real agents' rasters only, the default; padded: the old layout).
+
+Options (join several with '+', e.g. bf16+buckets): eager (fp32, as collated), bf16 (autocast / ``bf16-mixed``), buckets (agent axis padded to
 8/16/32/64...), compile (``torch.compile`` + buckets), channels_last. ``--profile`` writes a
 torch.profiler table of the bare eager step to bench/results/train-profile-<config>-<device>.txt.
 Uses the config's store if it exists, else simulates and ingests a small SUMO store under bench/results.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import time
 from pathlib import Path
 
@@ -31,7 +36,7 @@ from forecast.sim.sumo import DemandConfig, NetworkConfig, SimConfig, simulate
 from forecast.training.config import TrainConfig
 from forecast.training.datamodule import ForecastDataModule
 from forecast.training.module import ForecastModule
-from forecast.training.speed import AgentBuckets, apply_model_options, bucket_size, pad_agents
+from forecast.training.speed import AgentBuckets, apply_model_options, pad_to_buckets
 
 BUCKETS = [8, 16, 32, 64]
 OPTIONS = {  # option -> trainer overrides
@@ -55,18 +60,42 @@ def bench_store() -> Path:
 
 
 def with_option(cfg: TrainConfig, option: str, device: str) -> TrainConfig:
+    """``option`` is one name of OPTIONS or several joined by '+' (``bf16+buckets``)."""
     c = copy.deepcopy(cfg)
     c.trainer.precision = "32-true"
-    for k, v in OPTIONS[option].items():
-        setattr(c.trainer, k, v)
+    for name in option.split("+"):
+        if name not in OPTIONS:
+            raise SystemExit(f"--options: unknown option {name!r} (known: {', '.join(OPTIONS)}, joined by '+')")
+        for k, v in OPTIONS[name].items():
+            setattr(c.trainer, k, v)
     return c
+
+
+def _worker_cpu_s() -> float:
+    """User + system CPU seconds of this process's children (the loader's worker processes), from
+    /proc (Linux; NaN elsewhere): no extra package on a bare GPU machine."""
+    me, total = os.getpid(), 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return float("nan")
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()  # after "pid (comm)"
+        except OSError:
+            continue  # gone, or not ours to read
+        if int(fields[1]) == me:  # ppid
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return total
 
 
 def loader_row(dm: ForecastDataModule, batches: int) -> tuple[dict, list]:
     loader = dm.train_dataloader()
     it = iter(loader)
     next(it)  # worker start-up is not throughput
-    t = time.perf_counter()
+    w0, m0, t = _worker_cpu_s(), time.process_time(), time.perf_counter()
     out = []
     for _ in range(batches):
         try:
@@ -74,9 +103,15 @@ def loader_row(dm: ForecastDataModule, batches: int) -> tuple[dict, list]:
         except StopIteration:
             break
     dt = time.perf_counter() - t
+    main_cpu, worker_cpu = time.process_time() - m0, _worker_cpu_s() - w0
     n = sum(b.size for b in out)
-    return {"row": f"data loader ({dm.cfg.data.num_workers} workers)", "scenes_per_s": n / dt,
-            "ms_per_batch": 1e3 * dt / len(out)}, out
+    del it  # stops the workers
+    layout = "packed" if dm.cfg.data.pack_rasters else "padded"
+    return {"row": f"data loader ({dm.cfg.data.num_workers} workers, {layout})", "scenes_per_s": n / dt,
+            "ms_per_batch": 1e3 * dt / len(out),
+            # Workers build ahead (prefetch), so their CPU over the window is the batches taken +- a prefetch.
+            "worker_cpu_ms_per_scene": 1e3 * worker_cpu / n if dm.cfg.data.num_workers else float("nan"),
+            "main_cpu_ms_per_scene": 1e3 * main_cpu / n, "load_avg_1min": os.getloadavg()[0]}, out
 
 
 def step_row(cfg: TrainConfig, option: str, batches: list, device: str) -> dict:
@@ -90,7 +125,7 @@ def step_row(cfg: TrainConfig, option: str, batches: list, device: str) -> dict:
     for b in batches:
         b = b.to(device)
         if c.trainer.agent_buckets:
-            pad_agents(b, bucket_size(b.hist.shape[1], c.trainer.agent_buckets))
+            pad_to_buckets(b, c.trainer.agent_buckets)
         dev.append(b)
 
     def step(b):
@@ -181,6 +216,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--rows", default="loader,step")
     ap.add_argument("--options", default="eager")
+    ap.add_argument("--layouts", default="packed", help="raster layouts of the loader rows: packed,padded")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("overrides", nargs="*")
@@ -189,13 +225,21 @@ def main() -> None:
     if not Store(cfg.data.store).exists():
         cfg.data.store = str(bench_store())
         cfg.data.source = None
-    rows_wanted, options = args.rows.split(","), args.options.split(",")
-    dm = ForecastDataModule(cfg)
-    dm.setup()
+    rows_wanted, options, layouts = args.rows.split(","), args.options.split(","), args.layouts.split(",")
+    if set(layouts) - {"packed", "padded"}:
+        raise SystemExit(f"--layouts takes packed and/or padded, got {args.layouts!r}")
     rows = []
-    row, batches = loader_row(dm, args.batches)
-    if "loader" in rows_wanted:
-        rows.append(row)
+    batches: list = []
+    for layout in layouts:  # the step and fit rows use the first layout's batches
+        c = copy.deepcopy(cfg)
+        c.data.pack_rasters = layout == "packed"
+        dm = ForecastDataModule(c)
+        dm.setup()
+        row, got = loader_row(dm, args.batches)
+        batches = batches or got
+        if "loader" in rows_wanted:
+            rows.append(row)
+    cfg.data.pack_rasters = layouts[0] == "packed"
     for option in options:
         if "step" in rows_wanted:
             rows.append(step_row(cfg, option, batches, args.device))
@@ -206,7 +250,7 @@ def main() -> None:
           f"{cfg.features.raster.size}px, hidden {cfg.model.hidden}, torch threads {torch.get_num_threads()}")
     name = f"train-{Path(args.config).stem}-{args.device}"
     report(name, rows, {"config": args.config, "batch_size": cfg.data.batch_size, "agents_per_batch": agents,
-                        "overrides": args.overrides}, args.json)
+                        "layouts": layouts, "overrides": args.overrides}, args.json)
     if args.profile:
         profile_step(cfg, batches, args.device, RESULTS / f"train-profile-{Path(args.config).stem}-{args.device}.txt")
 

@@ -334,18 +334,38 @@ def calibration_curve(
     Returns ``(bin_centres [bins], mean_prob [bins], freq [bins], counts [bins])``; ``mean_prob`` and
     ``freq`` are NaN for empty bins, ``counts`` is int.
     """
+    _check_bins(bins)
+    p, best, any_valid = calibration_pairs(prob, pred, gt, valid)
+    return binned_calibration(p[any_valid], best[any_valid], bins)
+
+
+def _check_bins(bins: int) -> None:
     if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
         raise ValueError(f"bins must be a positive int, got {bins!r}")
+
+
+def calibration_pairs(
+    prob: np.ndarray, pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per agent, what :func:`calibration_curve` bins: ``p [N, K]`` float64, ``best [N]`` (the mode with
+    the smallest FDE) and ``any_valid [N]``. A function of each row alone, so it can run in chunks."""
     pred, gt, valid = _check_inputs(pred, gt, valid)
     n, k_modes = pred.shape[:2]
     p = _check_prob(prob, n, k_modes)
     _, fde, any_valid = _per_mode_errors(pred, gt, valid)
     best = _best_mode(fde, np.ones_like(p, dtype=bool))
-    correct = np.zeros((n, k_modes), dtype=np.float64)
-    np.put_along_axis(correct, best[:, None], 1.0, axis=1)
+    return p, best, any_valid
 
-    p_flat = p[any_valid].ravel()
-    c_flat = correct[any_valid].ravel()
+
+def binned_calibration(
+    p: np.ndarray, best: np.ndarray, bins: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`calibration_curve` from the pairs of the agents that count (``p [M, K]``, ``best [M]``)."""
+    _check_bins(bins)
+    correct = np.zeros(p.shape, dtype=np.float64)
+    np.put_along_axis(correct, np.asarray(best, dtype=np.int64)[:, None], 1.0, axis=1)
+    p_flat = p.ravel()
+    c_flat = correct.ravel()
     # +1e-9 so a probability within rounding error of an edge (e.g. 1 - 0.8 = 0.19999999999999996)
     # lands in the bin that starts at that edge
     idx = np.clip(np.floor(p_flat * bins + 1e-9).astype(np.int64), 0, bins - 1)
@@ -357,6 +377,15 @@ def calibration_curve(
         freq = np.where(counts > 0, sum_c / counts, np.nan)
     centres = (np.arange(bins) + 0.5) / bins
     return centres, mean_prob, freq, counts
+
+
+def calibration_error(mean_prob: np.ndarray, freq: np.ndarray, counts: np.ndarray) -> float:
+    """ECE from a reliability curve (:func:`calibration_curve`'s last three arrays); NaN when empty."""
+    total = counts.sum()
+    if total == 0:
+        return float("nan")
+    nonempty = counts > 0
+    return float(np.sum(counts[nonempty] / total * np.abs(mean_prob[nonempty] - freq[nonempty])))
 
 
 def expected_calibration_error(
@@ -373,11 +402,7 @@ def expected_calibration_error(
     valid step.
     """
     _, mean_prob, freq, counts = calibration_curve(prob, pred, gt, valid=valid, bins=bins)
-    total = counts.sum()
-    if total == 0:
-        return float("nan")
-    nonempty = counts > 0
-    return float(np.sum(counts[nonempty] / total * np.abs(mean_prob[nonempty] - freq[nonempty])))
+    return calibration_error(mean_prob, freq, counts)
 
 
 # --------------------------------------------------------------------------------------------------

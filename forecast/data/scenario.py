@@ -65,21 +65,27 @@ def scenarios_from_tracks(tracks: pa.Table, infos: dict[str, ScenarioInfo]) -> l
     """
     if tracks.num_rows == 0:
         return [_empty(info) for info in infos.values()]
-    sid = tracks.column("scenario_id").to_numpy(zero_copy_only=False).astype(str)
-    tid = tracks.column("track_id").to_numpy(zero_copy_only=False).astype(str)
-    # A track id is unique within its scenario only: key on both.
-    s_keys, s_code = np.unique(sid, return_inverse=True)
-    pair = np.char.add(np.char.add(sid, "\x1f"), tid)
-    p_keys, p_code = np.unique(pair, return_inverse=True)
+    if any(tracks.column(c).null_count for c in ("scenario_id", "track_id")):
+        raise ValueError("tracks table has a null scenario_id or track_id")
+    # A track id is unique within its scenario only: key on both. Strings become integer codes in
+    # sorted order (what np.unique gives), so agents keep their order (by track id) at integer speed.
+    s_keys, s_code = _sorted_codes(tracks.column("scenario_id"))
+    t_keys, t_code = _sorted_codes(tracks.column("track_id"))
+    _, p_code = np.unique(s_code * max(1, len(t_keys)) + t_code, return_inverse=True)
     order = np.lexsort((tracks.column("timestep").to_numpy(), p_code))
     s_code, p_code = s_code[order], p_code[order]
-    col = {name: tracks.column(name).to_numpy(zero_copy_only=False)[order] for name in tracks.column_names}
+    col = {name: tracks.column(name).to_numpy(zero_copy_only=False)[order]
+           for name in ("timestep", "x", "y", "heading", "vx", "vy", "observed")}
     label_to_code = {label: i for i, label in enumerate(AGENT_TYPE_LABELS)}
-    type_code = np.array([label_to_code[t] for t in col["agent_type"]], dtype=np.int8)
 
     # first row of each track, and of each scenario, in the sorted order
     track_start = np.flatnonzero(np.r_[True, p_code[1:] != p_code[:-1]])
     track_scen = s_code[track_start]
+    # per-track values, read at each track's first row only (the table has a row per step)
+    take = pa.array(order[track_start])
+    track_ids = tracks.column("track_id").take(take).to_numpy(zero_copy_only=False)  # [tracks]
+    source_type = tracks.column("source_type").take(take).to_numpy(zero_copy_only=False)
+    type_code = np.array([label_to_code[t] for t in tracks.column("agent_type").take(take).to_pylist()], dtype=np.int8)
     out: dict[str, Scenario] = {}
     bounds = np.searchsorted(track_scen, np.arange(len(s_keys) + 1))
     row_bounds = np.r_[track_start, len(p_code)]
@@ -104,12 +110,11 @@ def scenarios_from_tracks(tracks: pa.Table, infos: dict[str, ScenarioInfo]) -> l
         present[agent, ts] = True
         observed = np.zeros((a, big_t), bool)
         observed[agent, ts] = col["observed"][rows]
-        starts = track_start[t0:t1]
         out[scen_id] = Scenario(
             info=info,
-            track_ids=col["track_id"][starts].astype(str),
-            agent_type=type_code[starts],
-            source_type=col["source_type"][starts].astype(str),
+            track_ids=track_ids[t0:t1].astype(str),
+            agent_type=type_code[t0:t1],
+            source_type=source_type[t0:t1].astype(str),
             xy=xy,
             heading=heading,
             velocity=vel,
@@ -117,6 +122,18 @@ def scenarios_from_tracks(tracks: pa.Table, infos: dict[str, ScenarioInfo]) -> l
             observed=observed,
         )
     return [out.get(k) or _empty(info) for k, info in infos.items()]
+
+
+def _sorted_codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """``(keys, code)`` as ``np.unique(strings, return_inverse=True)`` gives them: the distinct values
+    sorted, and each row's position among them, from Arrow's dictionary encoding (no per-row str)."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    enc = arr.dictionary_encode()
+    values = np.asarray(enc.dictionary.to_pylist(), dtype=str)
+    order = np.argsort(values, kind="stable")
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[order] = np.arange(len(values))
+    return values[order], rank[enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
 
 
 def _empty(info: ScenarioInfo) -> Scenario:

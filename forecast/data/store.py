@@ -11,7 +11,7 @@ Layout (schema 2; ``forecast.data.batch`` writes it)::
                                                       its outputs' sha256
 
 A *unit* is one input (a SUMO run, an AV2 scenario, an ETH/UCY file); a *batch* is a run of
-units written together (about 2,000 scenarios). Shards of one ingestion write disjoint batches.
+units written together (about 5,000 scenarios). Shards of one ingestion write disjoint batches.
 A store written by schema 1 (three files per unit, maps/<map>.parquet) is still read, by
 filtered scans; ``forecast store compact`` rewrites it as batches.
 """
@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -35,6 +35,7 @@ import shapely
 from forecast.data.scenario import Scenario, ScenarioInfo, scenarios_from_tracks
 from forecast.data.schema import MAP_SCHEMA, SCENARIOS_SCHEMA, TRACKS_SCHEMA
 
+FOOTER_CACHE = 8  # parsed Parquet footers kept per process (a few MB each for a full batch file)
 _HIVE = ds.partitioning(pa.schema([("source", pa.string()), ("split", pa.string())]), flavor="hive")
 
 
@@ -56,6 +57,28 @@ class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._maps: dict[str, tuple[str, int]] | None = None
+        self._footers: OrderedDict[Path, tuple[tuple[int, int], pq.FileMetaData]] = OrderedDict()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_footers"] = OrderedDict()  # a loader worker parses the footers it needs itself
+        return state
+
+    def parquet_file(self, rel: str | Path) -> pq.ParquetFile:
+        """``STORE/rel`` opened with its footer parsed once per process (a batch file's footer indexes
+        thousands of row groups: about 1 MB and 7 ms to parse at 800), for as long as it is unchanged."""
+        path = self.path / rel
+        st = path.stat()
+        stamp = (st.st_size, st.st_mtime_ns)
+        hit = self._footers.get(path)
+        if hit is not None and hit[0] == stamp:
+            self._footers.move_to_end(path)
+            return pq.ParquetFile(path, metadata=hit[1])
+        pf = pq.ParquetFile(path)
+        self._footers[path] = (stamp, pf.metadata)
+        while len(self._footers) > FOOTER_CACHE:
+            self._footers.popitem(last=False)
+        return pf
 
     # -- paths -------------------------------------------------------------------------
     @property
@@ -101,7 +124,7 @@ class Store:
         """A map's rows. ``where``: its (map_file, map_row_group) from the index, else looked up."""
         where = where or self._map_index().get(map_id)
         if where is not None:
-            table = pq.ParquetFile(self.path / where[0]).read_row_group(where[1]).cast(MAP_SCHEMA)
+            table = self.parquet_file(where[0]).read_row_group(where[1]).cast(MAP_SCHEMA)
             # identical maps are stored once, under the first map_id that had them
             return table.set_column(0, "map_id", pa.array([map_id] * table.num_rows, pa.string()))
         path = self.maps_dir / f"{safe_name(map_id)}.parquet"  # schema 1
@@ -154,7 +177,7 @@ class Store:
                 by_part[(info.source, info.split)].append(info)
         loaded: dict[str, Scenario] = {}
         for rel, part in by_file.items():
-            table = pq.ParquetFile(self.path / rel).read_row_groups(sorted({int(i.row_group) for i in part}),
+            table = self.parquet_file(rel).read_row_groups(sorted({int(i.row_group) for i in part}),
                                                                     columns=TRACKS_SCHEMA.names)
             for scen in scenarios_from_tracks(table, {i.scenario_id: i for i in part}):
                 loaded[scen.info.scenario_id] = scen

@@ -8,6 +8,7 @@ of ``metrics.json``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from forecast import waymo_metrics as W
 from forecast.data.types import AgentType
 from forecast.evaluation.config import EvalConfig
 from forecast.evaluation.results import CLASSES, METRIC_NAMES, AgentTable, Outputs
+from forecast.evaluation.spill import CHUNK_ROWS, read_rows, row_chunks
 from forecast.features.config import FeatureConfig
 
 
@@ -99,29 +101,112 @@ def offroad_flags(end_world: np.ndarray, agents: AgentTable, drivable: dict[str,
     return out
 
 
+@dataclass
+class AgentMetrics:
+    """Every per-agent value of one predictor that ``metrics.json`` aggregates (``N`` scored agents)."""
+
+    per: dict[str, np.ndarray]  # the six metrics, [N] each
+    conv: dict[str, np.ndarray]  # convention_metrics, [N] each
+    by_horizon: dict[str, dict[str, np.ndarray]]  # horizon label -> the six metrics [N] truncated there
+    calib_p: np.ndarray  # [M, K] mode probabilities of the M agents with a valid step
+    calib_best: np.ndarray  # [M] their best mode (smallest FDE)
+    calib_valid: np.ndarray  # [N] bool, which agents those are
+    joint: dict[str, np.ndarray]  # joint_metrics per sample (scene), in sample order
+
+
+def agent_metrics(out: Outputs, agents: AgentTable, cfg: EvalConfig, features: FeatureConfig,
+                  chunk_rows: int = CHUNK_ROWS) -> AgentMetrics:
+    """The per-agent values of ``out``, read ``chunk_rows`` agents at a time (whole samples per chunk).
+
+    Each value depends on its agent's row only (the joint metrics on its sample's rows), so the
+    chunks give exactly what one pass over the whole arrays gives; only these scalars stay in memory.
+    """
+    hz = horizons(cfg, features)
+    parts: list[tuple] = []
+    for lo, hi in row_chunks(agents.sample, chunk_rows):
+        pred, prob = read_rows(out.pred, lo, hi), read_rows(out.prob, lo, hi)
+        gt, valid = read_rows(agents.gt, lo, hi), read_rows(agents.valid, lo, hi)
+        chunk_out = Outputs(pred, prob, out.end_world[lo:hi], out.overlap[lo:hi])
+        chunk_agents = _AgentRows(gt, valid, agents.speed[lo:hi])
+        per = per_agent_metrics(pred, gt, prob, valid, cfg.miss_threshold)
+        conv = convention_metrics(chunk_out, chunk_agents, features)
+        by_h = {}
+        for label, steps in hz.items():
+            hp, hg, hv = M.truncate_horizon(pred, gt, valid, steps)
+            by_h[label] = per_agent_metrics(hp, hg, prob, hv, cfg.miss_threshold)
+        cp, cbest, cvalid = M.calibration_pairs(prob, pred, gt, valid)
+        joint = M.joint_metrics(pred, gt, agents.sample[lo:hi], valid, cfg.miss_threshold)
+        parts.append((per, conv, by_h, cp[cvalid], cbest[cvalid], cvalid, joint))
+        del pred, prob, gt, valid, chunk_out, chunk_agents
+    if not parts:
+        raise ValueError("no scored agent to aggregate")
+
+    def cat(i: int) -> dict[str, np.ndarray]:
+        return {k: np.concatenate([p[i][k] for p in parts]) for k in parts[0][i]}
+
+    return AgentMetrics(
+        per=cat(0), conv=cat(1),
+        by_horizon={label: {k: np.concatenate([p[2][label][k] for p in parts]) for k in METRIC_NAMES} for label in hz},
+        calib_p=np.concatenate([p[3] for p in parts]), calib_best=np.concatenate([p[4] for p in parts]),
+        calib_valid=np.concatenate([p[5] for p in parts]), joint=cat(6),
+    )
+
+
+def calibration_of(out: Outputs, agents: AgentTable, bins: int, chunk_rows: int = CHUNK_ROWS):
+    """:func:`forecast.metrics.calibration_curve` of ``out`` over every agent, read in chunks."""
+    ps, bests = [], []
+    for lo, hi in row_chunks(agents.sample, chunk_rows):
+        p, best, ok = M.calibration_pairs(read_rows(out.prob, lo, hi), read_rows(out.pred, lo, hi),
+                                          read_rows(agents.gt, lo, hi), read_rows(agents.valid, lo, hi))
+        ps.append(p[ok])
+        bests.append(best[ok])
+    return M.binned_calibration(np.concatenate(ps), np.concatenate(bests), bins)
+
+
+@dataclass
+class _AgentRows:
+    """The AgentTable fields convention_metrics reads, for one chunk of rows."""
+
+    gt: np.ndarray
+    valid: np.ndarray
+    speed: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.gt)
+
+
 def model_block(out: Outputs, agents: AgentTable, cfg: EvalConfig, features: FeatureConfig,
-                drivable: dict[str, object], masks: dict[str, dict[str, np.ndarray]]) -> dict:
-    """Every metric of one predictor (the per-model part of metrics.json)."""
-    per = per_agent_metrics(out.pred, agents.gt, out.prob, agents.valid, cfg.miss_threshold)
-    conv = convention_metrics(out, agents, features)
+                drivable: dict[str, object], masks: dict[str, dict[str, np.ndarray]],
+                metrics: AgentMetrics | None = None, offroad: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """Every metric of one predictor (the per-model part of metrics.json); ``metrics``: its
+    :func:`agent_metrics`, computed here when not given; ``offroad``: the off-road flags ``[N]`` of its
+    endpoints and of the true ones (``forecast.evaluation.map_pass``), else from ``drivable`` (map -> area)."""
+    am = metrics if metrics is not None else agent_metrics(out, agents, cfg, features)
+    if offroad is None:
+        offroad = offroad_flags(out.end_world, agents, drivable), offroad_flags(agents.gt_end_world, agents, drivable)
+    per, conv = am.per, am.conv
     by_class = {c: {**summarise(per, agents.agent_class == c), **_means(conv, agents.agent_class == c)}
                 for c in CLASSES}
     by_horizon, by_class_horizon = {}, {c: {} for c in CLASSES}
-    for label, steps in horizons(cfg, features).items():
-        per_h = per_agent_metrics(*_truncate(out, agents, steps), cfg.miss_threshold)
+    for label, per_h in am.by_horizon.items():
         by_horizon[label] = summarise(per_h)
         for c in CLASSES:
             by_class_horizon[c][label] = summarise(per_h, agents.agent_class == c)
-    ece = M.expected_calibration_error(out.prob, out.pred, agents.gt, agents.valid, bins=cfg.calibration_bins)
-    ece_by_class = {c: _num(M.expected_calibration_error(out.prob[sel], out.pred[sel], agents.gt[sel], agents.valid[sel],
-                                                         bins=cfg.calibration_bins)) if sel.any() else None
-                    for c in CLASSES for sel in [agents.agent_class == c]}
+    bins = cfg.calibration_bins
+    ece = M.calibration_error(*M.binned_calibration(am.calib_p, am.calib_best, bins)[1:])
+    ece_by_class = {}
+    for c in CLASSES:
+        sel = agents.agent_class == c
+        keep = sel[am.calib_valid]
+        ece_by_class[c] = (_num(M.calibration_error(*M.binned_calibration(am.calib_p[keep], am.calib_best[keep],
+                                                                             bins)[1:]))
+                           if sel.any() else None)
     scene = {
-        "offroad_rate": _num(M.aggregate(offroad_flags(out.end_world, agents, drivable))),
+        "offroad_rate": _num(M.aggregate(offroad[0])),
         "overlap_rate": _num(M.aggregate(out.overlap)),
         "calibration_ece": _num(ece),
         "calibration_ece_by_class": ece_by_class,
-        "offroad_rate_gt": _num(M.aggregate(offroad_flags(agents.gt_end_world, agents, drivable))),
+        "offroad_rate_gt": _num(M.aggregate(offroad[1])),
         "overlap_rate_gt": _num(M.aggregate(agents.gt_overlap)),
     }
     return {
@@ -133,15 +218,10 @@ def model_block(out: Outputs, agents: AgentTable, cfg: EvalConfig, features: Fea
         "by_class_horizon": by_class_horizon,
         "scene": scene,
         # the modes of all agents of a sample as joint futures (AV2 multi-agent: avgMinADE/FDE, actorMR)
-        "joint": M.summarise_joint(M.joint_metrics(out.pred, agents.gt, agents.sample, agents.valid, cfg.miss_threshold)),
+        "joint": M.summarise_joint(am.joint),
         "slices": {fam: {v: summarise(per, m) for v, m in vals.items()} for fam, vals in masks.items()},
     }
 
 
 def _means(per_agent: dict[str, np.ndarray], mask: np.ndarray | None = None) -> dict[str, float | None]:
     return {k: _num(M.aggregate(v, mask)) for k, v in per_agent.items()}
-
-
-def _truncate(out: Outputs, agents: AgentTable, steps: int):
-    pred, gt, valid = M.truncate_horizon(out.pred, agents.gt, agents.valid, steps)
-    return pred, gt, out.prob, valid

@@ -12,7 +12,7 @@ import numpy as np
 
 from forecast import metrics as M
 from forecast.evaluation.aggregate import _num, summarise
-from forecast.evaluation.results import AgentTable, Outputs
+from forecast.evaluation.results import AgentTable
 from forecast.features.dataset import SceneSet
 
 
@@ -31,16 +31,6 @@ def agent_keys(agents: AgentTable, scenes: SceneSet) -> tuple[np.ndarray, np.nda
         track[i] = str(tracks.track_ids[a]) if tracks.track_ids is not None else str(a)
         store_t0[i] = int(agents.t0[i]) * int(round(scenes.cfg.dt / info.dt))
     return track, store_t0
-
-
-def horizon_miss(out: Outputs, agents: AgentTable, horizons: dict[str, int], threshold: float) -> dict[str, np.ndarray]:
-    """``{"MR@6_1s": [N], ...}``: per-agent miss (0/1, NaN without valid steps) at each horizon's step count."""
-    k6 = min(6, out.pred.shape[1])
-    res = {}
-    for label, steps in horizons.items():
-        pred, gt, valid = M.truncate_horizon(out.pred, agents.gt, agents.valid, steps)
-        res[f"MR@6_{label}"] = M.miss_rate(pred, gt, out.prob, k=k6, threshold=threshold, valid=valid)
-    return res
 
 
 def tag_blocks(per_agent: dict[str, np.ndarray], miss: dict[str, np.ndarray], masks: dict[str, np.ndarray],

@@ -16,8 +16,10 @@ import numpy as np
 from forecast import metrics as M
 from forecast.evaluation import plots as P
 from forecast.evaluation import report_scenarios as RS
+from forecast.evaluation.aggregate import calibration_of
 from forecast.evaluation.config import EvalConfig
 from forecast.evaluation.results import CLASSES, METRIC_NAMES, EvalResult
+from forecast.evaluation.spill import read_rows, row_chunks
 from forecast.features.frames import to_world
 
 CSS = """
@@ -56,25 +58,35 @@ def _rows(metrics: dict) -> list[tuple[str, dict, bool]]:
 
 def horizon_curves(result: EvalResult, names: list[str], keys: tuple[str, ...] = ("minADE@6", "minFDE@6"),
                    max_points: int = 30) -> dict:
-    """``{name: {group: {key: (seconds, values)}}}``: metrics truncated at (up to ``max_points``) steps."""
+    """``{name: {group: {key: (seconds, values)}}}``: metrics truncated at (up to ``max_points``) steps.
+
+    Means over the agents of each group, summed chunk by chunk (the arrays may be on disk)."""
     ag = result.agents
     dt = result.scenes.cfg.dt
     t = ag.gt.shape[1]
     steps = np.unique(np.linspace(1, t, min(t, max_points)).round().astype(int))
     groups = {"all": np.ones(len(ag), bool), **{c: ag.agent_class == c for c in CLASSES}}
+    fns = {"minADE@6": M.min_ade, "minFDE@6": M.min_fde}
     out: dict = {}
     for name in names:
         o = result.outputs[name]
         k6 = min(6, o.pred.shape[1])
-        vals = {key: np.empty((len(steps), len(ag))) for key in keys}
-        for j, s in enumerate(steps):
-            pred, gt, valid = M.truncate_horizon(o.pred, ag.gt, ag.valid, int(s))
-            if "minADE@6" in keys:
-                vals["minADE@6"][j] = M.min_ade(pred, gt, o.prob, k=k6, valid=valid)
-            if "minFDE@6" in keys:
-                vals["minFDE@6"][j] = M.min_fde(pred, gt, o.prob, k=k6, valid=valid)
-        out[name] = {g: {key: (steps * dt, np.array([M.aggregate(v, mask) for v in vals[key]])) for key in keys}
-                     for g, mask in groups.items()}
+        total = {(g, key): np.zeros(len(steps)) for g in groups for key in keys}
+        count = {(g, key): np.zeros(len(steps)) for g in groups for key in keys}
+        for lo, hi in row_chunks(ag.sample):
+            pred_c, prob_c = read_rows(o.pred, lo, hi), read_rows(o.prob, lo, hi)
+            gt_c, valid_c = read_rows(ag.gt, lo, hi), read_rows(ag.valid, lo, hi)
+            for j, s in enumerate(steps):
+                pred, gt, valid = M.truncate_horizon(pred_c, gt_c, valid_c, int(s))
+                for key in keys:
+                    v = fns[key](pred, gt, prob_c, k=k6, valid=valid)
+                    for g, mask in groups.items():
+                        keep = mask[lo:hi] & ~np.isnan(v)
+                        total[g, key][j] += v[keep].sum()
+                        count[g, key][j] += keep.sum()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[name] = {g: {key: (steps * dt, np.where(count[g, key] > 0, total[g, key] / count[g, key], np.nan))
+                             for key in keys} for g in groups}
     return out
 
 
@@ -283,8 +295,7 @@ def build_report(result: EvalResult, cfg: EvalConfig, layers: dict[str, dict], p
     curves, ece = {}, {}
     for name in result.model_names:
         out = result.outputs[name]
-        curves[name] = M.calibration_curve(out.prob, out.pred, result.agents.gt, result.agents.valid,
-                                           bins=cfg.calibration_bins)
+        curves[name] = calibration_of(out, result.agents, cfg.calibration_bins)
         ece[name] = m["models"][name]["scene"]["calibration_ece"]
     parts.append(_img(keep("reliability.png", P.reliability_plot(curves, ece)), "reliability diagram"))
     parts.append('<div class="muted">Reliability: every (agent, mode) pair adds its probability; the outcome is whether '

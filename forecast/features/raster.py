@@ -119,13 +119,27 @@ def rasterize_agents(m: MapRaster | None, hist_xy: np.ndarray, hist_valid: np.nd
     agent's raster is then an affine crop of both, so an agent's own history shows in its raster
     like everyone else's. hist_xy: [A, T_h, 2] world positions up to t0 (only history is drawn);
     hist_valid: [A, T_h]; agent_type: [A]; origins: [A, 2] world metres; headings: [A] radians.
+
+    Two 4-channel warps per agent (OpenCV's fast path): the map's first four channels, and a
+    window holding the map's fifth channel with the three motion channels (the motion is drawn on
+    the map's grid, so the two line up pixel for pixel).
     """
     a, s = len(origins), cfg.size
-    n_map = len(MAP_CHANNELS)
-    out = np.empty((a, n_map + len(MOTION_CHANNELS), s, s), np.uint8)
+    n_head = 4
+    if len(MAP_CHANNELS) != n_head + 1 or len(MOTION_CHANNELS) != 3:
+        raise AssertionError("the warp layout assumes 5 map and 3 motion channels")
+    out = np.empty((a, len(MAP_CHANNELS) + len(MOTION_CHANNELS), s, s), np.uint8)
     if a == 0:
         return out
-    _crop_map_into(m, origins, headings, cfg, out[:, :n_map])
+    head_crops = np.empty((a, s, s, n_head), np.uint8)
+    if m is not None:
+        head, tail = m.split
+        affines = _agent_affines(origins, headings, cfg, m.x0, m.y0, m.resolution)
+        for i in range(a):
+            cv2.warpAffine(head, affines[i], (s, s), dst=head_crops[i], **_WARP)
+    else:
+        head_crops[:] = 0
+        tail = None
     # The motion grid: the map's (drawn at the rasters' resolution by the runtime and the data sets),
     # else one at the rasters' resolution anchored at the world origin.
     gx, gy, res = (m.x0, m.y0, m.resolution) if m is not None else (0.0, 0.0, cfg.resolution)
@@ -141,14 +155,15 @@ def rasterize_agents(m: MapRaster | None, hist_xy: np.ndarray, hist_valid: np.nd
         inverse = inverse.ravel()
         groups = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
     pts = _motion_points(hist_xy, hist_valid, agent_type, gx, gy, res)
-    crops = np.empty((a, s, s, len(MOTION_CHANNELS)), np.uint8)
+    tail_crops = np.empty((a, s, s, 4), np.uint8)
     for g in groups:
         c0, c1, r0, r1 = lo_c[g].min(), hi_c[g].max(), lo_r[g].min(), hi_r[g].max()
-        window = _motion_window(pts, c0, c1, r0, r1)
+        window = _tail_and_motion_window(tail, pts, c0, c1, r0, r1)
         affines = _agent_affines(origins[g], headings[g], cfg, gx + c0 * res, gy + r0 * res, res)
         for k, i in enumerate(g):
-            cv2.warpAffine(window, affines[k], (s, s), dst=crops[i], **_WARP)
-    out[:, n_map:] = crops.transpose(0, 3, 1, 2)
+            cv2.warpAffine(window, affines[k], (s, s), dst=tail_crops[i], **_WARP)
+    out[:, :n_head] = head_crops.transpose(0, 3, 1, 2)
+    out[:, n_head:] = tail_crops.transpose(0, 3, 1, 2)
     return out
 
 
@@ -191,12 +206,18 @@ def _motion_points(hist_xy: np.ndarray, hist_valid: np.ndarray, agent_type: np.n
     return col, row, channel[ok], intensity[ok]
 
 
-def _motion_window(pts, c0: int, c1: int, r0: int, r1: int) -> np.ndarray:
-    """Grid pixels [r0, r1) x [c0, c1) of the motion channels: ``[h, w, 3]`` uint8, brightest point wins."""
+def _tail_and_motion_window(tail: np.ndarray | None, pts, c0: int, c1: int, r0: int, r1: int) -> np.ndarray:
+    """Grid pixels [r0, r1) x [c0, c1): ``[h, w, 4]`` uint8, the map's last channel (``tail [H, W]``,
+    zeros outside it or without a map) then the motion channels (brightest point wins)."""
     h, w = int(r1 - r0), int(c1 - c0)
-    window = np.zeros((h, w, len(MOTION_CHANNELS)), np.uint8)
+    window = np.zeros((h, w, 4), np.uint8)
+    if tail is not None:
+        ra, rb = max(r0, 0), min(r1, tail.shape[0])
+        ca, cb = max(c0, 0), min(c1, tail.shape[1])
+        if ra < rb and ca < cb:
+            window[ra - r0 : rb - r0, ca - c0 : cb - c0, 0] = tail[ra:rb, ca:cb]
     col, row, channel, intensity = pts
     inside = (col >= c0) & (col < c1) & (row >= r0) & (row < r1)
-    flat = ((row[inside] - r0) * w + (col[inside] - c0)) * len(MOTION_CHANNELS) + channel[inside]
+    flat = ((row[inside] - r0) * w + (col[inside] - c0)) * 4 + 1 + channel[inside]
     np.maximum.at(window.reshape(-1), flat, intensity[inside])
     return window

@@ -1,4 +1,12 @@
-"""The one batch type every model, loss, metric and exporter speaks: padded tensors with masks."""
+"""The one batch type every model, loss, metric and exporter speaks: padded tensors with masks.
+
+Rasters come in one of two layouts. *Padded* ``[B, A, C, S, S]``: every scene's rasters padded to
+the batch's largest agent count (the exported graph's input). *Packed* ``[N, C, S, S]``: the
+rasters of the real agents only, scene after scene, in the row-major order of ``agent_mask``'s
+True entries, optionally followed by padding rows that nothing reads. The data loader ships the
+packed layout: with about 12 agents per scene padded to 25 or more, the padded one was mostly
+zeros that every batch built, copied through shared memory and encoded.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
+import torch.utils.data
 
 from forecast.features.sample import Sample
 
@@ -22,7 +31,7 @@ class Batch:
     hist_mask: torch.Tensor  # [B, A, T_h] bool
     agent_type: torch.Tensor  # [B, A] int64
     pose: torch.Tensor  # [B, A, 4] float32, scene frame (x/scale, y/scale, cos, sin)
-    raster: torch.Tensor  # [B, A, C, S, S] uint8 (scaled to [0, 1] inside the model)
+    raster: torch.Tensor  # [B, A, C, S, S] uint8 padded, or [N, C, S, S] packed (module docstring); scaled to [0, 1] in the model
     agent_mask: torch.Tensor  # [B, A] bool, False = padding
     target_mask: torch.Tensor  # [B, A] bool, scored agents
     plan: torch.Tensor  # [B, A, T_f, 2] float32
@@ -38,6 +47,11 @@ class Batch:
     def size(self) -> int:
         return self.hist.shape[0]
 
+    @property
+    def packed(self) -> bool:
+        """True when ``raster`` holds the real agents' rasters only (``[N, C, S, S]``)."""
+        return self.raster.dim() == 4
+
     def model_inputs(self) -> tuple[torch.Tensor, ...]:
         """Positional inputs of ``WorldModel.forward`` (and of the exported graph), in order."""
         return (self.hist, self.hist_mask, self.agent_type, self.pose, self.raster, self.agent_mask, self.plan,
@@ -48,19 +62,49 @@ MODEL_INPUT_NAMES = ("hist", "hist_mask", "agent_type", "pose", "raster", "agent
 MODEL_OUTPUT_NAMES = ("traj", "scale", "prob")
 
 
-def collate(samples: list[Sample], future_steps: int | None = None) -> Batch:
-    """Pad samples to the largest agent count of the batch."""
+def _empty(shape: tuple[int, ...], dtype: torch.dtype | type) -> torch.Tensor:
+    """An uninitialised tensor; in a DataLoader worker, in shared memory already (as torch's
+    ``default_collate`` does), so sending it to the main process does not copy it again."""
+    if not isinstance(dtype, torch.dtype):
+        dtype = torch.from_numpy(np.empty(0, dtype)).dtype
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    elem = torch.empty(0, dtype=dtype)
+    storage = elem._typed_storage()._new_shared(int(np.prod(shape, dtype=np.int64)), device=elem.device)
+    return elem.new(storage).view(shape)
+
+
+def collate(samples: list[Sample], future_steps: int | None = None, pack_rasters: bool = False) -> Batch:
+    """Pad samples to the largest agent count of the batch.
+
+    pack_rasters: ship the rasters packed (``[N, C, S, S]``, the real agents only) rather than
+    padded; every other field is padded either way (they are small).
+    """
+    if not samples:
+        raise ValueError("collate needs at least one sample")
     b = len(samples)
     a = max(s.num_agents for s in samples)
     s0 = samples[0]
     tf = future_steps if future_steps is not None else (s0.future.shape[1] if s0.future is not None else 0)
+    for s in samples:
+        if s.raster.shape[1:] != s0.raster.shape[1:] or len(s.raster) != s.num_agents:
+            raise ValueError(f"sample {s.scenario_id!r} t0={s.t0}: raster {tuple(s.raster.shape)} does not match "
+                             f"{s.num_agents} agents of rasters {tuple(s0.raster.shape[1:])}")
 
     def pad(get, shape, dtype, fill=0):
-        out = np.full((b, a, *shape), fill, dtype=dtype)
+        t = _empty((b, a, *shape), dtype)
+        out = t.numpy()
+        out[...] = fill
         for i, s in enumerate(samples):
             v = get(s)
             out[i, : len(v)] = v
-        return torch.from_numpy(out)
+        return t
+
+    if pack_rasters:
+        raster = _empty((sum(s.num_agents for s in samples), *s0.raster.shape[1:]), torch.uint8)
+        np.concatenate([s.raster for s in samples], out=raster.numpy())
+    else:
+        raster = pad(lambda s: s.raster, s0.raster.shape[1:], np.uint8)
 
     has_future = all(s.future is not None for s in samples)
     return Batch(
@@ -68,7 +112,7 @@ def collate(samples: list[Sample], future_steps: int | None = None) -> Batch:
         hist_mask=pad(lambda s: s.hist_mask, s0.hist_mask.shape[1:], bool),
         agent_type=pad(lambda s: s.agent_type, (), np.int64),
         pose=pad(lambda s: s.pose, (4,), np.float32),
-        raster=pad(lambda s: s.raster, s0.raster.shape[1:], np.uint8),
+        raster=raster,
         agent_mask=pad(lambda s: s.agent_mask, (), bool),
         target_mask=pad(lambda s: s.target_mask, (), bool),
         plan=torch.zeros(b, a, tf, 2),
@@ -76,3 +120,24 @@ def collate(samples: list[Sample], future_steps: int | None = None) -> Batch:
         future=pad(lambda s: s.future, (tf, 2), np.float32) if has_future else None,
         future_mask=pad(lambda s: s.future_mask, (tf,), bool) if has_future else None,
     )
+
+
+def padded_rasters(raster: torch.Tensor, agent_mask: torch.Tensor) -> torch.Tensor:
+    """Packed rasters ``[N, C, S, S]`` -> padded ``[B, A, C, S, S]`` (zeros for padding), on their device.
+
+    A padded ``[B, A, C, S, S]`` input comes back as it is.
+    """
+    if raster.dim() == 5:
+        return raster
+    flat, rows = packed_rows(agent_mask)
+    out = raster[rows] * flat.to(raster.dtype)[:, None, None, None]
+    return out.reshape(*agent_mask.shape, *raster.shape[1:])
+
+
+def packed_rows(agent_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(real [B * A] bool, row [B * A] int64): the packed row of each agent slot (0 for padding).
+
+    A cumulative sum, not boolean indexing: no device-to-host synchronisation, fixed shapes.
+    """
+    flat = agent_mask.reshape(-1)
+    return flat, (flat.long().cumsum(0) - 1).clamp(min=0)

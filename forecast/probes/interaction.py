@@ -2,14 +2,24 @@
 
 From real SUMO scenes we build pairs through the shared sample builder:
 
-* ``pedestrian_on_crossing``: a moving vehicle with a pedestrian on a crosswalk ahead of it, with
-  and without that pedestrian;
-* ``lead_vehicle_braking``: a vehicle following another, the leader's recent history braking or
-  cruising (same position at t0);
-* ``cyclist_in_lane``: a vehicle with a cyclist ahead in its lane, with and without the cyclist;
+* ``pedestrian_on_crossing``: a moving vehicle with a pedestrian walking on a crossing ahead of it,
+  in its path or entering it within ``LOOKAHEAD_S``, with and without that pedestrian;
+* ``lead_vehicle_braking``: a vehicle following another; over the history window the leader either
+  cruised at its speed or braked from that same speed at ``BRAKE_MS2`` (same position at t0,
+  slower there when it braked);
+* ``cyclist_in_lane``: a vehicle with a cyclist ahead in its lane, going its way, with and without
+  the cyclist;
 * ``queued_leader_removed``: a queued (slow or stopped) vehicle with a slow leader close ahead in
   its lane, with and without that leader: the cause whose removal should make the largest
   difference (the follower can move up).
+
+What the selection leaves out, and why: a pedestrian *waiting* beside a crossing (within a metre of
+it, not walking on it), or a cyclist standing crosswise in the lane ahead, is no obstacle but a
+sign that the vehicles' light is green (at signals pedestrians and cross traffic wait while the
+cars go), so a model that reads it right predicts *more* travel with it present: such pairs test
+the light, not the cause. A braking history that starts above the leader's speed (the same t0
+speed reached from a faster past) puts the leader at speeds no vehicle in the data drives, and
+models read that fast past as a fast future.
 
 The response is the vehicle's expected 3 s travel (probability-weighted endpoint distance). The
 right direction is *less* travel with the cause present. A pair whose response differs by less
@@ -34,6 +44,12 @@ from forecast.features.tracks import AgentTracks
 
 PROBES = ("pedestrian_on_crossing", "lead_vehicle_braking", "cyclist_in_lane", "queued_leader_removed")
 QUEUE_SPEED = 2.0  # m/s: a follower and its leader slower than this are queued
+ON_CROSSING_M = 0.25  # a pedestrian this close to a crossing polygon walks on it (waiting ones stand ~1 m off)
+WALKING_MS = 0.3  # m/s: a pedestrian at least this fast is walking, not waiting
+CORRIDOR_M = 2.0  # metres either side of a vehicle's axis: its path (a lane is about 3.2 m wide)
+LOOKAHEAD_S = 2.0  # a pedestrian entering the path within this long counts as in it
+SAME_WAY_RAD = 0.5  # a cyclist "in the lane" heads within this of the vehicle's heading
+BRAKE_MS2 = 3.0  # deceleration of the braking leader (SUMO's passenger cars brake at up to 4.5)
 
 
 @dataclass
@@ -91,11 +107,14 @@ def _pairs_in_sample(tracks: AgentTracks, t0: int, agents: np.ndarray, cfg, m, c
     for i in np.flatnonzero(vehicle & (speed > 2.0) & base.target_mask):
         local = to_local(xy0[None], base.origin[i : i + 1], base.heading[i : i + 1])[0]  # others in i's frame
         ahead = (local[:, 0] > 3.0) & (local[:, 0] < 30.0)
-        for j in np.flatnonzero(ahead & (np.abs(local[:, 1]) < 6.0) & (atype == AgentType.PEDESTRIAN)):
-            if crosswalks is not None and crosswalks.distance(shapely.Point(*xy0[j])) < 1.0:
+        walking = (atype == AgentType.PEDESTRIAN) & (speed >= WALKING_MS) & ahead
+        v_i = _velocity_in_frame_of(base, i)  # [A, 2] everyone's velocity in i's frame
+        for j in np.flatnonzero(walking & _in_path(local[:, 1], v_i[:, 1])):
+            if crosswalks is not None and crosswalks.distance(shapely.Point(*xy0[j])) < ON_CROSSING_M:
                 out.append(_removal_pair("pedestrian_on_crossing", base, tracks, t0, agents, cfg, m, i, j))
                 break
-        for j in np.flatnonzero(ahead & (np.abs(local[:, 1]) < 1.5) & (atype == AgentType.CYCLIST)):
+        in_lane = ahead & (np.abs(local[:, 1]) < 1.5) & (atype == AgentType.CYCLIST) & (rel_heading[i] < SAME_WAY_RAD)
+        for j in np.flatnonzero(in_lane):
             out.append(_removal_pair("cyclist_in_lane", base, tracks, t0, agents, cfg, m, i, j))
             break
         rel = rel_heading[i]
@@ -113,8 +132,36 @@ def _removal_pair(probe, with_cause: Sample, tracks, t0, agents, cfg, m, i, j) -
     return ProbePair(probe, with_cause, without, int(i), int(i if i < j else i - 1))
 
 
+def _in_path(y: np.ndarray, vy: np.ndarray) -> np.ndarray:
+    """[A] bool: lateral offsets ``y`` (m) from a vehicle's axis, moving at ``vy`` (m/s), are within
+    ``CORRIDOR_M`` now or cross into it within ``LOOKAHEAD_S`` (y + vy t for t in [0, LOOKAHEAD_S])."""
+    y_end = y + vy * LOOKAHEAD_S
+    return (np.minimum(np.abs(y), np.abs(y_end)) < CORRIDOR_M) | (np.sign(y) != np.sign(y_end))
+
+
+def _velocity_in_frame_of(sample: Sample, i: int) -> np.ndarray:
+    """[A, 2] every agent's velocity at t0 (m/s) in agent ``i``'s frame (the sample holds each in its own)."""
+    v = sample.hist[:, -1, 2:4].astype(np.float64)
+    rel = sample.heading - sample.heading[i]  # [A]: rotate from each agent's frame into i's
+    c, s = np.cos(rel), np.sin(rel)
+    return np.stack([c * v[:, 0] - s * v[:, 1], s * v[:, 0] + c * v[:, 1]], axis=-1)
+
+
+def braking_distance_before(steps: np.ndarray, speed: float, decel: float) -> np.ndarray:
+    """Distance (m) still to drive to the t0 position at times ``steps`` (s, <= 0, increasing; the
+    first is the window's start) for an agent at ``speed`` (m/s) at the start that brakes at
+    ``decel`` (m/s^2) until it stops. [T_h] -> [T_h], 0 at ``steps[-1] = 0``."""
+    tau = steps - steps[0]  # time since the window's start
+    stop = speed / decel if decel > 0 else np.inf
+    run = np.minimum(tau, stop)
+    driven = speed * run - 0.5 * decel * run**2  # from the start, constant after the stop
+    return driven[-1] - driven
+
+
 def _braking_pair(tracks, t0, agents, cfg, m, i, j, speed_now) -> ProbePair:
-    """The leader arrives at its t0 position either decelerating at 4 m/s^2 or at constant speed."""
+    """The leader arrives at its t0 position having braked at ``BRAKE_MS2`` from its t0 speed over the
+    history window, or having cruised at that speed: the same past speed, so both stay in the
+    speeds the data holds; the braking leader is slower at t0 (and was braking)."""
     lead = agents[j]
     h = cfg.history_steps
     steps = np.arange(-h + 1, 1) * tracks.dt  # seconds relative to t0, <= 0
@@ -131,8 +178,7 @@ def _braking_pair(tracks, t0, agents, cfg, m, i, j, speed_now) -> ProbePair:
         return AgentTracks(xy, tracks.heading, present, tracks.agent_type, tracks.dt, tracks.track_ids)
 
     cruise = with_history(-steps * speed_now)
-    a = 4.0  # braking: faster in the past, speed_now at t0
-    brake = with_history(-steps * speed_now + 0.5 * a * steps**2)
+    brake = with_history(braking_distance_before(steps, speed_now, BRAKE_MS2))
     s_brake = build_sample(brake, t0, cfg, m, agents, agents[0], with_future=False)
     s_cruise = build_sample(cruise, t0, cfg, m, agents, agents[0], with_future=False)
     return ProbePair("lead_vehicle_braking", s_brake, s_cruise, int(i), int(i))

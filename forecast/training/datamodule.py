@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import cv2
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -18,6 +19,12 @@ from forecast.training.config import TrainConfig
 from forecast.training.sampler import BlockShuffleSampler
 from forecast.training.sampling import interaction_sampler
 from forecast.training.speed import collate_for_loader, pin_batches
+
+
+def _worker_init(_: int) -> None:
+    # One OpenCV thread per loader worker: the workers are the parallelism (OpenCV's default, a
+    # thread per core in every worker, oversubscribes the cores and costs CPU on 96 px warps).
+    cv2.setNumThreads(1)
 
 
 class SampleDataset(Dataset):
@@ -60,8 +67,10 @@ class ForecastDataModule(L.LightningDataModule):
         else:
             sampler = BlockShuffleSampler(scenes.index.scenario, seed=self.cfg.seed, shuffle=shuffle)
         return DataLoader(SampleDataset(scenes), batch_size=d.batch_size, sampler=sampler, num_workers=d.num_workers,
-                          collate_fn=partial(collate_for_loader, future_steps=self.cfg.features.future_steps),
-                          generator=g, persistent_workers=d.num_workers > 0, pin_memory=pin_batches(self.cfg.trainer))
+                          collate_fn=partial(collate_for_loader, future_steps=self.cfg.features.future_steps,
+                                             pack_rasters=d.pack_rasters),
+                          generator=g, persistent_workers=d.num_workers > 0, pin_memory=pin_batches(self.cfg.trainer),
+                          worker_init_fn=_worker_init if d.num_workers > 0 else None)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, True)

@@ -5,7 +5,9 @@ what the model computes for the real agents: padded agents are masked everywhere
 
 * ``agent_buckets``: the agent axis of every batch is padded up to the next of a few fixed sizes,
   on the device, so that ``torch.compile`` (and cuDNN/oneDNN's per-shape kernel choice, which bf16
-  pays again for every new shape) sees a handful of shapes instead of one per batch.
+  pays again for every new shape) sees a handful of shapes instead of one per batch. Packed rasters
+  (``[N, C, S, S]``, ``forecast.model.batch``) get their rows padded to the same sizes times the
+  batch size, so the raster CNN too sees a handful of shapes, and fewer rows than padded rasters.
 * ``compile``: ``torch.compile`` of the model's forward (the weights and their state-dict keys
   stay those of the plain module, so checkpoints and ``model.pt`` do not change).
 * ``channels_last``: the convolutions' weights in channels-last memory format.
@@ -41,9 +43,9 @@ class LoaderBatch(Batch):
                               for f in fields(self)})
 
 
-def collate_for_loader(samples, future_steps: int | None = None) -> LoaderBatch:
-    """``collate`` (the one batch builder) returning a pinnable batch."""
-    b = collate(samples, future_steps)
+def collate_for_loader(samples, future_steps: int | None = None, pack_rasters: bool = True) -> LoaderBatch:
+    """``collate`` (the one batch builder) returning a pinnable batch, rasters packed by default."""
+    b = collate(samples, future_steps, pack_rasters)
     return LoaderBatch(**{f.name: getattr(b, f.name) for f in fields(b)})
 
 
@@ -64,7 +66,10 @@ def bucket_size(agents: int, buckets: list[int]) -> int:
 
 
 def pad_agents(batch: Batch, agents: int) -> None:
-    """In place: pad the agent axis (dim 1) of every field to ``agents`` (zeros / False), on its device."""
+    """In place: pad the agent axis (dim 1) of every field to ``agents`` (zeros / False), on its device.
+
+    Packed rasters have no agent axis and stay as they are (``pad_rows`` pads them).
+    """
     a = batch.hist.shape[1]
     if agents == a:
         return
@@ -72,10 +77,34 @@ def pad_agents(batch: Batch, agents: int) -> None:
         raise ValueError(f"cannot pad {a} agents down to {agents}")
     for f in fields(batch):
         t = getattr(batch, f.name)
-        if t is None:
+        if t is None or (f.name == "raster" and batch.packed):
             continue
         pad = [0, 0] * (t.dim() - 2) + [0, agents - a]
         setattr(batch, f.name, F.pad(t, pad) if t.dtype != torch.bool else F.pad(t.to(torch.uint8), pad).bool())
+
+
+def pad_rows(batch: Batch, rows: int) -> None:
+    """In place: append zero rows to packed rasters up to ``rows`` (nothing reads them)."""
+    if not batch.packed:
+        raise ValueError("pad_rows pads packed rasters [N, C, S, S]; this batch's are padded")
+    n = batch.raster.shape[0]
+    if rows < n:
+        raise ValueError(f"cannot pad {n} raster rows down to {rows}")
+    if rows > n:
+        batch.raster = torch.cat([batch.raster, batch.raster.new_zeros(rows - n, *batch.raster.shape[1:])])
+
+
+def pad_to_buckets(batch: Batch, buckets: list[int]) -> int:
+    """In place: agents to their bucket and packed raster rows to the batch size times a bucket.
+
+    Returns the agent bucket. The rows' bucket is at most the agents' (N <= B x A), so the CNN
+    never sees more rows than the padded layout would give it.
+    """
+    size = bucket_size(batch.hist.shape[1], buckets)
+    pad_agents(batch, size)
+    if batch.packed:
+        pad_rows(batch, bucket_size(batch.raster.shape[0], [batch.size * k for k in buckets]))
+    return size
 
 
 class AgentBuckets(L.Callback):
@@ -88,9 +117,7 @@ class AgentBuckets(L.Callback):
         self.seen: set[int] = set()  # padded agent counts, for tests and logs
 
     def _pad(self, batch: Batch) -> None:
-        size = bucket_size(batch.hist.shape[1], self.buckets)
-        pad_agents(batch, size)
-        self.seen.add(size)
+        self.seen.add(pad_to_buckets(batch, self.buckets))
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._pad(batch)

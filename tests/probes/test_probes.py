@@ -130,3 +130,78 @@ def test_action_conditioning_reports_agents_near_the_plan():
     assert out["n"] == 2 and out["n_near"] == 1
     assert out["near_minFDE_change"] == -1.0  # the near pedestrian becomes exact
     assert out["others_minFDE_change"] == -0.5  # averaged with the far one, which does not change
+
+
+def _crossing_scene(ped_xy0: tuple[float, float], ped_v: tuple[float, float], t: int = 25):
+    """A car driving east at 10 m/s (at x = 0 at t0 = 12), a crossing 14..18 m ahead of it across the
+    road (y -6..6), and one pedestrian at ``ped_xy0`` at t0 moving at ``ped_v`` (m/s)."""
+    import shapely
+
+    time = (np.arange(t) - 12) * 0.1
+    car = np.stack([10.0 * time, np.zeros(t)], -1)
+    ped = np.asarray(ped_xy0) + time[:, None] * np.asarray(ped_v)
+    heading = np.zeros((2, t))
+    heading[1] = np.arctan2(ped_v[1], ped_v[0]) if np.hypot(*ped_v) > 0 else np.pi / 2
+    tracks = AgentTracks(np.stack([car, ped]), heading, np.ones((2, t), bool), np.array([0, 1]), 0.1)
+    return tracks, shapely.box(14.0, -6.0, 18.0, 6.0)
+
+
+def _probes_found(tracks, crosswalks, probe):
+    from forecast.probes.interaction import _pairs_in_sample
+
+    return [p for p in _pairs_in_sample(tracks, 12, np.arange(tracks.num_agents), CFG, None, crosswalks)
+            if p.probe == probe]
+
+
+def test_pedestrian_probe_takes_a_walking_pedestrian_on_the_crossing():
+    tracks, crosswalks = _crossing_scene((16.0, -3.0), (0.0, 1.2))  # on it, walking into the car's path
+    pairs = _probes_found(tracks, crosswalks, "pedestrian_on_crossing")
+    assert len(pairs) == 1 and pairs[0].with_cause.num_agents == 2 and pairs[0].without_cause.num_agents == 1
+
+
+def test_pedestrian_probe_leaves_out_one_waiting_beside_the_crossing():
+    # Standing 0.8 m off the crossing at the kerb: at a signal that is a pedestrian waiting for
+    # green, a cue that the cars go; the old selection (within 1 m, any speed) took it.
+    tracks, crosswalks = _crossing_scene((16.0, -6.8), (0.0, 0.0))
+    assert _probes_found(tracks, crosswalks, "pedestrian_on_crossing") == []
+    # walking on the crossing but away from the car's path (5 m to its side, walking off): not a cause either
+    tracks, crosswalks = _crossing_scene((16.0, -5.0), (0.0, -1.2))
+    assert _probes_found(tracks, crosswalks, "pedestrian_on_crossing") == []
+
+
+def test_cyclist_probe_needs_a_cyclist_going_the_vehicles_way():
+    t = 25
+    time = (np.arange(t) - 12) * 0.1
+    car = np.stack([10.0 * time, np.zeros(t)], -1)
+    for bike_heading, found in ((0.0, 1), (np.pi / 2, 0)):  # ahead in the lane: along it, and across it
+        bike = np.stack([15.0 + 4.0 * np.cos(bike_heading) * time, 4.0 * np.sin(bike_heading) * time], -1)
+        bike[:, 1] = np.clip(bike[:, 1], -0.5, 0.5) if bike_heading else bike[:, 1]  # stays in the lane at t0
+        heading = np.stack([np.zeros(t), np.full(t, bike_heading)])
+        tracks = AgentTracks(np.stack([car, bike]), heading, np.ones((2, t), bool), np.array([0, 2]), 0.1)
+        assert len(_probes_found(tracks, None, "cyclist_in_lane")) == found
+
+
+def test_braking_leader_history_stays_within_its_speed():
+    """The braked leader was never faster than the cruising one: an out-of-data fast past (the old
+    probe reached the same t0 speed from 8 m/s faster) made models predict the braked leader
+    *further*, not shorter."""
+    t = 25
+    time = (np.arange(t) - 12) * 0.1
+    follower = np.stack([10.0 * time, np.zeros(t)], -1)
+    leader = np.stack([20.0 + 10.0 * time, np.zeros(t)], -1)
+    tracks = AgentTracks(np.stack([follower, leader]), np.zeros((2, t)), np.ones((2, t), bool), np.array([0, 0]), 0.1)
+    pairs = _probes_found(tracks, None, "lead_vehicle_braking")
+    assert len(pairs) == 1
+    brake, cruise = pairs[0].with_cause, pairs[0].without_cause
+    np.testing.assert_allclose(brake.origin, cruise.origin)  # same place at t0
+    np.testing.assert_array_equal(brake.hist[0], cruise.hist[0])  # the follower's own past untouched
+    v_brake = np.linalg.norm(np.diff(brake.hist[1, :, :2], axis=0), axis=-1) / 0.1
+    v_cruise = np.linalg.norm(np.diff(cruise.hist[1, :, :2], axis=0), axis=-1) / 0.1
+    np.testing.assert_allclose(v_cruise, 10.0, atol=1e-6)
+    assert v_brake.max() <= 10.0 + 1e-6 and np.all(np.diff(v_brake) < 0)  # decelerating from the cruise speed
+    from forecast.probes.interaction import BRAKE_MS2, braking_distance_before
+
+    np.testing.assert_allclose(v_brake[-1], 10.0 - BRAKE_MS2 * 0.1 * (CFG.history_steps - 1) + BRAKE_MS2 * 0.05, atol=1e-6)
+    # to a stop and standing: never driving backwards
+    d = braking_distance_before(np.arange(-19, 1) * 0.1, 2.0, 4.0)
+    assert d[-1] == 0.0 and np.all(np.diff(d) <= 1e-12) and abs(d[0] - 0.5) < 1e-9  # 2 m/s stops in 0.5 m

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Every GPU measurement of issues 12 and 13 in one call on a lent GPU machine (15 minutes of device time
+# per session): the training throughput rows (bare step and Lightning fit, per option, batch 32 and 256),
+# a torch.profiler table of the training step, and the latency rows (eager, fp16, CUDA graph, end to end).
+# Prepare here: `python bench/gpu_store.py` (the GPU machine has no SUMO) and the wheels the image lacks
+# (shapely) in .whl/; then run it through the device tool with carry [bench/results/store_gpu, .whl]:
+#   bash bench/gpu_session.sh [quick]      ('quick' = tiny sizes, to check the script on a CPU first)
+# Everything lands in $OUT (or bench/results/gpu when OUT is unset).
+set -u
+OUT=${OUT:-bench/results/gpu}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+PY=${PY:-python3}
+if [ -z "${NOWHL:-}" ] && [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+DEV=cuda; B=30; RUNS=100; AG="64 128"; CFG=configs/train/full.yaml
+if [ "${1:-}" = quick ]; then DEV=cpu; B=3; RUNS=3; AG="8"; CFG=configs/train/quickstart.yaml; fi
+STORE=data.store=bench/results/store_gpu
+rm -rf bench/results/store_gpu/_cache   # map rasters are redrawn by this code version
+W=$(( $(nproc) > 13 ? 12 : 1 ))
+log() { echo "=== $(date +%T) $*"; }
+run() { local limit=$1; shift; log "$*"; timeout "$limit" "$@" 2>&1 | grep -v -i "warning\|^ *warnings.warn" | tail -40; }
+
+log "machine"; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv 2>&1 | tail -2
+$PY -c "import torch, lightning, onnxruntime; print('torch', torch.__version__, 'lightning', lightning.__version__, 'ort', onnxruntime.__version__, 'cpus', __import__('os').cpu_count())"
+
+# Most wanted first: a lease can end mid-script.
+# 2. batch 256 per GPU (learning rate scaled by the trainer), the options that matter at that size
+run 120 $PY bench/train.py --config $CFG --device $DEV --batches $B --rows loader,step,fit \
+    --options bf16+buckets,buckets --json "$OUT/train_full_b256.json" $STORE data.num_workers=$W data.batch_size=256
+# 5. latency: eager, fp16, CUDA graph, onnxruntime, end to end, at 64 and 128 agents
+run 100 $PY bench/latency.py --agents $AG --runs $RUNS --json "$OUT/latency_gpu.json"
+# 1. full config as configured (batch 32 per GPU, bf16 + agent buckets), one row per option
+run 110 $PY bench/train.py --config $CFG --device $DEV --batches $B --rows loader,step,fit \
+    --options eager,bf16,buckets,bf16+buckets --json "$OUT/train_full_b32.json" $STORE data.num_workers=$W
+# 4. where a training step's time goes (torch.profiler, bare eager step of the full config)
+run 50 $PY bench/train.py --config $CFG --device $DEV --batches 6 --rows step --options eager \
+    --profile --json "$OUT/train_profile.json" $STORE data.num_workers=$W
+cp bench/results/train-profile-*.txt "$OUT/" 2>/dev/null
+# 3. torch.compile through Lightning at batch 256 (one graph per agent bucket)
+run 200 $PY bench/train.py --config $CFG --device $DEV --batches $B --rows fit \
+    --options bf16+compile --json "$OUT/train_full_b256_compile.json" $STORE data.num_workers=$W data.batch_size=256
+log done

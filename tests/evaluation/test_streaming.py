@@ -1,0 +1,161 @@
+"""The evaluation keeps trajectories on disk and aggregates them in chunks: the same metrics as one
+pass over in-memory arrays (issue 11: `forecast evaluate` memory flat in the split's size)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from forecast import metrics as M
+from forecast.evaluation import slices as S
+from forecast.evaluation.aggregate import (
+    _drivable,
+    _means,
+    _num,
+    agent_metrics,
+    calibration_of,
+    convention_metrics,
+    horizons,
+    model_block,
+    offroad_flags,
+    per_agent_metrics,
+    summarise,
+)
+from forecast.evaluation.collect import collect
+from forecast.evaluation.evaluate import load_predictors
+from forecast.evaluation.results import CLASSES, AgentTable, Outputs
+from forecast.evaluation.spill import Spill, read_rows, row_chunks
+from forecast.features.dataset import SceneSet, select_scenarios
+from tests.evaluation.test_evaluate import FEATURES, _cfg, tiny_model  # noqa: F401 - a fixture
+
+
+def _in_memory_block(out: Outputs, agents: AgentTable, cfg, features, drivable, masks) -> dict:
+    """model_block as it was before the arrays went to disk: every metric from the whole arrays at once."""
+    per = per_agent_metrics(out.pred, agents.gt, out.prob, agents.valid, cfg.miss_threshold)
+    conv = convention_metrics(out, agents, features)
+    by_class = {c: {**summarise(per, agents.agent_class == c), **_means(conv, agents.agent_class == c)} for c in CLASSES}
+    by_horizon, by_class_horizon = {}, {c: {} for c in CLASSES}
+    for label, steps in horizons(cfg, features).items():
+        pred, gt, valid = M.truncate_horizon(out.pred, agents.gt, agents.valid, steps)
+        per_h = per_agent_metrics(pred, gt, out.prob, valid, cfg.miss_threshold)
+        by_horizon[label] = summarise(per_h)
+        for c in CLASSES:
+            by_class_horizon[c][label] = summarise(per_h, agents.agent_class == c)
+    ece = M.expected_calibration_error(out.prob, out.pred, agents.gt, agents.valid, bins=cfg.calibration_bins)
+    ece_by_class = {c: _num(M.expected_calibration_error(out.prob[sel], out.pred[sel], agents.gt[sel], agents.valid[sel],
+                                                         bins=cfg.calibration_bins)) if sel.any() else None
+                    for c in CLASSES for sel in [agents.agent_class == c]}
+    scene = {
+        "offroad_rate": _num(M.aggregate(offroad_flags(out.end_world, agents, drivable))),
+        "overlap_rate": _num(M.aggregate(out.overlap)),
+        "calibration_ece": _num(ece),
+        "calibration_ece_by_class": ece_by_class,
+        "offroad_rate_gt": _num(M.aggregate(offroad_flags(agents.gt_end_world, agents, drivable))),
+        "overlap_rate_gt": _num(M.aggregate(agents.gt_overlap)),
+    }
+    return {
+        "num_agents": {c: int((agents.agent_class == c).sum()) for c in CLASSES},
+        "num_modes": int(out.pred.shape[1]),
+        "overall": {**summarise(per), **_means(conv)},
+        "by_class": by_class,
+        "by_horizon": by_horizon,
+        "by_class_horizon": by_class_horizon,
+        "scene": scene,
+        "joint": M.summarise_joint(M.joint_metrics(out.pred, agents.gt, agents.sample, agents.valid, cfg.miss_threshold)),
+        "slices": {fam: {v: summarise(per, m) for v, m in vals.items()} for fam, vals in masks.items()},
+    }
+
+
+@pytest.fixture(scope="module")
+def collected(sumo_store, tiny_model):  # noqa: F811
+    cfg = _cfg(features=FEATURES)
+    _, predictors, feats, _ = load_predictors([str(tiny_model)], cfg)
+    scenes = SceneSet(sumo_store, select_scenarios(sumo_store, "test"), feats, cfg.t0_stride, None, cfg.seed,
+                      full_future=True)
+    agents, outputs = collect(scenes, predictors, progress=False)
+    return cfg, feats, scenes, agents, outputs
+
+
+def _in_memory(agents: AgentTable, outputs: dict[str, Outputs]) -> tuple[AgentTable, dict[str, Outputs]]:
+    copy = AgentTable(**{k: np.array(v) for k, v in vars(agents).items() if not k.startswith("_")})
+    return copy, {n: Outputs(*(np.array(getattr(o, f)) for f in ("pred", "prob", "end_world", "overlap")))
+                  for n, o in outputs.items()}
+
+
+def test_trajectories_are_on_disk(collected):
+    _, _, _, agents, outputs = collected
+    assert isinstance(agents.gt, np.memmap) and isinstance(agents.valid, np.memmap)
+    for out in outputs.values():
+        assert isinstance(out.pred, np.memmap) and isinstance(out.prob, np.memmap)
+        assert not isinstance(out.end_world, np.memmap)  # per-agent scalars stay in memory
+    out = next(iter(outputs.values()))
+    n = len(agents)
+    np.testing.assert_array_equal(read_rows(out.pred, 3, n - 2), np.asarray(out.pred)[3:n - 2])
+    assert not isinstance(read_rows(out.pred, 3, n - 2), np.memmap)  # a copy, not pages of the mapping
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 10**9])
+def test_chunked_metrics_equal_one_pass(collected, chunk_rows):
+    cfg, feats, scenes, agents, outputs = collected
+    mem_agents, mem_outputs = _in_memory(agents, outputs)
+    map_ids = sorted({m for m in agents.map_id if m})
+    layers = {m: scenes.map_layers(m) for m in map_ids}
+    drivable = {m: _drivable(layers[m]) for m in map_ids}
+    masks = S.slice_masks(S.tag_agents(agents.origin, agents.speed, agents.agent_class, agents.source, agents.map_id,
+                                       layers))
+    assert len(set(agents.sample)) > 3  # several samples, so small chunks really cut the rows
+    for name, out in outputs.items():
+        am = agent_metrics(out, agents, cfg, feats, chunk_rows=chunk_rows)
+        streamed = model_block(out, agents, cfg, feats, drivable, masks, am)
+        reference = _in_memory_block(mem_outputs[name], mem_agents, cfg, feats, drivable, masks)
+        assert json.dumps(streamed, sort_keys=True) == json.dumps(reference, sort_keys=True), name
+        for k, v in per_agent_metrics(mem_outputs[name].pred, mem_agents.gt, mem_outputs[name].prob, mem_agents.valid,
+                                      cfg.miss_threshold).items():
+            np.testing.assert_array_equal(am.per[k], v)
+        ref_curve = M.calibration_curve(mem_outputs[name].prob, mem_outputs[name].pred, mem_agents.gt, mem_agents.valid,
+                                        bins=cfg.calibration_bins)
+        for a, b in zip(calibration_of(out, agents, cfg.calibration_bins, chunk_rows), ref_curve, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_row_chunks_keep_samples_whole():
+    sample = np.array([0, 0, 0, 1, 2, 2, 5, 5, 5, 5, 6])
+    chunks = list(row_chunks(sample, 2))
+    assert chunks[0][0] == 0 and chunks[-1][1] == len(sample)
+    assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:], strict=False))
+    for _, hi in chunks:
+        assert hi == len(sample) or sample[hi] != sample[hi - 1]
+    assert list(row_chunks(np.array([], np.int64))) == []
+
+
+def test_spill_refuses_a_changed_row_shape():
+    spill = Spill()
+    spill.append("x", np.zeros((2, 3), np.float32))
+    spill.append("x", np.ones((1, 3), np.float32))
+    with pytest.raises(ValueError, match="spill column 'x'"):
+        spill.append("x", np.zeros((1, 4), np.float32))
+    cols = spill.finish()
+    np.testing.assert_array_equal(cols["x"], np.r_[np.zeros((2, 3)), np.ones((1, 3))])
+
+
+def test_map_pass_equals_all_maps_at_once(collected):
+    from forecast.evaluation.map_pass import map_pass
+
+    _, _, scenes, agents, outputs = collected
+    map_ids = sorted({m for m in agents.map_id if m})
+    assert map_ids  # the tiny store has maps, so the map families and off-road flags are exercised
+    layers = {m: scenes.map_layers(m) for m in map_ids}
+    drivable = {m: _drivable(layers[m]) for m in map_ids}
+    loads: list[str] = []
+    tags, offroad, offroad_gt = map_pass(agents, outputs, lambda m: loads.append(m) or scenes.map_layers(m))
+    assert sorted(loads) == map_ids  # each map read once
+    reference = S.tag_agents(agents.origin, agents.speed, agents.agent_class, agents.source, agents.map_id, layers)
+    assert tags.keys() == reference.keys()
+    for family, values in reference.items():
+        np.testing.assert_array_equal(tags[family], values)
+    for name, out in outputs.items():
+        np.testing.assert_array_equal(offroad[name], offroad_flags(out.end_world, agents, drivable))
+    np.testing.assert_array_equal(offroad_gt, offroad_flags(agents.gt_end_world, agents, drivable))
+    assert np.isfinite(offroad_gt).any()
