@@ -130,6 +130,10 @@ def test_action_conditioning_reports_agents_near_the_plan():
     assert out["n"] == 2 and out["n_near"] == 1
     assert out["near_minFDE_change"] == -1.0  # the near pedestrian becomes exact
     assert out["others_minFDE_change"] == -0.5  # averaged with the far one, which does not change
+    # the near agent's most likely mode improves as much; its endpoints moved by the 1.41 m offset, the far one's not
+    assert out["near_minFDE1_change"] == -1.0 and out["near_minFDE_change_by_class"] == {"pedestrian": -1.0}
+    assert out["n_near_by_class"] == {"pedestrian": 1}
+    assert abs(out["near_endpoint_shift_m"] - np.sqrt(2.0)) < 1e-6 and out["far_endpoint_shift_m"] == 0.0
 
 
 def _crossing_scene(ped_xy0: tuple[float, float], ped_v: tuple[float, float], t: int = 25):
