@@ -35,11 +35,15 @@ TO_PARAM = tuple(PARAM_CHANNELS.index(c) for c in EDGE_CHANNELS)  # edge channel
 
 
 class Frames(NamedTuple):
-    """Each agent's heading, as the edges need it (``frames``: once per rollout, it does not change)."""
+    """Each agent's heading as the edges need it, and the constants they use (``frames``: once per
+    rollout, none of it changes during the rollout)."""
 
     cs: torch.Tensor  # [N, A, 2]: cos, sin
     cos8: torch.Tensor  # [N, A, 8]: cos repeated for the 8 channels of 4 (x, y) vectors
     sin8: torch.Tensor  # [N, A, 8]
+    cs_rows: torch.Tensor  # [8, N, A, 2]: cs for each channel's left factor
+    ones: torch.Tensor  # [N, A, 1, 8]
+    self_eps: torch.Tensor  # [A, A]: the bearing's 1 mm, and a huge value on the diagonal (an agent and itself)
 
 
 class Edges(NamedTuple):
@@ -48,23 +52,25 @@ class Edges(NamedTuple):
     edges: torch.Tensor  # [13, N, A, A] channels ``EDGE_CHANNELS``
     agents: torch.Tensor  # [N, A, 9]: each agent's own (scaled) vectors, the ``u_j`` below, and its plan flag
     frames: Frames
-    own: torch.Tensor  # [N, A, 8]: R_i u_i for the relative channels (0 for velocity and heading)
+    neg_own: torch.Tensor  # [N, A, 8]: -R_i u_i for the relative channels (0 for velocity and heading)
 
 
 def frames(cos: torch.Tensor, sin: torch.Tensor) -> Frames:
     """cos, sin [N, A] -> ``Frames`` (expanded once, so that rotating [..., 8] needs no inner broadcast)."""
     n, a = cos.shape
-    return Frames(torch.stack([cos, sin], dim=-1), cos[..., None].expand(n, a, 8).contiguous(),
-                  sin[..., None].expand(n, a, 8).contiguous())
+    cs = torch.stack([cos, sin], dim=-1)
+    idx = torch.arange(a, device=cos.device)
+    return Frames(cs, cos[..., None].expand(n, a, 8).contiguous(), sin[..., None].expand(n, a, 8).contiguous(),
+                  cs[None].expand(8, n, a, 2).contiguous(), torch.ones(n, a, 1, 8, dtype=cos.dtype, device=cos.device),
+                  1e-4 + 1e6 * (idx[:, None] == idx[None, :]).to(cos.dtype))
 
 
 def swap_pairs(k2: int, like: torch.Tensor) -> torch.Tensor:
     """[2k, 2k] constant: ``v @ swap_pairs`` turns every (x, y) pair of v [..., 2k] into (y, -x)."""
-    j = torch.zeros(k2, k2, dtype=like.dtype, device=like.device)
-    idx = torch.arange(0, k2, 2, device=like.device)
-    j[idx + 1, idx] = 1.0
-    j[idx, idx + 1] = -1.0
-    return j
+    j = [[0.0] * k2 for _ in range(k2)]
+    for p in range(0, k2, 2):  # (v @ J)[p] = v[p + 1], (v @ J)[p + 1] = -v[p]
+        j[p + 1][p], j[p][p + 1] = 1.0, -1.0
+    return torch.tensor(j, dtype=like.dtype, device=like.device)  # built in Python: a plain constant when exported
 
 
 def rotate(v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -95,29 +101,26 @@ def edges_of(vectors: torch.Tensor, fr: Frames, planned: torch.Tensor) -> Edges:
     """``edge_features`` of vectors [N, A, 6] (position, next position, velocity; scene frame, / 10),
     fr (``frames``: each agent's heading) and planned [N, A]."""
     n, a = vectors.shape[:2]
-    cs = fr.cs
-    u = torch.cat([vectors, cs], dim=-1)  # [N, A, 8]: every agent's vectors, scaled
-    ut = u.permute(2, 0, 1)  # [8, N, A]
-    jut = torch.stack([ut[1::2], -ut[0::2]], dim=1).reshape(8, n, a)  # each (x, y) -> (y, -x)
+    u = torch.cat([vectors, fr.cs], dim=-1)  # [N, A, 8]: every agent's vectors, scaled
+    ju = u @ swap_pairs(8, u)  # each (x, y) -> (y, -x)
     # R_i (u_j - u_i) = cos_i u_j + sin_i J u_j - R_i u_i, for every channel, i and j in one product of
     # [8, N, A, 3] (cos_i, sin_i, -R_i u_i) by [8, N, 3, A] (u_j, J u_j, 1). Velocity and heading are
     # j's own, not relative: no R_i u_i for them.
-    relative = torch.tensor([1.0] * 4 + [0.0] * 4, dtype=u.dtype, device=u.device)
-    own = rotate(u, fr.cos8, fr.sin8) * relative  # [N, A, 8]
-    left = torch.cat([cs[None].expand(8, n, a, 2), -own.permute(2, 0, 1)[..., None]], dim=-1)
-    right = torch.stack([ut, jut, torch.ones_like(ut)], dim=2)
+    relative = torch.tensor([-1.0] * 4 + [0.0] * 4, dtype=u.dtype, device=u.device)
+    neg_own = (fr.cos8 * u + fr.sin8 * ju) * relative  # [N, A, 8]
+    left = torch.cat([fr.cs_rows, neg_own.permute(2, 0, 1)[..., None]], dim=-1)
+    right = torch.cat([u[:, :, None], ju[:, :, None], fr.ones], dim=2).permute(3, 0, 2, 1)
     rot = left @ right  # [8, N, A, A]
     sq = rot[:4] * rot[:4]
     # [2, N, A, A] (/10 m). The floor keeps the gradient finite where agents coincide (an agent and
     # itself, padding): sqrt's derivative at 0 is infinite, clamp's below the floor 0.
     dist = torch.sqrt((sq[0::2] + sq[1::2]).clamp_min(1e-20))
     # bearing = rel / (|rel| + 1 mm). An agent's own edge is rounding noise, not 0, and noise / 1 mm
-    # is not small: a huge denominator there keeps its bearing 0.
-    idx = torch.arange(a, device=u.device)
-    eps = 1e-4 + 1e6 * (idx[:, None] == idx[None, :]).to(u.dtype)  # [A, A]
-    bearing = rot[:2] / (dist[:1] + eps)
+    # is not small: a huge denominator there (``self_eps``) keeps its bearing 0.
+    bearing = rot[:2] / (dist[:1] + fr.self_eps)
     flag = planned[None, :, None, :].expand(1, n, a, a)
-    return Edges(torch.cat([rot, dist, bearing, flag], dim=0), torch.cat([u, planned[..., None]], dim=-1), fr, own)
+    return Edges(torch.cat([rot, dist, bearing, flag], dim=0), torch.cat([u, planned[..., None]], dim=-1), fr,
+                 neg_own)
 
 
 class StepWeights(NamedTuple):
@@ -181,7 +184,7 @@ class GeometricAttention(nn.Module):
         # R_i (u_j - u_i) = R_i (sum_j a_hij u_j) - R_i u_i, as the weights sum to 1. Only the distances
         # and the bearing are summed over the edges.
         summed = att @ geo.agents  # [H, N, A, 9]
-        rot = rotate(summed[..., :8], geo.frames.cos8, geo.frames.sin8) - geo.own
+        rot = rotate(summed[..., :8], geo.frames.cos8, geo.frames.sin8) + geo.neg_own
         nonlinear = (att.permute(1, 2, 0, 3) @ geo.edges[8:12].permute(1, 2, 3, 0)).permute(2, 0, 1, 3)  # [H, N, A, 4]
         weighted_edges = torch.cat([rot, nonlinear, summed[..., 8:]], dim=-1).reshape(self.h, n * a, -1)
         out = att @ v + (weighted_edges @ w.edge_value).reshape(self.h, n, a, self.dh)  # [H, N, A, dh]
