@@ -27,19 +27,20 @@ run() { local limit=$1; shift; log "$*"; timeout "$limit" "$@" 2>&1 | grep -v -i
 log "machine"; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv 2>&1 | tail -2
 $PY -c "import torch, lightning, onnxruntime; print('torch', torch.__version__, 'lightning', lightning.__version__, 'ort', onnxruntime.__version__, 'cpus', __import__('os').cpu_count())"
 
-# 1. full config as configured (batch 32 per GPU, bf16 + agent buckets), one row per option
-run 150 $PY bench/train.py --config $CFG --device $DEV --batches $B --rows loader,step,fit \
-    --options eager,bf16,buckets,bf16+buckets --json "$OUT/train_full_b32.json" $STORE data.num_workers=$W
+# Most wanted first: a lease can end mid-script.
 # 2. batch 256 per GPU (learning rate scaled by the trainer), the options that matter at that size
-run 150 $PY bench/train.py --config $CFG --device $DEV --batches $B --rows loader,step,fit \
+run 120 $PY bench/train.py --config $CFG --device $DEV --batches $B --rows loader,step,fit \
     --options bf16+buckets,buckets --json "$OUT/train_full_b256.json" $STORE data.num_workers=$W data.batch_size=256
+# 5. latency: eager, fp16, CUDA graph, onnxruntime, end to end, at 64 and 128 agents
+run 100 $PY bench/latency.py --agents $AG --runs $RUNS --json "$OUT/latency_gpu.json"
+# 1. full config as configured (batch 32 per GPU, bf16 + agent buckets), one row per option
+run 110 $PY bench/train.py --config $CFG --device $DEV --batches $B --rows loader,step,fit \
+    --options eager,bf16,buckets,bf16+buckets --json "$OUT/train_full_b32.json" $STORE data.num_workers=$W
+# 4. where a training step's time goes (torch.profiler, bare eager step of the full config)
+run 50 $PY bench/train.py --config $CFG --device $DEV --batches 6 --rows step --options eager \
+    --profile --json "$OUT/train_profile.json" $STORE data.num_workers=$W
+cp bench/results/train-profile-*.txt "$OUT/" 2>/dev/null
 # 3. torch.compile through Lightning at batch 256 (one graph per agent bucket)
 run 200 $PY bench/train.py --config $CFG --device $DEV --batches $B --rows fit \
     --options bf16+compile --json "$OUT/train_full_b256_compile.json" $STORE data.num_workers=$W data.batch_size=256
-# 4. where a training step's time goes (torch.profiler, bare eager step of the full config)
-run 60 $PY bench/train.py --config $CFG --device $DEV --batches 6 --rows step --options eager \
-    --profile --json "$OUT/train_profile.json" $STORE data.num_workers=$W
-cp bench/results/train-profile-*.txt "$OUT/" 2>/dev/null
-# 5. latency: eager, fp16, CUDA graph, onnxruntime, end to end, at 64 and 128 agents
-run 150 $PY bench/latency.py --agents $AG --runs $RUNS --json "$OUT/latency_gpu.json"
 log done
