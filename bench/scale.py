@@ -1,6 +1,6 @@
 """Real-dataset scale (issue 11): ingest, store, data path and evaluation at N Argoverse-2-like scenarios.
 
-Usage: python bench/scale.py --n 1000 10000 [--batches 1000] [--json PATH]
+Usage: python bench/scale.py --n 1000 10000 [--batches 1000] [--parts ingest data evaluate] [--no-shards] [--json PATH]
 
 For each N: writes N scenarios in the AV2 format (``bench/av2_synth.py``: 11 s windows of a SUMO
 run, each rotated and moved to its own place, with its own map JSON), then measures
@@ -9,7 +9,8 @@ run, each rotated and moved to its own place, with its own map JSON), then measu
   ``ingest_wall_s`` of that run and ``ingest_wall_s_2_shards`` (two ``--shard i/2`` processes at once);
 * ``store_mb_per_scenario`` (the store without its ``_cache``) and ``files_per_1k_scenarios`` (Parquet);
 * ``dataset_open_s`` (train SceneSet, cold: sample plan made; and ``_warm``: plan from the disk cache);
-* ``first_batch_s``: data module set up and the first training batch out of a one-worker loader (warm);
+* ``first_batch_cold_s``: data module set up (train and val sample plans made) and the first training batch
+  out of a one-worker loader, on a store without plans; ``first_batch_s`` the same with the plans cached;
 * ``ingest_peak_rss_mb``, ``evaluate_peak_rss_mb`` (``forecast evaluate --model constant_velocity`` on
   the test split, 10 % of N, every ``--eval-t0-stride`` steps) and ``loader_worker_rss_mb`` (the worker's RSS after ``--batches`` batches).
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -93,22 +95,34 @@ from forecast.training.datamodule import ForecastDataModule
 res = {}
 s = Store(store)
 t = time.time(); infos = select_scenarios(s, "train"); res["index_s"] = time.time() - t
-for p in (s.path / "_cache" / "plans").glob("*.npz") if (s.path / "_cache" / "plans").is_dir() else []:
-    p.unlink()
+for p in (s.path / "_cache" / "plans").glob("*") if (s.path / "_cache" / "plans").is_dir() else []:
+    __import__("shutil").rmtree(p)  # plans are directories of .npy files
+c = time.process_time()
 t = time.time(); scenes = SceneSet(s, infos, FeatureConfig(), 10); res["dataset_open_s"] = time.time() - t
+res["dataset_open_cpu_s"] = time.process_time() - c
 res["train_samples"] = len(scenes); res["train_scenarios"] = len(infos)
 del scenes
 t = time.time(); scenes = SceneSet(s, select_scenarios(s, "train"), FeatureConfig(), 10)
 res["dataset_open_warm_s"] = time.time() - t
 del scenes
 cfg = TrainConfig(data=DataConfig(store=store, batch_size=8, num_workers=1, max_val_samples=8))
-SceneSet(s, select_scenarios(s, "val"), cfg.features, cfg.data.val_t0_stride, 8, cfg.seed, full_future=True)
-t = time.time()
-dm = ForecastDataModule(cfg); dm.setup("fit")
-it = iter(dm.train_dataloader()); next(it)
-res["first_batch_s"] = time.time() - t
+
+
+def first_batch():
+    t = time.time()
+    dm = ForecastDataModule(cfg); dm.setup("fit")
+    it = iter(dm.train_dataloader()); next(it)
+    return time.time() - t, dm, it
+
+
+for p in (s.path / "_cache" / "plans").glob("*") if (s.path / "_cache" / "plans").is_dir() else []:
+    __import__("shutil").rmtree(p)
+# cold: no plan made yet (the data module plans the train and the val split), as on a fresh store
+res["first_batch_cold_s"], dm, it = first_batch()
+del dm, it
+res["first_batch_s"], dm, it = first_batch()  # warm: the plans memory-mapped from STORE/_cache/plans
 me = psutil.Process()
-worker = me.children()[0]
+worker = max(me.children(), key=lambda c: c.create_time())  # the warm loader's worker
 rss = [worker.memory_info().rss]
 t = time.time()
 for b in range(batches - 1):
@@ -135,41 +149,49 @@ def data_path(store: Path, batches: int) -> dict:
     return json.loads(out.read_text())
 
 
-def one(n: int, batches: int, eval_stride: int) -> dict:
+def one(n: int, batches: int, eval_stride: int, parts: set[str], shards: bool) -> dict:
     data, gen = generate(n)
     row: dict = {"n": n, "agent_states": gen["agent_states"], "agent_states_per_scenario": gen["agent_states"] / n,
-                 "tracks_per_scenario": gen["tracks"] / n}
+                 "tracks_per_scenario": gen["tracks"] / n, "load_avg_start": os.getloadavg()[0]}
     store = WORK / f"store_{n}"
-    shutil.rmtree(store, ignore_errors=True)
-    r = measured(["--quiet", "ingest", "--source", "av2", str(data), "--store", str(store)], "ingest")
-    row["ingest_agent_states_per_s_per_core"] = gen["agent_states"] / r["cpu_s"]
-    row["ingest_wall_s"] = r["wall_s"]
-    row["ingest_cpu_s"] = r["cpu_s"]
-    row["ingest_peak_rss_mb"] = r["peak_rss_mb"]
-    sharded = WORK / f"store_{n}_sharded"
-    shutil.rmtree(sharded, ignore_errors=True)
-    t = time.time()
-    procs = [subprocess.Popen([sys.executable, "-m", "forecast.cli", "--quiet", "ingest", "--source", "av2", str(data),
-                               "--store", str(sharded), "--shard", f"{i}/2"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                              env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-             for i in range(2)]
-    if any(p.wait() for p in procs):
-        raise RuntimeError("a sharded ingest failed")
-    row["ingest_wall_s_2_shards"] = time.time() - t
-    shutil.rmtree(sharded, ignore_errors=True)
+    if "ingest" in parts or not (store / "scenarios").is_dir():
+        shutil.rmtree(store, ignore_errors=True)
+        r = measured(["--quiet", "ingest", "--source", "av2", str(data), "--store", str(store)], "ingest")
+        row["ingest_agent_states_per_s_per_core"] = gen["agent_states"] / r["cpu_s"]
+        row["ingest_wall_s"] = r["wall_s"]
+        row["ingest_cpu_s"] = r["cpu_s"]
+        row["ingest_peak_rss_mb"] = r["peak_rss_mb"]
+    if shards:
+        sharded = WORK / f"store_{n}_sharded"
+        shutil.rmtree(sharded, ignore_errors=True)
+        t = time.time()
+        procs = [subprocess.Popen([sys.executable, "-m", "forecast.cli", "--quiet", "ingest", "--source", "av2",
+                                   str(data), "--store", str(sharded), "--shard", f"{i}/2"], cwd=ROOT,
+                                  stdout=subprocess.DEVNULL,
+                                  env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                 for i in range(2)]
+        if any(p.wait() for p in procs):
+            raise RuntimeError("a sharded ingest failed")
+        row["ingest_wall_s_2_shards"] = time.time() - t
+        shutil.rmtree(sharded, ignore_errors=True)
     files = [p for p in store.rglob("*") if p.is_file() and "_cache" not in p.parts]
     row["store_mb_per_scenario"] = sum(p.stat().st_size for p in files) / 2**20 / n
     row["files_per_1k_scenarios"] = sum(p.suffix == ".parquet" for p in files) / n * 1000
-    row.update(data_path(store, batches))
-    ev = measured(["--quiet", "evaluate", "--model", "constant_velocity", "--store", str(store), "--split", "test",
-                   "--no-mlflow", "--t0-stride", str(eval_stride), "--out", str(WORK / f"eval_{n}")], "evaluate")
-    row["evaluate_peak_rss_mb"] = ev["peak_rss_mb"]
-    row["evaluate_wall_s"] = ev["wall_s"]
-    metrics = json.loads((WORK / f"eval_{n}" / "metrics.json").read_text())
-    row["test_scenarios"], row["test_samples"] = metrics["num_scenarios"], metrics["num_samples"]
-    row["eval_t0_stride"] = eval_stride
+    if "data" in parts:
+        row.update(data_path(store, batches))
+    if "evaluate" in parts:
+        ev = measured(["--quiet", "evaluate", "--model", "constant_velocity", "--store", str(store), "--split", "test",
+                       "--no-mlflow", "--t0-stride", str(eval_stride), "--out", str(WORK / f"eval_{n}")], "evaluate")
+        row["evaluate_peak_rss_mb"] = ev["peak_rss_mb"]
+        row["evaluate_wall_s"] = ev["wall_s"]
+        row["evaluate_cpu_s"] = ev["cpu_s"]
+        metrics = json.loads((WORK / f"eval_{n}" / "metrics.json").read_text())
+        row["test_scenarios"], row["test_samples"] = metrics["num_scenarios"], metrics["num_samples"]
+        row["test_scored_agents"] = sum(metrics["num_agents"].values())
+        row["eval_t0_stride"] = eval_stride
     cache = store / "_cache"
     row["cache_mb"] = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) / 2**20 if cache.is_dir() else 0
+    row["load_avg_end"] = os.getloadavg()[0]
     return row
 
 
@@ -179,19 +201,22 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=1000, help="training batches before the worker's RSS is read")
     ap.add_argument("--eval-t0-stride", type=int, default=30,
                     help="evaluate every n-th step (30: 3 s; the same for every N, so memory growth compares)")
+    ap.add_argument("--parts", nargs="+", default=["ingest", "data", "evaluate"], choices=["ingest", "data", "evaluate"],
+                    help="what to measure (a store left by an earlier run is reused when ingest is left out)")
+    ap.add_argument("--no-shards", action="store_true", help="skip the two-shard ingest (it doubles the ingest time)")
     ap.add_argument("--json")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     rows = []
     for n in args.n:
-        rows.append(one(n, args.batches, args.eval_t0_stride))
+        rows.append(one(n, args.batches, args.eval_t0_stride, set(args.parts), not args.no_shards))
         print(json.dumps(rows[-1]), flush=True)
         # results so far, in case a later N does not finish
         (WORK / "partial.json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
     keys = ["n", "ingest_agent_states_per_s_per_core", "ingest_wall_s", "ingest_wall_s_2_shards", "store_mb_per_scenario",
-            "files_per_1k_scenarios", "dataset_open_s", "dataset_open_warm_s", "first_batch_s", "ingest_peak_rss_mb",
-            "evaluate_peak_rss_mb", "loader_worker_rss_mb"]
-    report("scale", [{k: r[k] for k in keys} for r in rows], {"rows": rows}, args.json)
+            "files_per_1k_scenarios", "dataset_open_s", "dataset_open_warm_s", "first_batch_cold_s", "first_batch_s",
+            "ingest_peak_rss_mb", "evaluate_peak_rss_mb", "loader_worker_rss_mb"]
+    report("scale", [{k: r.get(k, "-") for k in keys} for r in rows], {"rows": rows}, args.json)
 
 
 if __name__ == "__main__":

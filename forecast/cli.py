@@ -115,12 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strict", action="store_true", help=f"exit {EXIT_QUARANTINE} if anything was quarantined")
     s.add_argument("--summary", help="where to write the JSON summary (default: STORE/_summaries/)")
     s.add_argument("--scenario-length", type=float, default=10.0, help="SUMO: seconds per scenario (default 10)")
-    s.add_argument("--batch-scenarios", type=int, default=2000, help="scenarios per batch of Parquet files")
+    s.add_argument("--batch-scenarios", type=int, default=5000, help="scenarios per batch of Parquet files (forecast.data.ingest.BATCH_SCENARIOS)")
     s.set_defaults(func=_cmd_ingest)
 
     s = sub.add_parser("store", help="print a summary of a store; `store compact STORE` rewrites an old one as batches")
     s.add_argument("store", nargs="+", metavar="[compact] STORE")
-    s.add_argument("--batch-scenarios", type=int, default=2000, help="compact: scenarios per batch file")
+    s.add_argument("--batch-scenarios", type=int, default=5000, help="compact: scenarios per batch file")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_cmd_store)
 

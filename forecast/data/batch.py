@@ -86,9 +86,9 @@ def _write_groups(path: Path, schema: pa.Schema, tables: list[pa.Table]) -> None
 class BatchWriter:
     """Writes one batch as its units arrive, so that ingest holds one unit's rows, not a batch's.
 
-    Each scenario's rows go straight into the tracks file (a hidden temporary file until
-    ``close``, which Arrow tools skip); the batch's distinct maps (kept for the GeoParquet bounds),
-    scenario rows and quarantine are written at ``close``. ``close`` returns
+    Each scenario's rows go straight into the tracks file and each distinct map into the maps file
+    (hidden temporary files until ``close``, which Arrow tools skip); the scenario rows (the index),
+    the quarantine and the maps' GeoParquet metadata (their merged bounds) are written at ``close``. ``close`` returns
     ``{relative path: {"sha256", "bytes"}}`` of every file; ``abort`` leaves nothing behind.
     """
 
@@ -101,7 +101,10 @@ class BatchWriter:
         self.writer = pq.ParquetWriter(self.tmp, TRACKS_SCHEMA, compression="zstd")
         self.groups = 0
         self.scen_rows: list[dict] = []
-        self.map_tables: list[pa.Table] = []
+        self.map_final = self.root / self.paths["maps"]
+        self.map_tmp = self.map_final.with_name(f".{self.map_final.name}.writing")
+        self.map_writer: pq.ParquetWriter | None = None  # opened with the first map
+        self.map_ids: set[str] = set()  # of the stored maps (the file's CRS names its frame)
         self.map_group: dict[str, int] = {}  # content key -> row group
         self.geo: list[dict] = []  # GeoParquet column metadata per stored map, made when it arrives
         self.quarantines: list[pa.Table] = []
@@ -116,8 +119,8 @@ class BatchWriter:
         for map_id, table in u.maps.items():
             ck = map_content_key(table)
             if ck not in self.map_group:  # identical maps are stored once per batch
-                self.map_group[ck] = len(self.map_tables)
-                self.map_tables.append(table)
+                self.map_group[ck] = len(self.geo)
+                self._write_map(table)
                 # one map at a time: decoding a whole batch's geometries at the end cost a GB
                 self.geo.append(geo_metadata(table, "")["columns"]["geometry"])
             map_of[map_id] = self.map_group[ck]
@@ -141,9 +144,13 @@ class BatchWriter:
         written = ["tracks", "scenarios"]
         _write_groups(self.root / self.paths["scenarios"], SCENARIO_FILE_SCHEMA,
                       [pa.Table.from_pylist(self.scen_rows, schema=SCENARIO_FILE_SCHEMA)])
-        if self.map_tables:
+        if self.map_writer is not None:
             # GeoParquet metadata: GIS tools (geopandas, QGIS, DuckDB) read the WKB column as geometry
-            _write_groups(self.root / self.paths["maps"], self._geo_schema(), self.map_tables)
+            self.map_writer.add_key_value_metadata(self._map_metadata())
+            self.map_writer.close()
+            with open(self.map_tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(self.map_tmp, self.map_final)
             written.append("maps")
         if self.quarantines:
             _write_groups(self.root / self.paths["quarantine"], QUARANTINE_FILE_SCHEMA,
@@ -151,23 +158,37 @@ class BatchWriter:
             written.append("quarantine")
         return {self.paths[k]: file_record(self.root / self.paths[k]) for k in written}
 
-    def _geo_schema(self) -> pa.Schema:
-        """MAP_SCHEMA with the GeoParquet ``geo`` metadata of every stored map, merged (types, bounds)."""
+    def _write_map(self, table: pa.Table) -> None:
+        """One row group per distinct map, written as it arrives (ingest holds no batch of maps)."""
+        if self.map_writer is None:
+            self.map_final.parent.mkdir(parents=True, exist_ok=True)
+            # the schema's metadata is written at close (with the bounds of every map), so not stored now
+            self.map_writer = pq.ParquetWriter(self.map_tmp, MAP_SCHEMA, compression="zstd", store_schema=False)
+        self.map_writer.write_table(table.cast(MAP_SCHEMA), row_group_size=max(1, table.num_rows))
+        self.map_ids.update(table.column("map_id").to_pylist())
+
+    def _map_metadata(self) -> dict[str, str]:
+        """MAP_SCHEMA's metadata plus the GeoParquet ``geo`` of every stored map, merged (types, bounds)."""
+        frame = next(iter(self.map_ids)) if len(self.map_ids) == 1 else map_frame([])
         col = {"encoding": "WKB", "geometry_types": sorted({t for g in self.geo for t in g["geometry_types"]}),
-               "crs": local_engineering_crs(map_frame([t.slice(0, 1) for t in self.map_tables])), "edges": "planar"}
+               "crs": local_engineering_crs(frame), "edges": "planar"}
         boxes = np.array([g["bbox"] for g in self.geo if "bbox" in g])
         if len(boxes):
             col["bbox"] = [float(boxes[:, 0].min()), float(boxes[:, 1].min()), float(boxes[:, 2].max()),
                            float(boxes[:, 3].max())]
-        meta = geo_metadata(self.map_tables[0].slice(0, 0), "")  # the version and column layout
+        meta = geo_metadata(MAP_SCHEMA.empty_table(), "")  # the version and column layout
         meta["columns"] = {"geometry": col}
-        return MAP_SCHEMA.with_metadata({**(MAP_SCHEMA.metadata or {}), b"geo": json.dumps(meta).encode()})
+        base = {k.decode(): v.decode() for k, v in (MAP_SCHEMA.metadata or {}).items()}
+        return {**base, "geo": json.dumps(meta)}
 
     def abort(self) -> None:
         try:
             self.writer.close()
+            if self.map_writer is not None:
+                self.map_writer.close()
         finally:
             self.tmp.unlink(missing_ok=True)
+            self.map_tmp.unlink(missing_ok=True)
 
 
 def write_batch(store_path: Path, source: str, split: str, name: str, units: list[BuiltUnit]) -> dict[str, dict]:

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from forecast.data.atomic import write_json_atomic
 from forecast.data.batch import QUARANTINE_FILE_SCHEMA, BuiltUnit, write_batch
+from forecast.data.ingest import BATCH_SCENARIOS
 from forecast.data.schema import MAP_SCHEMA, SCHEMA_VERSION, TRACKS_SCHEMA
 from forecast.data.store import Store, safe_name
 
@@ -65,7 +66,7 @@ def _load_unit(store: Store, m: dict) -> BuiltUnit:
                      quarantine=quarantine, counts=m["counts"])
 
 
-def compact_store(store: Store, batch_scenarios: int = 2000) -> CompactSummary:
+def compact_store(store: Store, batch_scenarios: int = BATCH_SCENARIOS) -> CompactSummary:
     """Convert every schema-1 unit of ``store`` into batches, in place; returns what changed."""
     out = CompactSummary(files_before=_parquet_files(store))
     done = {u["key"] for m in store.batch_manifests() for u in m["units"]}

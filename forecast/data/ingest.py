@@ -27,7 +27,7 @@ from forecast.data.validate import Quarantine, RawRows, validate_rows
 
 # Bump when the canonical output of an unchanged input changes, so reruns rewrite it.
 INGEST_VERSION = "3"
-BATCH_SCENARIOS = 2000  # scenarios per batch of files (one row group each)
+BATCH_SCENARIOS = 5000  # scenarios per batch of files (one row group each): ~0.5 GB of AV2 tracks
 
 
 @dataclass(frozen=True)

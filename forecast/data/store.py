@@ -11,7 +11,7 @@ Layout (schema 2; ``forecast.data.batch`` writes it)::
                                                       its outputs' sha256
 
 A *unit* is one input (a SUMO run, an AV2 scenario, an ETH/UCY file); a *batch* is a run of
-units written together (about 2,000 scenarios). Shards of one ingestion write disjoint batches.
+units written together (about 5,000 scenarios). Shards of one ingestion write disjoint batches.
 A store written by schema 1 (three files per unit, maps/<map>.parquet) is still read, by
 filtered scans; ``forecast store compact`` rewrites it as batches.
 """

@@ -5,6 +5,7 @@ All checks are vectorised over the rows of one input file (no Python loop per ro
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,11 +146,14 @@ def validate_rows(rows: RawRows, dt: float, source: str, source_file: str) -> tu
     n = len(rows)
     reason = np.full(n, None, dtype=object)
     field = np.full(n, None, dtype=object)
+    rejected = np.zeros(n, bool)  # reason is not None (a bool mask: comparing objects cost per row)
 
     def reject(mask: np.ndarray, f: str, why: str | np.ndarray) -> None:
-        new = mask & (reason == None)  # noqa: E711 - elementwise on an object array
-        field[new] = f
-        reason[new] = why[new] if isinstance(why, np.ndarray) else why
+        new = mask & ~rejected
+        if new.any():
+            field[new] = f
+            reason[new] = why[new] if isinstance(why, np.ndarray) else why
+            rejected[new] = True
 
     _reject_track_ids(rows, reject)
     reject(~np.isfinite(rows.x), "x", "non-finite position")
@@ -165,15 +169,18 @@ def validate_rows(rows: RawRows, dt: float, source: str, source_file: str) -> tu
     reject(np.abs(steps_f - timestep) > 1e-3, "time", f"time off the {dt:g} s grid")
     reject(timestep < 0, "time", "time before the file's start")
 
-    _reject_duplicates(rows.track_code, timestep, reason, reject)
-    _reject_motion(rows, agent_type, timestep, dt, reason, reject)
+    _reject_duplicates(rows.track_code, timestep, rejected, reject)
+    _reject_motion(rows, agent_type, timestep, dt, rejected, reject)
 
-    ok = reason == None  # noqa: E711
+    ok = ~rejected
     bad = np.flatnonzero(~ok)
     bad_row = bad if rows.file_row is None else rows.file_row[bad]
     q = Quarantine(source, source_file, bad_row.astype(np.int64), field[bad], reason[bad])
     keep = np.flatnonzero(ok)
     return keep, timestep[keep], q
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0 and C1 control characters
 
 
 def _track_id_problem(name: object) -> str | None:
@@ -182,7 +189,7 @@ def _track_id_problem(name: object) -> str | None:
     text = str(name)
     if len(text) > MAX_TRACK_ID_CHARS:
         return f"track id longer than {MAX_TRACK_ID_CHARS} characters"
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text):
+    if _CONTROL.search(text):
         return "track id contains a control character"
     return None
 
@@ -195,26 +202,26 @@ def _reject_track_ids(rows: RawRows, reject) -> None:
         reject(per_row != None, "track_id", per_row)  # noqa: E711
 
 
-def _reject_duplicates(track_code, timestep, reason, reject) -> None:
+def _reject_duplicates(track_code, timestep, rejected, reject) -> None:
     """Second and later rows (in file order) of one (track, timestep) pair."""
-    alive = np.flatnonzero(reason == None)  # noqa: E711
+    alive = np.flatnonzero(~rejected)
     if len(alive) < 2:
         return
     order = alive[np.lexsort((alive, timestep[alive], track_code[alive]))]  # by track, time, file order
     same = (track_code[order][1:] == track_code[order][:-1]) & (timestep[order][1:] == timestep[order][:-1])
-    dup = np.zeros(len(reason), bool)
+    dup = np.zeros(len(rejected), bool)
     dup[order[1:][same]] = True
     reject(dup, "timestep", "duplicate (track, timestep)")
 
 
-def _reject_motion(rows: RawRows, agent_type, timestep, dt, reason, reject) -> None:
+def _reject_motion(rows: RawRows, agent_type, timestep, dt, rejected, reject) -> None:
     track_code = rows.track_code
     limit = np.full(len(rows), MAX_SPEED[AgentType.OTHER])
     for t, v in MAX_SPEED.items():
         limit[agent_type == t] = v
     if rows.speed is not None:
         reject(np.abs(np.nan_to_num(rows.speed, nan=0.0)) > limit, "speed", "impossible reported speed")
-    alive = np.flatnonzero(reason == None)  # noqa: E711
+    alive = np.flatnonzero(~rejected)
     if len(alive) < 2:
         return
     order = alive[np.lexsort((timestep[alive], track_code[alive]))]  # each track in time order

@@ -177,10 +177,13 @@ class _AgentRows:
 
 def model_block(out: Outputs, agents: AgentTable, cfg: EvalConfig, features: FeatureConfig,
                 drivable: dict[str, object], masks: dict[str, dict[str, np.ndarray]],
-                metrics: AgentMetrics | None = None) -> dict:
+                metrics: AgentMetrics | None = None, offroad: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """Every metric of one predictor (the per-model part of metrics.json); ``metrics``: its
-    :func:`agent_metrics`, computed here when not given."""
+    :func:`agent_metrics`, computed here when not given; ``offroad``: the off-road flags ``[N]`` of its
+    endpoints and of the true ones (``forecast.evaluation.map_pass``), else from ``drivable`` (map -> area)."""
     am = metrics if metrics is not None else agent_metrics(out, agents, cfg, features)
+    if offroad is None:
+        offroad = offroad_flags(out.end_world, agents, drivable), offroad_flags(agents.gt_end_world, agents, drivable)
     per, conv = am.per, am.conv
     by_class = {c: {**summarise(per, agents.agent_class == c), **_means(conv, agents.agent_class == c)}
                 for c in CLASSES}
@@ -199,11 +202,11 @@ def model_block(out: Outputs, agents: AgentTable, cfg: EvalConfig, features: Fea
                                                                              bins)[1:]))
                            if sel.any() else None)
     scene = {
-        "offroad_rate": _num(M.aggregate(offroad_flags(out.end_world, agents, drivable))),
+        "offroad_rate": _num(M.aggregate(offroad[0])),
         "overlap_rate": _num(M.aggregate(out.overlap)),
         "calibration_ece": _num(ece),
         "calibration_ece_by_class": ece_by_class,
-        "offroad_rate_gt": _num(M.aggregate(offroad_flags(agents.gt_end_world, agents, drivable))),
+        "offroad_rate_gt": _num(M.aggregate(offroad[1])),
         "overlap_rate_gt": _num(M.aggregate(agents.gt_overlap)),
     }
     return {

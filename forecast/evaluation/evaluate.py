@@ -55,11 +55,12 @@ from forecast.config import to_dict
 from forecast.data.atomic import atomic_write
 from forecast.data.store import Store
 from forecast.evaluation import slices as S
-from forecast.evaluation.aggregate import _drivable, agent_metrics, model_block, per_agent_metrics, summarise
+from forecast.evaluation.aggregate import agent_metrics, model_block, per_agent_metrics, summarise
 from forecast.evaluation.by_tag import agent_keys, tag_blocks
 from forecast.evaluation.collect import collect
 from forecast.evaluation.compare import comparison_section
 from forecast.evaluation.config import EvalConfig, MlflowEvalConfig, WorldModelCardConfig, config_from_dict
+from forecast.evaluation.map_pass import LazyLayers, map_pass
 from forecast.evaluation.predictors import load_predictor, resolve_model
 from forecast.evaluation.report import build_report
 from forecast.evaluation.results import BASELINES, CLASSES, METRIC_NAMES, AgentTable, EvalResult, Outputs
@@ -149,16 +150,15 @@ def evaluate(
     log(f"{len(scenes)} samples from {len(infos)} scenarios of split {cfg.split}")
     agents, outputs = collect(scenes, predictors, progress) if collected is None else collected
 
-    map_ids = sorted({m for m in agents.map_id if m})
-    layers = {m: scenes.map_layers(m) for m in map_ids}
-    drivable = {m: _drivable(layers[m]) for m in map_ids}
-    tags = S.tag_agents(agents.origin, agents.speed, agents.agent_class, agents.source, agents.map_id, layers)
-    masks = S.slice_masks(tags)
     scored = list(dict.fromkeys(names + list(BASELINES) + ([champion] if champion else [])))
+    # one map at a time (AV2 has a map per scenario): tags and off-road flags per agent, then dropped
+    tags, offroad, offroad_gt = map_pass(agents, {n: outputs[n] for n in scored}, scenes.map_layers)
+    layers = LazyLayers(scenes.map_layers)  # the report draws a few cases' maps
+    masks = S.slice_masks(tags)
     blocks, per_agent, miss = {}, {}, {}
     for n in scored:  # one predictor's per-agent values at a time, read from the loop's arrays in chunks
         am = agent_metrics(outputs[n], agents, cfg, feats)
-        blocks[n] = model_block(outputs[n], agents, cfg, feats, drivable, masks, am)
+        blocks[n] = model_block(outputs[n], agents, cfg, feats, {}, masks, am, (offroad[n], offroad_gt))
         per_agent[n] = am.per
         miss[n] = {f"MR@6_{label}": per_h["MR@6"] for label, per_h in am.by_horizon.items()}
         del am
@@ -266,7 +266,7 @@ def write_json(obj: dict, path: Path) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def write_outputs(result: EvalResult, out_dir: Path, cfg: EvalConfig, layers: dict[str, dict]) -> None:
+def write_outputs(result: EvalResult, out_dir: Path, cfg: EvalConfig, layers: dict[str, dict] | LazyLayers) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     result.out_dir = out_dir
     write_json(result.metrics, out_dir / "metrics.json")

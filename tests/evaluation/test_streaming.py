@@ -138,3 +138,24 @@ def test_spill_refuses_a_changed_row_shape():
         spill.append("x", np.zeros((1, 4), np.float32))
     cols = spill.finish()
     np.testing.assert_array_equal(cols["x"], np.r_[np.zeros((2, 3)), np.ones((1, 3))])
+
+
+def test_map_pass_equals_all_maps_at_once(collected):
+    from forecast.evaluation.map_pass import map_pass
+
+    _, _, scenes, agents, outputs = collected
+    map_ids = sorted({m for m in agents.map_id if m})
+    assert map_ids  # the tiny store has maps, so the map families and off-road flags are exercised
+    layers = {m: scenes.map_layers(m) for m in map_ids}
+    drivable = {m: _drivable(layers[m]) for m in map_ids}
+    loads: list[str] = []
+    tags, offroad, offroad_gt = map_pass(agents, outputs, lambda m: loads.append(m) or scenes.map_layers(m))
+    assert sorted(loads) == map_ids  # each map read once
+    reference = S.tag_agents(agents.origin, agents.speed, agents.agent_class, agents.source, agents.map_id, layers)
+    assert tags.keys() == reference.keys()
+    for family, values in reference.items():
+        np.testing.assert_array_equal(tags[family], values)
+    for name, out in outputs.items():
+        np.testing.assert_array_equal(offroad[name], offroad_flags(out.end_world, agents, drivable))
+    np.testing.assert_array_equal(offroad_gt, offroad_flags(agents.gt_end_world, agents, drivable))
+    assert np.isfinite(offroad_gt).any()
