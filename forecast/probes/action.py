@@ -70,11 +70,11 @@ def evaluate_action_conditioning(scenes: SceneSet, predict: Callable, max_sample
                     "near_minFDE_by_class": {AgentType(int(c)).label: metrics.aggregate(fde, is_near & (kind == c))
                                              for c in np.unique(kind[is_near])}}
         ends[key] = pred[:, :, -1]  # [N, K, 2]
-    out["others_minFDE_change"] = out["planned"]["minFDE"] / out["free"]["minFDE"] - 1.0
+    out["others_minFDE_change"] = _change(out, "minFDE")
     out["near_minFDE_change"] = _change(out, "near_minFDE") if is_near.any() else float("nan")
     out["near_minFDE1_change"] = _change(out, "near_minFDE1") if is_near.any() else float("nan")
     out["near_minFDE_change_by_class"] = {
-        c: out["planned"]["near_minFDE_by_class"][c] / out["free"]["near_minFDE_by_class"][c] - 1.0
+        c: _relative(out["planned"]["near_minFDE_by_class"][c], out["free"]["near_minFDE_by_class"][c])
         for c in out["free"]["near_minFDE_by_class"]}
     out["n_near_by_class"] = {AgentType(int(c)).label: int((is_near & (kind == c)).sum()) for c in np.unique(kind[is_near])}
     shift = np.linalg.norm(ends["planned"] - ends["free"], axis=-1).mean(-1)  # [N] m, mean over modes
@@ -84,4 +84,9 @@ def evaluate_action_conditioning(scenes: SceneSet, predict: Callable, max_sample
 
 
 def _change(out: dict, key: str) -> float:
-    return out["planned"][key] / out["free"][key] - 1.0
+    return _relative(out["planned"][key], out["free"][key])
+
+
+def _relative(planned: float, free: float) -> float:
+    """planned / free - 1; NaN where the free error is 0 (a perfect or degenerate forecast: no relative change)."""
+    return planned / free - 1.0 if free > 0 else float("nan")

@@ -22,6 +22,9 @@ class DataConfig:
     batch_size: int = 8
     num_workers: int = 0
     pack_rasters: bool = True  # loader batches carry the real agents' rasters only (forecast.model.batch)
+    # > 1: batches of similar agent count, sorted within pools of this many batches (forecast.training.sampler);
+    # training batches drawn by interaction_sampling (its own weighted draw) are not grouped
+    group_batches: int = 0
     plan_probability: float = 0.3  # share of training scenes with a teacher-forced plan for one agent
     interaction_sampling: float = 0.0  # boost of samples where agents are close and moving (0: uniform)
 
@@ -39,6 +42,7 @@ class OptimConfig:
     cls_soft_tau: float = 0.0  # > 0: soft mode targets softmax(-FDE / tau), tau = this x CV travel + 0.1 m
     near_plan_weight: float = 1.0  # extra loss weight of agents near a teacher-forced plan (their response)
     near_plan_radius: float = 20.0  # metres: "near" a planned agent
+    plan_follower_bonus: float = 0.0  # > 0: plans go preferably to agents with a scored vehicle following them
     # Linear LR scaling: when set, lr applies to this many scenes per optimiser step and is scaled by
     # batch_size * world_size / lr_reference_batch_size (larger per-GPU batches keep their dynamics).
     lr_reference_batch_size: int | None = None
