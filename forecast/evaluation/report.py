@@ -195,7 +195,7 @@ def world_model_card_html(card: dict) -> str:
         return "&ndash;" if v is None else f"{100 * v:+.1f}%"
 
     rows: list[tuple[str, callable]] = []
-    for probe in ("pedestrian_on_crossing", "lead_vehicle_braking", "cyclist_in_lane"):
+    for probe in ("pedestrian_on_crossing", "lead_vehicle_braking", "cyclist_in_lane", "queued_leader_removed"):
         rows.append((f"{probe}: right direction (n={card['pairs'].get(probe, 0)})",
                      lambda n, p=probe: _f(get(n, "interaction", p, "right_direction"), 2)))
         rows.append((f"{probe}: mean effect on 3 s travel [m]",
@@ -204,6 +204,11 @@ def world_model_card_html(card: dict) -> str:
         ("interaction: mean right direction (chance 0.5)", lambda n: _f(get(n, "interaction", "mean_right_direction"), 2)),
         ("action: others' minFDE with the focal agent's plan", lambda n: pct(get(n, "action_conditioning",
                                                                                 "others_minFDE_change"))),
+        ("action: minFDE of agents within 20 m of the plan (goal <= -5%)",
+         lambda n: pct(get(n, "action_conditioning", "near_minFDE_change"))),
+        ("action: their most likely mode's FDE", lambda n: pct(get(n, "action_conditioning", "near_minFDE1_change"))),
+        ("action: how far the plan moves their predicted endpoints [m]",
+         lambda n: _f(get(n, "action_conditioning", "near_endpoint_shift_m"), 3)),
         ("persistence: minFDE, full history", lambda n: _f(get(n, "persistence", "full", "minFDE"))),
         ("persistence: 20% of frames dropped (goal <= +10%)",
          lambda n: pct(get(n, "persistence", "drop_20", "minFDE_degradation"))),

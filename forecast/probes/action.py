@@ -3,7 +3,9 @@ whether the other agents' forecasts get better (they should, if the model uses t
 
 Reported for all other scored agents (``others_minFDE_change``) and for those within
 ``NEAR_RADIUS`` metres of the planned agent at t0 (``near_minFDE_change``), where a response to
-the plan should show most.
+the plan should show most; for the near agents also the change of their most likely mode's FDE
+(``near_minFDE1_change``), the change per class, and how far the plan moves their predicted
+endpoints at all (``near_endpoint_shift_m``, whatever the truth: zero means the plan is ignored).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from forecast import metrics
+from forecast.data.schema import AgentType
 from forecast.features.dataset import SceneSet
 
 NEAR_RADIUS = 20.0  # metres
@@ -27,7 +30,7 @@ def evaluate_action_conditioning(scenes: SceneSet, predict: Callable, max_sample
     """
     rng = np.random.default_rng(seed)
     rows = {"free": ([], []), "planned": ([], [])}
-    gts, near = [], []
+    gts, near, kinds = [], [], []
     candidates, far = [], []
     for k in rng.permutation(len(scenes.index))[: max_samples * 3]:
         s = scenes.sample(int(k))
@@ -50,17 +53,40 @@ def evaluate_action_conditioning(scenes: SceneSet, predict: Callable, max_sample
             rows[key][1].append(prob[others])
         gts.append(s.future[others])
         near.append(close[others])
+        kinds.append(s.agent_type[others])
     if not gts:
         return {"n": 0, "n_near": 0}
-    gt, is_near = np.concatenate(gts), np.concatenate(near)
+    gt, is_near, kind = np.concatenate(gts), np.concatenate(near), np.concatenate(kinds)
     out: dict = {"n": int(len(gt)), "n_near": int(is_near.sum()), "near_radius_m": NEAR_RADIUS}
+    ends = {}
     for key, (preds, probs) in rows.items():
         pred, prob = np.concatenate(preds), np.concatenate(probs)
         prob = prob / prob.sum(-1, keepdims=True)
         fde = metrics.min_fde(pred, gt, prob)
+        fde1 = metrics.min_fde(pred, gt, prob, k=1)
         out[key] = {"minADE": metrics.aggregate(metrics.min_ade(pred, gt, prob)), "minFDE": metrics.aggregate(fde),
-                    "near_minFDE": metrics.aggregate(fde, is_near) if is_near.any() else float("nan")}
-    out["others_minFDE_change"] = out["planned"]["minFDE"] / out["free"]["minFDE"] - 1.0
-    out["near_minFDE_change"] = (out["planned"]["near_minFDE"] / out["free"]["near_minFDE"] - 1.0
-                                 if is_near.any() else float("nan"))
+                    "near_minFDE": metrics.aggregate(fde, is_near) if is_near.any() else float("nan"),
+                    "near_minFDE1": metrics.aggregate(fde1, is_near) if is_near.any() else float("nan"),
+                    "near_minFDE_by_class": {AgentType(int(c)).label: metrics.aggregate(fde, is_near & (kind == c))
+                                             for c in np.unique(kind[is_near])}}
+        ends[key] = pred[:, :, -1]  # [N, K, 2]
+    out["others_minFDE_change"] = _change(out, "minFDE")
+    out["near_minFDE_change"] = _change(out, "near_minFDE") if is_near.any() else float("nan")
+    out["near_minFDE1_change"] = _change(out, "near_minFDE1") if is_near.any() else float("nan")
+    out["near_minFDE_change_by_class"] = {
+        c: _relative(out["planned"]["near_minFDE_by_class"][c], out["free"]["near_minFDE_by_class"][c])
+        for c in out["free"]["near_minFDE_by_class"]}
+    out["n_near_by_class"] = {AgentType(int(c)).label: int((is_near & (kind == c)).sum()) for c in np.unique(kind[is_near])}
+    shift = np.linalg.norm(ends["planned"] - ends["free"], axis=-1).mean(-1)  # [N] m, mean over modes
+    out["near_endpoint_shift_m"] = float(shift[is_near].mean()) if is_near.any() else float("nan")
+    out["far_endpoint_shift_m"] = float(shift[~is_near].mean()) if (~is_near).any() else float("nan")
     return out
+
+
+def _change(out: dict, key: str) -> float:
+    return _relative(out["planned"][key], out["free"][key])
+
+
+def _relative(planned: float, free: float) -> float:
+    """planned / free - 1; NaN where the free error is 0 (a perfect or degenerate forecast: no relative change)."""
+    return planned / free - 1.0 if free > 0 else float("nan")

@@ -39,6 +39,7 @@ class OptimConfig:
     cls_soft_tau: float = 0.0  # > 0: soft mode targets softmax(-FDE / tau), tau = this x CV travel + 0.1 m
     near_plan_weight: float = 1.0  # extra loss weight of agents near a teacher-forced plan (their response)
     near_plan_radius: float = 20.0  # metres: "near" a planned agent
+    plan_follower_bonus: float = 0.0  # > 0: plans go preferably to agents with a scored vehicle following them
     # Linear LR scaling: when set, lr applies to this many scenes per optimiser step and is scaled by
     # batch_size * world_size / lr_reference_batch_size (larger per-GPU batches keep their dynamics).
     lr_reference_batch_size: int | None = None

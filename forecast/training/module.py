@@ -7,7 +7,7 @@ import math
 import lightning as L
 import torch
 
-from forecast.data.schema import TARGET_TYPES
+from forecast.data.schema import TARGET_TYPES, AgentType
 from forecast.model.baselines import constant_velocity
 from forecast.model.batch import Batch
 from forecast.model.loss import near_weights, wta_loss
@@ -37,7 +37,8 @@ class ForecastModule(L.LightningModule):
         xy = batch.pose[..., :2] * self.cfg.features.scene_scale
         close = (torch.cdist(xy, xy) < self.cfg.optim.near_plan_radius) & batch.target_mask[:, None, :]
         neighbours = close.sum(-1) - 1  # [B, A]: scored agents near each agent, itself excluded
-        score = (torch.rand(full.shape, device=full.device) + (neighbours > 0).float()) * full
+        score = (torch.rand(full.shape, device=full.device) + (neighbours > 0).float()
+                 + self.cfg.optim.plan_follower_bonus * _has_follower(batch, xy).float()) * full
         agent = score.argmax(-1)
         chosen = torch.zeros_like(full)
         chosen[torch.arange(batch.size), agent] = True
@@ -117,3 +118,19 @@ class ForecastModule(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _has_follower(batch: Batch, xy: torch.Tensor, reach: float = 20.0, half_width: float = 2.0) -> torch.Tensor:
+    """[B, A] bool: a scored vehicle drives behind the agent, in its lane and its direction, within ``reach`` m.
+
+    Such a follower is the agent whose future most depends on the agent's own (car following), so a
+    plan given there is where training can see a response. xy [B, A, 2] metres, scene frame.
+    """
+    cos, sin = batch.pose[..., 2], batch.pose[..., 3]  # [B, A] heading in the scene frame
+    d = xy[:, None, :, :] - xy[:, :, None, :]  # [B, A(i), A(j), 2]: j relative to i
+    along = cos[:, :, None] * d[..., 0] + sin[:, :, None] * d[..., 1]
+    across = -sin[:, :, None] * d[..., 0] + cos[:, :, None] * d[..., 1]
+    same_way = (cos[:, :, None] * cos[:, None, :] + sin[:, :, None] * sin[:, None, :]) > 0.9
+    vehicle = (batch.agent_type == int(AgentType.VEHICLE)) & batch.target_mask
+    behind = (along < -1.0) & (along > -reach) & (across.abs() < half_width) & same_way & vehicle[:, None, :]
+    return behind.any(-1)

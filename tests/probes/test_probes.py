@@ -130,6 +130,10 @@ def test_action_conditioning_reports_agents_near_the_plan():
     assert out["n"] == 2 and out["n_near"] == 1
     assert out["near_minFDE_change"] == -1.0  # the near pedestrian becomes exact
     assert out["others_minFDE_change"] == -0.5  # averaged with the far one, which does not change
+    # the near agent's most likely mode improves as much; its endpoints moved by the 1.41 m offset, the far one's not
+    assert out["near_minFDE1_change"] == -1.0 and out["near_minFDE_change_by_class"] == {"pedestrian": -1.0}
+    assert out["n_near_by_class"] == {"pedestrian": 1}
+    assert abs(out["near_endpoint_shift_m"] - np.sqrt(2.0)) < 1e-6 and out["far_endpoint_shift_m"] == 0.0
 
 
 def _crossing_scene(ped_xy0: tuple[float, float], ped_v: tuple[float, float], t: int = 25):
@@ -205,3 +209,22 @@ def test_braking_leader_history_stays_within_its_speed():
     # to a stop and standing: never driving backwards
     d = braking_distance_before(np.arange(-19, 1) * 0.1, 2.0, 4.0)
     assert d[-1] == 0.0 and np.all(np.diff(d) <= 1e-12) and abs(d[0] - 0.5) < 1e-9  # 2 m/s stops in 0.5 m
+
+
+def test_action_conditioning_survives_an_exact_forecast():
+    """A forecast with zero error has no relative change: NaN, not a ZeroDivisionError (the fault suite's tiny model)."""
+    from types import SimpleNamespace
+
+    from forecast.probes.action import evaluate_action_conditioning
+
+    t = 25
+    time = np.arange(t) * 0.1
+    xy = np.stack([np.stack([10.0 * time, np.zeros(t)], -1), np.stack([np.full(t, 15.0), time], -1)])
+    tracks = AgentTracks(xy, np.full((2, t), np.nan), np.ones((2, t), bool), np.array([0, 1]), 0.1)
+    s = build_sample(tracks, 12, CFG, None, np.array([0, 1]), 0)
+    scenes = SimpleNamespace(index=[0], sample=lambda k: s)
+    out = evaluate_action_conditioning(scenes, lambda sample, plan=None, plan_mask=None:
+                                       (np.repeat(sample.future[:, None], 2, axis=1), np.full((2, 2), 0.5)),
+                                       max_samples=1)
+    assert out["n_near"] == 1 and np.isnan(out["near_minFDE_change"]) and np.isnan(out["others_minFDE_change"])
+    assert np.isnan(out["near_minFDE_change_by_class"]["pedestrian"]) and out["near_endpoint_shift_m"] == 0.0

@@ -41,3 +41,17 @@ def test_sampler_draws_interacting_samples_more_often():
     draws = np.bincount([i for _ in range(300) for i in sampler], minlength=3)
     assert len(list(sampler)) == 3  # an epoch is as long as the data set
     assert draws[0] > draws[2] > draws[1]
+
+
+def test_plans_prefer_an_agent_with_a_follower():
+    """``_has_follower``: a scored vehicle behind, in the lane and going the same way."""
+    from forecast.training.module import _has_follower
+
+    # scene frame, metres: 0 leads, 1 follows 10 m behind; 2 is 10 m behind 0 but in the opposite
+    # direction; 3 is a pedestrian 5 m behind 1; 4 drives 10 m behind 2 in its direction but 5 m aside
+    xy = torch.tensor([[[0.0, 0.0], [-10.0, 0.0], [-30.0, 0.5], [-15.0, 0.0], [-20.0, 5.0]]])
+    heading = torch.tensor([[0.0, 0.0, torch.pi, 0.0, torch.pi]])
+    pose = torch.cat([xy / 50.0, torch.cos(heading)[..., None], torch.sin(heading)[..., None]], -1)
+    batch = SimpleNamespace(pose=pose, agent_type=torch.tensor([[0, 0, 0, 1, 0]]),
+                            target_mask=torch.ones(1, 5, dtype=torch.bool))
+    assert _has_follower(batch, xy).tolist() == [[True, False, False, False, False]]
