@@ -7,10 +7,11 @@ velocity). The edges bias the attention logits (per head) and are added to the v
 response can depend on geometry and not only on the other agent's latent state.
 
 Everything is dense batched tensor algebra (modes folded into the batch axis, no data-dependent
-control flow), so the rollout exports to ONNX with the dynamo exporter. The [N, A, A, *] edge tensors
-are the rollout's largest, rebuilt at every latent step: they are made with as few and as large
-operations as possible (one matrix product rotates every agent's vectors into every other agent's
-frame), which is what the in-car CPU budget needs (issue 13).
+control flow), so the rollout exports to ONNX with the dynamo exporter. The edges ([13, N, A, A], N =
+modes x scenes) are the rollout's largest tensors, rebuilt at every latent step: they are made with as
+few and as large operations as possible (one matrix product rotates every agent's vectors into every
+other agent's frame), which is what the in-car CPU budget needs (issue 13). The weights keep the layout
+they were first trained in, so every checkpoint computes the same function.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ class GeometricAttention(nn.Module):
 
     ``logit_hij = q_hi . k_hj / sqrt(d_h) + bias_h(e_ij)``; ``out_i = sum_j a_hij (v_hj + W_h e_ij)``.
     The edge-value term is linear in the edges, so it is computed from the attention-weighted edges
-    ``sum_j a_hij e_ij`` ([N, A, H, E]) instead of an [N, A, A, D] tensor.
+    ``sum_j a_hij e_ij`` ([H, N, A, E]) instead of an [N, A, A, D] tensor.
     """
 
     def __init__(self, d: int, heads: int, edges: int = EDGE_FEATURES):
