@@ -3,11 +3,13 @@ Lightning ``Trainer.fit`` (the real DataModule and LightningModule) per option.
 
 Usage: python bench/train.py [--config configs/train/quickstart.yaml] [--device cpu|cuda] [--batches 20]
                              [--rows loader,step,fit] [--options eager,bf16,buckets,compile,channels_last]
-                             [--layouts packed,padded] [--profile] [--json PATH] [key=value overrides ...]
+                             [--layouts packed,padded,grouped] [--profile] [--json PATH] [key=value overrides ...]
 
 The loader row reports scenes/s (wall) and the CPU time per scene of the loader's worker processes
-and of the main process (the figure to read on a shared machine); ``--layouts`` runs it once per
-raster layout (packed: the real agents' rasters only, the default; padded: the old layout).
+and of the main process (the figure to read on a shared machine), and the agent slots the model
+computes per real agent (each batch padded to its largest scene; and to agent buckets). ``--layouts``
+runs it once per layout: packed (the real agents' rasters only, the default), padded (the old layout),
+grouped (packed, batches of similar agent count: ``data.group_batches``, 16 unless set).
 
 Options (join several with '+', e.g. bf16+buckets): eager (fp32, as collated), bf16 (autocast / ``bf16-mixed``), buckets (agent axis padded to
 8/16/32/64...), compile (``torch.compile`` + buckets), channels_last. ``--profile`` writes a
@@ -36,7 +38,7 @@ from forecast.sim.sumo import DemandConfig, NetworkConfig, SimConfig, simulate
 from forecast.training.config import TrainConfig
 from forecast.training.datamodule import ForecastDataModule
 from forecast.training.module import ForecastModule
-from forecast.training.speed import AgentBuckets, apply_model_options, pad_to_buckets
+from forecast.training.speed import AgentBuckets, apply_model_options, bucket_size, pad_to_buckets
 
 BUCKETS = [8, 16, 32, 64]
 OPTIONS = {  # option -> trainer overrides
@@ -106,12 +108,21 @@ def loader_row(dm: ForecastDataModule, batches: int) -> tuple[dict, list]:
     main_cpu, worker_cpu = time.process_time() - m0, _worker_cpu_s() - w0
     n = sum(b.size for b in out)
     del it  # stops the workers
+    # Agent slots the model computes per real agent: each batch padded to its largest scene, and to a bucket.
+    real = sum(int(b.agent_mask.sum()) for b in out)
+    buckets = dm.cfg.trainer.agent_buckets or BUCKETS
+    slots = sum(b.agent_mask.numel() for b in out) / real
+    bucket_slots = sum(b.size * bucket_size(b.hist.shape[1], buckets) for b in out) / real
     layout = "packed" if dm.cfg.data.pack_rasters else "padded"
+    if dm.cfg.data.group_batches > 1:
+        layout += f", grouped by {dm.cfg.data.group_batches}"
     return {"row": f"data loader ({dm.cfg.data.num_workers} workers, {layout})", "scenes_per_s": n / dt,
             "ms_per_batch": 1e3 * dt / len(out),
             # Workers build ahead (prefetch), so their CPU over the window is the batches taken +- a prefetch.
             "worker_cpu_ms_per_scene": 1e3 * worker_cpu / n if dm.cfg.data.num_workers else float("nan"),
-            "main_cpu_ms_per_scene": 1e3 * main_cpu / n, "load_avg_1min": os.getloadavg()[0]}, out
+            "main_cpu_ms_per_scene": 1e3 * main_cpu / n, "slots_per_agent": slots,
+            f"slots_per_agent_buckets{'/'.join(map(str, buckets))}": bucket_slots,
+            "load_avg_1min": os.getloadavg()[0]}, out
 
 
 def step_row(cfg: TrainConfig, option: str, batches: list, device: str) -> dict:
@@ -216,7 +227,8 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--rows", default="loader,step")
     ap.add_argument("--options", default="eager")
-    ap.add_argument("--layouts", default="packed", help="raster layouts of the loader rows: packed,padded")
+    ap.add_argument("--layouts", default="packed",
+                    help="loader rows: packed, padded (raster layouts), grouped (packed, data.group_batches=16 unless set)")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("overrides", nargs="*")
@@ -226,20 +238,26 @@ def main() -> None:
         cfg.data.store = str(bench_store())
         cfg.data.source = None
     rows_wanted, options, layouts = args.rows.split(","), args.options.split(","), args.layouts.split(",")
-    if set(layouts) - {"packed", "padded"}:
-        raise SystemExit(f"--layouts takes packed and/or padded, got {args.layouts!r}")
+    if set(layouts) - {"packed", "padded", "grouped"}:
+        raise SystemExit(f"--layouts takes packed, padded and/or grouped, got {args.layouts!r}")
     rows = []
     batches: list = []
     for layout in layouts:  # the step and fit rows use the first layout's batches
         c = copy.deepcopy(cfg)
-        c.data.pack_rasters = layout == "packed"
+        c.data.pack_rasters = layout != "padded"
+        if layout == "grouped":
+            c.data.group_batches = c.data.group_batches if c.data.group_batches > 1 else 16
+        elif "grouped" in layouts:
+            c.data.group_batches = 0  # the A/B against grouped batches
         dm = ForecastDataModule(c)
         dm.setup()
         row, got = loader_row(dm, args.batches)
         batches = batches or got
         if "loader" in rows_wanted:
             rows.append(row)
-    cfg.data.pack_rasters = layouts[0] == "packed"
+    cfg.data.pack_rasters = layouts[0] != "padded"
+    if layouts[0] == "grouped":
+        cfg.data.group_batches = cfg.data.group_batches if cfg.data.group_batches > 1 else 16
     for option in options:
         if "step" in rows_wanted:
             rows.append(step_row(cfg, option, batches, args.device))

@@ -19,6 +19,8 @@ Agents whose scenario has no map get ``no_map`` in the two map families.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 import numpy as np
 
 from forecast.scenarios.map_context import in_junction, junction_method, near_layer
@@ -88,15 +90,35 @@ def tag_agents(
     return tags
 
 
-def slice_masks(tags: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+class FamilyMasks(Mapping):
+    """``{value: bool mask [N]}`` of one family, each mask made when asked: a family with a value per
+    map (AV2: a map per scenario) would otherwise hold maps x N bools."""
+
+    def __init__(self, values: np.ndarray, keys: list):
+        self._keys = [str(v) for v in keys]
+        codes = {str(v): i for i, v in enumerate(keys)}
+        self._code = np.array([codes[str(v)] for v in values.tolist()], dtype=np.int64)  # [N]
+        self._index = codes
+
+    def __getitem__(self, value: str) -> np.ndarray:
+        return self._code == self._index[value]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def slice_masks(tags: dict[str, np.ndarray]) -> dict[str, FamilyMasks]:
     """``{family: {value: bool mask [N]}}``; within a family the masks partition the agents.
 
     Values are ordered: speed buckets low to high, ``yes``/``no``/``no_map``, else sorted.
     """
     order = {"speed": list(SPEED_LABELS), "near_crosswalk": ["yes", "no", NO_MAP], "in_junction": ["yes", "no", NO_MAP]}
-    out: dict[str, dict[str, np.ndarray]] = {}
+    out: dict[str, FamilyMasks] = {}
     for family, values in tags.items():
         present = set(values.tolist())
         keys = [v for v in order.get(family, []) if v in present] + sorted(present - set(order.get(family, [])))
-        out[family] = {str(v): values == v for v in keys}
+        out[family] = FamilyMasks(values, keys)
     return out

@@ -10,11 +10,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from forecast.data.types import TARGET_TYPES
+from forecast.data.types import TARGET_TYPES, AgentType
 from forecast.features.config import FeatureConfig
 from forecast.features.frames import rotate_to_local, to_local, wrap_angle
 from forecast.features.raster import MapRaster, rasterize_agents
 from forecast.features.tracks import AgentTracks, causal_heading, causal_velocity
+
+# is_target[agent_type]: a table lookup (np.isin cost a tenth of a millisecond per sample in the loader)
+_IS_TARGET = np.isin(np.arange(max(AgentType) + 1), [int(t) for t in TARGET_TYPES])
 
 
 @dataclass
@@ -101,7 +104,7 @@ def build_sample(
     atype = tracks.agent_type[agents].astype(np.int64)
     raster = rasterize_agents(map_raster, xy, present, atype, origin, heading0, cfg.raster)
     enough = present.sum(1) >= cfg.min_history_steps
-    target = np.isin(atype, np.array([int(t) for t in TARGET_TYPES])) & enough
+    target = _IS_TARGET[atype] & enough
 
     future = future_mask = None
     if with_future:

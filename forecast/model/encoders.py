@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from forecast.model.batch import packed_rows
 from forecast.model.config import ModelConfig
@@ -24,7 +25,10 @@ class RasterEncoder(nn.Module):
         )
 
     def forward(self, raster: torch.Tensor) -> torch.Tensor:
-        return self.net(raster.float() * (1.0 / 255.0))
+        # conv(x / 255) with the 1/255 on the first layer's (small) weight instead of the (large) raster
+        conv = self.net[0]
+        x = F.conv2d(raster.float(), conv.weight * (1.0 / 255.0), conv.bias, conv.stride, conv.padding)
+        return self.net[1:](x)
 
 
 class TrackEncoder(nn.Module):

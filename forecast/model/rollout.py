@@ -16,8 +16,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from forecast.model.config import ModelConfig
-from forecast.model.interaction import GeometricAttention, edge_features
+from forecast.model.interaction import GeometricAttention, edges_of, frames, rotate
 from forecast.model.scoring import ModeScorer
+
+
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """log(1 + e^x), as relu(x) + log(1 + e^-|x|): the same function (and stable), in element-wise
+    operations that onnxruntime vectorises; its own Softplus kernel is about 5 x slower."""
+    return F.relu(x) + torch.log(1.0 + torch.exp(-x.abs()))
 
 
 class LatentRollout(nn.Module):
@@ -52,54 +58,65 @@ class LatentRollout(nn.Module):
         """
         b, a, d = tokens.shape
         k, t_f, st, dt = self.cfg.modes, self.cfg.future_steps, self.stride, self.cfg.dt
+        n, steps = b * k, t_f // st
+        # Layout [B, K, A, ...]: the modes are folded into the batch axis (N = B * K scenes of A
+        # agents) for the whole rollout; what does not depend on the mode is [B, 1, A, ...] and broadcasts.
         ctx = torch.cat([tokens, scene[:, None, :].expand(b, a, d)], dim=-1)
-        h = self.init(ctx)[:, :, None, :] + self.mode_emb[None, None]  # [B, A, K, D]
+        h = (self.init(ctx)[:, None] + self.mode_emb[None, :, None]).reshape(n * a, d)  # rows (b, k, a)
 
-        # Per-agent rotation into the scene frame, for where the agents are during the rollout.
-        cos, sin = pose[..., 2:3, None], pose[..., 3:4, None]  # [B, A, 1, 1]
-        origin = pose[..., None, :2] * self.pose_scale  # [B, A, 1, 2] metres, scene frame
+        # Each agent's frame: (cos, sin) of its heading, and its origin in the scene frame.
+        cs = pose[:, None, :, 2:4]  # [B, 1, A, 2]
+        # rotate() by (cos, -sin): agent frame -> scene frame, for position, next position and velocity
+        cos6, msin6 = (x.expand(b, k, a, 6).contiguous() for x in (pose[:, None, :, 2:3], -pose[:, None, :, 3:4]))
+        origin = pose[:, None, :, :2] * self.pose_scale  # [B, 1, A, 2] metres, scene frame
+        origins = torch.cat([origin, origin, torch.zeros_like(origin)], dim=-1)  # of position, next position, velocity
 
-        def to_scene(local: torch.Tensor) -> torch.Tensor:  # [B, A, K, 2] agent frame -> scene frame (m)
-            return torch.cat([cos * local[..., :1] - sin * local[..., 1:], sin * local[..., :1] + cos * local[..., 1:]],
-                             dim=-1)
+        def per_mode(x: torch.Tensor) -> torch.Tensor:  # [B, 1 or K, A, ...] -> [N, A, ...]
+            return x.expand(b, k, *x.shape[2:]).reshape(n, *x.shape[2:])
 
-        def per_mode(x: torch.Tensor) -> torch.Tensor:  # [B, A, K, ...] -> [B*K, A, ...]
-            return x.transpose(1, 2).reshape(b * k, a, *x.shape[3:])
-
-        pm = plan_mask.to(tokens.dtype)[:, :, None, None]  # [B, A, 1, 1]
-        key_valid = agent_mask[:, None, :].expand(b, k, a).reshape(b * k, a)
-        heading_cos = per_mode(cos[..., 0].expand(b, a, k)[..., None])[..., 0]  # [B*K, A]
-        heading_sin = per_mode(sin[..., 0].expand(b, a, k)[..., None])[..., 0]
-        planned_flag = per_mode(pm[..., 0].expand(b, a, k)[..., None])[..., 0]
-        pos = torch.zeros(b, a, k, 2, dtype=tokens.dtype, device=tokens.device)
-        vel = velocity[:, :, None, :].expand(b, a, k, 2)  # agent frame, m/s: the latest decoded velocity
-        step_cv = (velocity * dt)[:, :, None, None, :]  # [B, A, 1, 1, 2]
-        h = h.reshape(b * a * k, d)
-        chunks, scales = [], []
-        for s in range(t_f // st):
-            planned = plan[:, :, None, s * st : (s + 1) * st, :].expand(b, a, k, st, 2)  # [B, A, K, st, 2]
-            act = self.action(torch.cat([planned.reshape(b, a, k, 2 * st) * pm / 10.0, pm.expand(b, a, k, 1)], dim=-1))
+        pm = plan_mask.to(tokens.dtype)[:, None, :, None]  # [B, 1, A, 1]
+        free = 1.0 - pm
+        key_valid = per_mode(agent_mask[:, None])
+        fr, planned_flag = frames(per_mode(cs[..., 0]), per_mode(cs[..., 1])), per_mode(pm[..., 0])
+        step_weights = self.attn.step_weights()
+        plan_steps = plan.reshape(b, 1, a, steps, st, 2)
+        planned_pm = plan_steps * pm[..., None, None]  # [B, 1, A, S, st, 2]: the plan where there is one, else 0
+        # What does not change during the rollout, once: the action of every latent step (it does
+        # not depend on the mode) and the heading's part of ``where`` with its bias: [B, 1, A, S, D].
+        # where(scene_pos / scale, cos, sin, pos / 10) is split along its input into that and the part
+        # that moves (``w_moving``, applied to [scene_pos, pos]).
+        act_all = self.action(torch.cat([plan_steps.reshape(b, 1, a, steps, 2 * st) * pm[..., None] / 10.0,
+                                         pm[..., None].expand(b, 1, a, steps, 1)], dim=-1))
+        w = self.where.weight
+        fixed = F.linear(cs, w[:, 2:4], self.where.bias)[..., None, :] + act_all
+        w_moving = torch.cat([w[:, :2] / self.pose_scale, w[:, 4:6] / 10.0], dim=1)  # [D, 4]
+        pos = torch.zeros(b, k, a, 2, dtype=tokens.dtype, device=tokens.device)
+        vel = velocity[:, None].expand(b, k, a, 2)  # agent frame, m/s: the latest decoded velocity
+        # Expanded to every mode once, so that the per-step arithmetic on [B, K, A, st, 2] needs no
+        # broadcasting (onnxruntime's broadcasting of small inner dimensions is slow).
+        step_cv = (velocity * dt)[:, None, :, None, :].expand(b, k, a, st, 2).contiguous()
+        free_k = free[..., None].expand(b, k, a, st, 2).contiguous()
+        planned_k = planned_pm.expand(b, k, a, steps, st, 2).contiguous()
+        chunks, raw_scales = [], []
+        for s in range(steps):
             # Where each agent is now and where it is about to be: its plan, else on at its latest velocity.
-            nxt = pm * planned[:, :, :, -1, :] + (1.0 - pm) * (pos + vel * (st * dt))
-            scene_pos = origin + to_scene(pos)
-            edges = edge_features(per_mode(scene_pos), per_mode(origin + to_scene(nxt)), per_mode(to_scene(vel)),
-                                  heading_cos, heading_sin, planned_flag)
-            where = self.where(torch.cat([scene_pos / self.pose_scale, cos.expand(b, a, k, 1), sin.expand(b, a, k, 1),
-                                          pos / 10.0], dim=-1))
-            q = self.norm(h.reshape(b, a, k, d) + where + act)
-            others = self.attn(per_mode(q), edges, key_valid).reshape(b, k, a, d).transpose(1, 2)
-            h = self.cell((where + others + act).reshape(-1, d), h)
-            out = self.head(h).reshape(b, a, k, st, 4)
-            chunk = pos[:, :, :, None, :] + torch.cumsum(step_cv + out[..., :2], dim=3)
+            nxt = planned_pm[:, :, :, s, -1] + free * (pos + vel * (st * dt))
+            scene = rotate(torch.cat([pos, nxt, vel], dim=-1), cos6, msin6) + origins  # [B, K, A, 6] scene frame
+            geo = edges_of(per_mode(scene) * 0.1, fr, planned_flag)
+            where_act = F.linear(torch.cat([scene[..., :2], pos], dim=-1), w_moving) + fixed[:, :, :, s]
+            q = self.norm(h.reshape(b, k, a, d) + where_act)
+            others = self.attn(q.reshape(n, a, d), geo, key_valid, step_weights).reshape(b, k, a, d)
+            h = self.cell((where_act + others).reshape(n * a, d), h)
+            out = self.head(h).reshape(b, k, a, st, 4)  # position corrections and scales, one Gemm
+            chunk = pos[..., None, :] + torch.cumsum(step_cv + out[..., :2], dim=3)
             # The planned agent follows its plan: the others see the action, not a guess of it.
-            pmc = pm[..., None]
-            chunk = pmc * planned + (1.0 - pmc) * chunk
-            prev = torch.cat([pos[:, :, :, None, :], chunk], dim=3)
-            vel = (prev[:, :, :, -1, :] - prev[:, :, :, -2, :]) * (1.0 / dt)
-            pos = chunk[:, :, :, -1, :]
+            chunk = free_k * chunk + planned_k[:, :, :, s]
+            before = chunk[..., -2, :] if st > 1 else pos
+            vel = (chunk[..., -1, :] - before) * (1.0 / dt)
+            pos = chunk[..., -1, :]
             chunks.append(chunk)
-            scales.append(F.softplus(out[..., 2:]) + self.cfg.min_scale)
-        traj = torch.cat(chunks, dim=3)  # [B, A, K, T_f, 2]
-        scale = torch.cat(scales, dim=3)
-        logits = self.scorer(h.reshape(b, a, k, d), traj, scale, st)
+            raw_scales.append(out[..., 2:])
+        traj = torch.cat(chunks, dim=3).transpose(1, 2)  # [B, A, K, T_f, 2]
+        scale = (softplus(torch.cat(raw_scales, dim=3)) + self.cfg.min_scale).transpose(1, 2)
+        logits = self.scorer(h.reshape(b, k, a, d).transpose(1, 2), traj, scale, st)
         return traj, scale, logits

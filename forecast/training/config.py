@@ -22,6 +22,9 @@ class DataConfig:
     batch_size: int = 8
     num_workers: int = 0
     pack_rasters: bool = True  # loader batches carry the real agents' rasters only (forecast.model.batch)
+    # > 1: batches of similar agent count, sorted within pools of this many batches (forecast.training.sampler);
+    # training batches drawn by interaction_sampling (its own weighted draw) are not grouped
+    group_batches: int = 0
     plan_probability: float = 0.3  # share of training scenes with a teacher-forced plan for one agent
     interaction_sampling: float = 0.0  # boost of samples where agents are close and moving (0: uniform)
 

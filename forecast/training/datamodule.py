@@ -10,6 +10,7 @@ from functools import partial
 
 import cv2
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -65,7 +66,9 @@ class ForecastDataModule(L.LightningDataModule):
             # scenario once to weight the samples and draws across scenarios (one process, no DDP split).
             sampler = interaction_sampler(scenes, d.interaction_sampling, g)
         else:
-            sampler = BlockShuffleSampler(scenes.index.scenario, seed=self.cfg.seed, shuffle=shuffle)
+            sampler = BlockShuffleSampler(scenes.index.scenario, seed=self.cfg.seed, shuffle=shuffle,
+                                          agents=np.diff(scenes.index.offsets), batch_size=d.batch_size,
+                                          group_batches=d.group_batches)
         return DataLoader(SampleDataset(scenes), batch_size=d.batch_size, sampler=sampler, num_workers=d.num_workers,
                           collate_fn=partial(collate_for_loader, future_steps=self.cfg.features.future_steps,
                                              pack_rasters=d.pack_rasters),

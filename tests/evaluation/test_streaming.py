@@ -159,3 +159,7 @@ def test_map_pass_equals_all_maps_at_once(collected):
         np.testing.assert_array_equal(offroad[name], offroad_flags(out.end_world, agents, drivable))
     np.testing.assert_array_equal(offroad_gt, offroad_flags(agents.gt_end_world, agents, drivable))
     assert np.isfinite(offroad_gt).any()
+    for family, masks in S.slice_masks(tags).items():  # made on demand, equal to comparing the tags
+        assert list(masks) and sum(int(m.sum()) for m in masks.values()) == len(agents)
+        for value in masks:
+            np.testing.assert_array_equal(masks[value], tags[family] == value)

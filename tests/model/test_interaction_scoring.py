@@ -6,11 +6,57 @@ import numpy as np
 import pytest
 import torch
 
-from forecast.model.interaction import EDGE_FEATURES, GeometricAttention, edge_features
+from forecast.model.interaction import (
+    EDGE_CHANNELS,
+    EDGE_FEATURES,
+    TO_PARAM,
+    GeometricAttention,
+    edge_features,
+)
 from forecast.model.loss import near_weights, wta_loss
 from forecast.model.world_model import WorldModel
 from forecast.training.calibration import fit_temperatures, nll
 from tests.model.test_world_model import MCFG, _batch
+
+
+def reference_edges(pos, nxt, vel, cos, sin, planned):
+    """The edge features written pair by pair, as first defined: [N, A(i), A(j), 13] in PARAM_CHANNELS order."""
+    ci, si = cos[:, :, None], sin[:, :, None]
+
+    def to_i(d):  # [N, A, A, 2] scene frame -> i's frame
+        return torch.stack([ci * d[..., 0] + si * d[..., 1], -si * d[..., 0] + ci * d[..., 1]], dim=-1)
+
+    rel = to_i(pos[:, None, :, :] - pos[:, :, None, :])
+    rel_next = to_i(nxt[:, None, :, :] - nxt[:, :, None, :])
+    v = to_i(vel[:, None, :, :].expand(-1, pos.shape[1], -1, -1))
+    dist = torch.linalg.vector_norm(rel, dim=-1, keepdim=True)
+    dist_next = torch.linalg.vector_norm(rel_next, dim=-1, keepdim=True)
+    cj, sj = cos[:, None, :], sin[:, None, :]
+    rel_heading = torch.stack([ci * cj + si * sj, ci * sj - si * cj], dim=-1)
+    flag = planned[:, None, :, None].expand(-1, pos.shape[1], -1, 1)
+    return torch.cat([rel * 0.1, dist * 0.1, rel / (dist + 1e-3), rel_heading, rel_next * 0.1, dist_next * 0.1,
+                      v * 0.1, flag], dim=-1)
+
+
+def reference_attention(att: GeometricAttention, x, edges, key_valid):
+    """logit_hij = q_hi . k_hj / sqrt(d_h) + MLP_h(e_ij), out_i = sum_j a_hij (v_hj + W_h e_ij), one pair at a
+    time, with the module's parameters as checkpointed (edges [N, A, A, 13] in PARAM_CHANNELS order)."""
+    n, a, d = x.shape
+    q, k, v = att.qkv(x).reshape(n, a, 3, att.h, att.dh).permute(2, 0, 3, 1, 4)  # [N, H, A, dh]
+    logit = q @ k.transpose(-1, -2) / att.dh**0.5 + att.bias(edges).permute(0, 3, 1, 2)
+    logit = logit.masked_fill(~key_valid[:, None, None, :], -1e4)
+    w = torch.softmax(logit, dim=-1)  # [N, H, A, A]
+    edge_values = torch.einsum("nije,hed->nhijd", edges, att.edge_value)
+    out = torch.einsum("nhij,nhijd->nihd", w, v[:, :, None] + edge_values)
+    return att.out(out.reshape(n, a, d))
+
+
+def _scene(n=3, a=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    pos = torch.randn(n, a, 2, generator=g) * 20
+    heading = torch.rand(n, a, generator=g) * 6.28
+    return (pos, pos + torch.randn(n, a, 2, generator=g), torch.randn(n, a, 2, generator=g) * 5, heading.cos(),
+            heading.sin(), (torch.rand(n, a, generator=g) > 0.7).float())
 
 
 def test_edge_features_are_in_the_attending_agents_frame():
@@ -18,15 +64,43 @@ def test_edge_features_are_in_the_attending_agents_frame():
     pos = torch.tensor([[[0.0, 0.0], [2.0, 0.0]]])
     cos = torch.tensor([[0.0, -1.0]])
     sin = torch.tensor([[1.0, 0.0]])
-    e = edge_features(pos, pos, torch.zeros(1, 2, 2), cos, sin, torch.tensor([[0.0, 1.0]]))
-    assert e.shape == (1, 2, 2, EDGE_FEATURES)
-    rel = e[0, 0, 1, :2] * 10  # 1 seen from 0: forward 0, right (negative y) 2 m
+    e = edge_features(pos, pos, torch.zeros(1, 2, 2), cos, sin, torch.tensor([[0.0, 1.0]])).edges
+    assert e.shape == (EDGE_FEATURES, 1, 2, 2)
+
+    def ch(*names):
+        return [EDGE_CHANNELS.index(c) for c in names]
+
+    rel = e[ch("rel_x", "rel_y"), 0, 0, 1] * 10  # 1 seen from 0: forward 0, right (negative y) 2 m
     torch.testing.assert_close(rel, torch.tensor([0.0, -2.0]))
-    torch.testing.assert_close(e[0, 0, 1, 2] * 10, torch.tensor(2.0))
+    torch.testing.assert_close(e[ch("dist"), 0, 0, 1] * 10, torch.tensor([2.0]))
+    torch.testing.assert_close(e[ch("bearing_cos", "bearing_sin"), 0, 0, 1], torch.tensor([0.0, -1.0]), atol=1e-3,
+                               rtol=0)
     # relative heading of 1 from 0: -x vs +y is +90 degrees
-    torch.testing.assert_close(e[0, 0, 1, 5:7], torch.tensor([0.0, 1.0]))
-    assert e[0, 0, 1, -1] == 1.0 and e[0, 1, 0, -1] == 0.0  # who follows a plan
-    torch.testing.assert_close(e[0, 0, 0, :3], torch.zeros(3))  # self: no offset
+    torch.testing.assert_close(e[ch("heading_cos", "heading_sin"), 0, 0, 1], torch.tensor([0.0, 1.0]))
+    assert e[ch("planned"), 0, 0, 1] == 1.0 and e[ch("planned"), 0, 1, 0] == 0.0  # who follows a plan
+    torch.testing.assert_close(e[ch("rel_x", "rel_y", "dist", "bearing_cos", "bearing_sin"), 0, 0, 0],
+                               torch.zeros(5))  # self: no offset, no bearing
+
+
+def test_edge_features_equal_the_pairwise_definition():
+    # one matrix product for every pair (the in-car speed-up of issue 13) computes the same features
+    scene = _scene(a=9)
+    fast = edge_features(*scene).edges  # [13, N, A, A]
+    ref = reference_edges(*scene)[..., list(TO_PARAM)].permute(3, 0, 1, 2)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_geometric_attention_equals_the_pairwise_definition_with_the_checkpointed_weights():
+    torch.manual_seed(0)
+    att = GeometricAttention(16, 2).eval()
+    for p in att.parameters():
+        p.data += 0.1 * torch.randn_like(p)
+    scene = _scene(a=6, seed=1)
+    x = torch.randn(3, 6, 16)
+    valid = torch.ones(3, 6, dtype=torch.bool)
+    valid[1, 4:] = False
+    expected = reference_attention(att, x, reference_edges(*scene), valid)
+    torch.testing.assert_close(att(x, edge_features(*scene), valid), expected, atol=1e-5, rtol=1e-4)
 
 
 def test_geometric_attention_is_permutation_equivariant_and_ignores_padding():

@@ -187,3 +187,25 @@ def test_unavailable_provider_falls_back_to_cpu(exported):
     with pytest.warns(RuntimeWarning, match="TensorrtExecutionProvider is not available"):
         p = Predictor(exported / "bundle", providers=["tensorrt"], threads=1)
     assert p.session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_runtime_runs_the_graph_onnxruntime_optimised_at_export(exported, tmp_path, layers):
+    import json
+    import shutil
+
+    import onnxruntime as ort
+
+    bundle = exported / "bundle"
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    optimised = manifest["onnxruntime_optimized"]["models"]["fp32"]
+    fast, plain = Predictor(bundle, threads=1), Predictor(bundle, threads=1, optimized=False)
+    assert (fast.model_file, plain.model_file) == (optimised, "model.onnx") and optimised != "model.onnx"
+    tracks, t0 = synthetic_tracks(9, FEATURES, seed=3)
+    a, b = fast.predict(tracks, t0, layers), plain.predict(tracks, t0, layers)
+    np.testing.assert_allclose(a.traj_world, b.traj_world, atol=1e-4)
+    # written by another onnxruntime version: its optimised graph may not load here, so the plain one runs
+    other = tmp_path / "bundle"
+    shutil.copytree(bundle, other)
+    manifest["onnxruntime_optimized"]["onnxruntime"] = ort.__version__ + ".other"
+    (other / "bundle.json").write_text(json.dumps(manifest))
+    assert Predictor(other, threads=1).model_file == "model.onnx"
