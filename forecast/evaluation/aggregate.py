@@ -14,7 +14,6 @@ import numpy as np
 
 from forecast import metrics as M
 from forecast import waymo_metrics as W
-from forecast.data.types import AgentType
 from forecast.evaluation.config import EvalConfig
 from forecast.evaluation.results import CLASSES, METRIC_NAMES, AgentTable, Outputs
 from forecast.evaluation.spill import CHUNK_ROWS, read_rows, row_chunks
@@ -86,19 +85,6 @@ def _drivable(layers: dict | None):
     import shapely
 
     return shapely.union_all(layers["drivable_area"])
-
-
-def offroad_flags(end_world: np.ndarray, agents: AgentTable, drivable: dict[str, object]) -> np.ndarray:
-    """``[N]`` float: 1.0 where a vehicle's endpoint is off the drivable area, 0.0 on it, NaN otherwise."""
-    out = np.full(len(agents), np.nan)
-    vehicle = agents.agent_type == int(AgentType.VEHICLE)
-    for map_id, area in drivable.items():
-        if area is None:
-            continue
-        sel = vehicle & (agents.map_id == map_id)
-        if sel.any():
-            out[sel] = M.offroad(end_world[sel], area).astype(np.float64)
-    return out
 
 
 @dataclass
@@ -175,15 +161,11 @@ class _AgentRows:
         return len(self.gt)
 
 
-def model_block(out: Outputs, agents: AgentTable, cfg: EvalConfig, features: FeatureConfig,
-                drivable: dict[str, object], masks: dict[str, dict[str, np.ndarray]],
-                metrics: AgentMetrics | None = None, offroad: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
-    """Every metric of one predictor (the per-model part of metrics.json); ``metrics``: its
-    :func:`agent_metrics`, computed here when not given; ``offroad``: the off-road flags ``[N]`` of its
-    endpoints and of the true ones (``forecast.evaluation.map_pass``), else from ``drivable`` (map -> area)."""
-    am = metrics if metrics is not None else agent_metrics(out, agents, cfg, features)
-    if offroad is None:
-        offroad = offroad_flags(out.end_world, agents, drivable), offroad_flags(agents.gt_end_world, agents, drivable)
+def model_block(out: Outputs, agents: AgentTable, cfg: EvalConfig, masks: dict[str, dict[str, np.ndarray]],
+                am: AgentMetrics, offroad: tuple[np.ndarray, np.ndarray]) -> dict:
+    """Every metric of one predictor (the per-model part of metrics.json) from its per-agent values
+    ``am`` (:func:`agent_metrics`) and the off-road flags ``[N]`` of its most likely endpoints and of
+    the true ones (:func:`forecast.evaluation.map_pass.map_pass`)."""
     per, conv = am.per, am.conv
     by_class = {c: {**summarise(per, agents.agent_class == c), **_means(conv, agents.agent_class == c)}
                 for c in CLASSES}

@@ -158,7 +158,7 @@ def evaluate(
     blocks, per_agent, miss = {}, {}, {}
     for n in scored:  # one predictor's per-agent values at a time, read from the loop's arrays in chunks
         am = agent_metrics(outputs[n], agents, cfg, feats)
-        blocks[n] = model_block(outputs[n], agents, cfg, feats, {}, masks, am, (offroad[n], offroad_gt))
+        blocks[n] = model_block(outputs[n], agents, cfg, masks, am, (offroad[n], offroad_gt))
         per_agent[n] = am.per
         miss[n] = {f"MR@6_{label}": per_h["MR@6"] for label, per_h in am.by_horizon.items()}
         del am

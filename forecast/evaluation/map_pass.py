@@ -4,8 +4,8 @@ Argoverse 2 has a map per scenario: holding every map's shapely layers of a spli
 drivable-area unions) made ``forecast evaluate`` grow by about 1 MB per scenario. :func:`map_pass`
 groups the scored agents by map, reads each map once through the SceneSet's bounded cache and
 keeps only per-agent results: the slice tags (:func:`forecast.evaluation.slices.tag_agents`) and
-the off-road flags of every predictor and of the ground truth
-(:func:`forecast.evaluation.aggregate.offroad_flags`), value for value the same.
+the off-road flags of every predictor and of the ground truth (``metrics.offroad`` of the vehicles'
+endpoints), value for value what holding every map at once gave.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from forecast import metrics as M
+from forecast.data.types import AgentType
 from forecast.evaluation import slices as S
 from forecast.evaluation.aggregate import (
     _drivable,
@@ -19,7 +20,6 @@ from forecast.evaluation.aggregate import (
     convention_metrics,
     horizons,
     model_block,
-    offroad_flags,
     per_agent_metrics,
     summarise,
 )
@@ -29,6 +29,20 @@ from forecast.evaluation.results import CLASSES, AgentTable, Outputs
 from forecast.evaluation.spill import Spill, read_rows, row_chunks
 from forecast.features.dataset import SceneSet, select_scenarios
 from tests.evaluation.test_evaluate import FEATURES, _cfg, tiny_model  # noqa: F401 - a fixture
+
+
+def offroad_flags(end_world: np.ndarray, agents: AgentTable, drivable: dict[str, object]) -> np.ndarray:
+    """Off-road flags ``[N]`` as they were made before the map pass, from every map's drivable area at once:
+    1.0 where a vehicle's endpoint is off it, 0.0 on it, NaN otherwise."""
+    out = np.full(len(agents), np.nan)
+    vehicle = agents.agent_type == int(AgentType.VEHICLE)
+    for map_id, area in drivable.items():
+        if area is None:
+            continue
+        sel = vehicle & (agents.map_id == map_id)
+        if sel.any():
+            out[sel] = M.offroad(end_world[sel], area).astype(np.float64)
+    return out
 
 
 def _in_memory_block(out: Outputs, agents: AgentTable, cfg, features, drivable, masks) -> dict:
@@ -108,7 +122,8 @@ def test_chunked_metrics_equal_one_pass(collected, chunk_rows):
     assert len(set(agents.sample)) > 3  # several samples, so small chunks really cut the rows
     for name, out in outputs.items():
         am = agent_metrics(out, agents, cfg, feats, chunk_rows=chunk_rows)
-        streamed = model_block(out, agents, cfg, feats, drivable, masks, am)
+        offroad = offroad_flags(out.end_world, agents, drivable), offroad_flags(agents.gt_end_world, agents, drivable)
+        streamed = model_block(out, agents, cfg, masks, am, offroad)
         reference = _in_memory_block(mem_outputs[name], mem_agents, cfg, feats, drivable, masks)
         assert json.dumps(streamed, sort_keys=True) == json.dumps(reference, sort_keys=True), name
         for k, v in per_agent_metrics(mem_outputs[name].pred, mem_agents.gt, mem_outputs[name].prob, mem_agents.valid,
