@@ -343,7 +343,7 @@ def test_matches_per_agent_loop_reference():
 
 
 def test_joint_metrics_pick_one_world_per_scene():
-    from forecast.metrics import joint_metrics, summarise_joint
+    from forecast.joint_metrics import joint_metrics, summarise_joint
 
     t = 3
     gt = np.zeros((3, t, 2))
@@ -372,7 +372,7 @@ def test_joint_metrics_pick_one_world_per_scene():
 
 
 def test_joint_metrics_skip_agents_without_valid_steps_and_check_shapes():
-    from forecast.metrics import joint_metrics
+    from forecast.joint_metrics import joint_metrics
 
     gt = np.zeros((2, 2, 2))
     pred = np.ones((2, 1, 2, 2))

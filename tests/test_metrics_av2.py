@@ -9,6 +9,7 @@ from av2.datasets.motion_forecasting.eval import metrics as av2
 
 from forecast import metrics as M
 from forecast import waymo_metrics as W
+from forecast.joint_metrics import joint_metrics
 
 SEEDS = range(20)
 
@@ -69,7 +70,7 @@ def test_joint_metrics_match_av2_worlds(seed):
     """Scene-level (multi-world) metrics against av2's compute_world_* on each scene."""
     pred, gt, _ = _random(seed, n=15)
     scene = np.random.default_rng(seed).integers(0, 4, 15)
-    ours = M.joint_metrics(pred, gt, scene, miss_threshold=2.0)
+    ours = joint_metrics(pred, gt, scene, miss_threshold=2.0)
     for i, s in enumerate(ours["scene"]):
         sel = scene == s
         world_fde = av2.compute_world_fde(pred[sel], gt[sel])

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from forecast import joint_metrics as J
 from forecast import metrics as M
 from forecast import waymo_metrics as W
 from forecast.evaluation.config import EvalConfig
@@ -121,7 +122,7 @@ def agent_metrics(out: Outputs, agents: AgentTable, cfg: EvalConfig, features: F
             hp, hg, hv = M.truncate_horizon(pred, gt, valid, steps)
             by_h[label] = per_agent_metrics(hp, hg, prob, hv, cfg.miss_threshold)
         cp, cbest, cvalid = M.calibration_pairs(prob, pred, gt, valid)
-        joint = M.joint_metrics(pred, gt, agents.sample[lo:hi], valid, cfg.miss_threshold)
+        joint = J.joint_metrics(pred, gt, agents.sample[lo:hi], valid, cfg.miss_threshold)
         parts.append((per, conv, by_h, cp[cvalid], cbest[cvalid], cvalid, joint))
         del pred, prob, gt, valid, chunk_out, chunk_agents
     if not parts:
@@ -200,7 +201,7 @@ def model_block(out: Outputs, agents: AgentTable, cfg: EvalConfig, masks: dict[s
         "by_class_horizon": by_class_horizon,
         "scene": scene,
         # the modes of all agents of a sample as joint futures (AV2 multi-agent: avgMinADE/FDE, actorMR)
-        "joint": M.summarise_joint(am.joint),
+        "joint": J.summarise_joint(am.joint),
         "slices": {fam: {v: summarise(per, m) for v, m in vals.items()} for fam, vals in masks.items()},
     }
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from forecast import joint_metrics as J
 from forecast import metrics as M
 from forecast.data.types import AgentType
 from forecast.evaluation import slices as S
@@ -77,7 +78,7 @@ def _in_memory_block(out: Outputs, agents: AgentTable, cfg, features, drivable, 
         "by_horizon": by_horizon,
         "by_class_horizon": by_class_horizon,
         "scene": scene,
-        "joint": M.summarise_joint(M.joint_metrics(out.pred, agents.gt, agents.sample, agents.valid, cfg.miss_threshold)),
+        "joint": J.summarise_joint(J.joint_metrics(out.pred, agents.gt, agents.sample, agents.valid, cfg.miss_threshold)),
         "slices": {fam: {v: summarise(per, m) for v, m in vals.items()} for fam, vals in masks.items()},
     }
 
