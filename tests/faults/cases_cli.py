@@ -10,15 +10,6 @@ import yaml
 from tests.faults.harness import Case, Env, Result, expect_cli
 
 
-def _readonly(env: Env) -> Path:
-    if os.geteuid() != 0:
-        ro = env.tmp / "ro"
-        ro.mkdir(exist_ok=True)
-        ro.chmod(0o555)
-        return ro
-    return Path("/sys/kernel")  # root ignores file modes; sysfs refuses even root
-
-
 def _bad_model(env: Env, kind: str) -> Path:
     path = env.tmp / "model.pt"
     if kind == "missing":
@@ -106,8 +97,8 @@ def _evaluate_cases() -> list[Case]:
               "max-samples"),
         _case("evaluate", "t0_stride_zero", lambda e: _evaluate_argv(e) + ["--t0-stride", "0"], 2, "stride"),
         _case("evaluate", "out_is_a_file", out_file, 2, lambda e: str(e.tmp / "out")),
-        _case("evaluate", "out_readonly", lambda e: _evaluate_argv(e, out=_readonly(e) / "eval"), 2,
-              lambda e: str(_readonly(e) / "eval")),
+        _case("evaluate", "out_readonly", lambda e: _evaluate_argv(e, out=e.readonly() / "eval"), 2,
+              lambda e: str(e.readonly() / "eval")),
         _case("evaluate", "config_missing", lambda e: _evaluate_argv(e, None, None, None, "--config",
                                                                      str(e.tmp / "nope.yaml")), 2, "nope.yaml"),
         _case("evaluate", "config_bad_yaml", config("a: [unclosed"), 2, "eval.yaml"),
@@ -136,8 +127,8 @@ def _export_cases() -> list[Case]:
 
     out += [
         _case("export", "out_is_a_file", out_file, 2, lambda e: str(e.tmp / "out"), needs=("model",)),
-        _case("export", "out_readonly", lambda e: _export_argv(e, out=_readonly(e) / "bundle"), 2,
-              lambda e: str(_readonly(e) / "bundle"), needs=("model",)),
+        _case("export", "out_readonly", lambda e: _export_argv(e, out=e.readonly() / "bundle"), 2,
+              lambda e: str(e.readonly() / "bundle"), needs=("model",)),
         _case("export", "opset_word", lambda e: _export_argv(e) + ["--opset", "latest"], 2, "opset", needs=("model",)),
         _case("export", "opset_ancient", lambda e: _export_argv(e) + ["--opset", "3"], 2, "opset", needs=("model",)),
         _case("export", "max_agents_zero", lambda e: _export_argv(e) + ["--max-agents", "0"], 2, "max-agents",
@@ -195,10 +186,10 @@ def _pipeline_cases() -> list[Case]:
         _p("steps_not_a_list", run(steps="simulate"), 2, "steps"),
         _p("work_dir_is_a_file", workdir_file, 2, lambda e: str(e.tmp / "wd")),
         _p("work_dir_readonly", lambda e: ["--quiet", "pipeline", "run", str(_pipeline_yaml(e)),
-                                           f"work_dir={_readonly(e)}"], 2, lambda e: str(_readonly(e))),
+                                           f"work_dir={e.readonly()}"], 2, lambda e: str(e.readonly())),
         _p("work_dir_under_readonly", lambda e: ["--quiet", "pipeline", "run", str(_pipeline_yaml(e)),
-                                                 f"work_dir={_readonly(e) / 'w'}"], 2,
-           lambda e: str(_readonly(e) / "w")),
+                                                 f"work_dir={e.readonly() / 'w'}"], 2,
+           lambda e: str(e.readonly() / "w")),
         _p("until_unknown", run("--until", "deploy"), 2, "deploy"),
         _p("force_unknown", run("--force", "deploy"), 2, "deploy"),
         _p("override_without_equals", run("work_dir"), 2, "work_dir"),

@@ -334,17 +334,6 @@ def _cli(argv_of, code: int, *mentions: str, owner: str = "reliab"):
     return run, owner
 
 
-def _readonly(env: Env) -> Path:
-    import os
-
-    if os.geteuid() != 0:
-        ro = env.tmp / "ro"
-        ro.mkdir(exist_ok=True)
-        ro.chmod(0o555)
-        return ro
-    return Path("/sys/kernel")  # root ignores file modes; sysfs refuses even root
-
-
 def _cli_cases() -> list[Case]:
     runs = lambda e: str(e.sumo_runs)  # noqa: E731
     st = lambda e: str(e.tmp / "store")  # noqa: E731
@@ -368,13 +357,13 @@ def _cli_cases() -> list[Case]:
                                            "--scenario-length", "nan"], 2, "scenario"),
         "scenario_length_word": (lambda e: ["ingest", "--source", "sumo", runs(e), "--store", st(e),
                                             "--scenario-length", "ten"], 2, "scenario-length"),
-        "store_readonly": (lambda e: ["ingest", "--source", "sumo", runs(e), "--store", str(_readonly(e) / "s")], 2,
-                           lambda e: str(_readonly(e) / "s")),
+        "store_readonly": (lambda e: ["ingest", "--source", "sumo", runs(e), "--store", str(e.readonly() / "s")], 2,
+                           lambda e: str(e.readonly() / "s")),
         "store_is_a_file": (lambda e: (e.tmp.joinpath("f").write_text("x"),
                                        ["ingest", "--source", "sumo", runs(e), "--store", str(e.tmp / "f")])[1], 2,
                             lambda e: str(e.tmp / "f")),
         "summary_in_missing_dir": (lambda e: ["ingest", "--source", "sumo", runs(e), "--store", st(e), "--summary",
-                                              str(_readonly(e) / "x" / "s.json")], 2, lambda e: str(_readonly(e) / "x")),
+                                              str(e.readonly() / "x" / "s.json")], 2, lambda e: str(e.readonly() / "x")),
         "store_cmd_missing": (lambda e: ["store", str(e.tmp / "nope")], 2, "nope"),
         "store_cmd_on_file": (lambda e: (e.tmp.joinpath("f").write_text("x"), ["store", str(e.tmp / "f")])[1], 2,
                               lambda e: str(e.tmp / "f")),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
 import traceback
 from collections.abc import Callable
@@ -46,6 +47,15 @@ class Env:
     sumo_runs: Path | None = None  # tiny SUMO runs, <split>/<network>/
     store: Path | None = None  # those runs ingested (5 s scenarios)
     shared: dict = field(default_factory=dict)  # per-session cache (baselines)
+
+    def readonly(self) -> Path:
+        """A folder nothing may be written to."""
+        if os.geteuid() != 0:
+            ro = self.tmp / "ro"
+            ro.mkdir(exist_ok=True)
+            ro.chmod(0o555)
+            return ro
+        return Path("/sys/kernel")  # root ignores file modes; sysfs refuses even root
 
     def copy(self, src: Path, name: str | None = None) -> Path:
         dst = self.tmp / (name or src.name)
