@@ -1,4 +1,4 @@
-"""Shared helpers for the bench scripts: timing, a printed table and a JSON result file."""
+"""Shared helpers for the bench scripts: timing, a printed table, a JSON result file and a small SUMO store."""
 
 from __future__ import annotations
 
@@ -51,3 +51,24 @@ def report(name: str, rows: list[dict], extra: dict | None = None, out: str | No
 
 def _fmt(v) -> str:
     return f"{v:,.3f}" if isinstance(v, float) else str(v)
+
+
+def sumo_store(name: str, networks: str, seed: int, duration_s: float, train_grid: int) -> Path:
+    """A SUMO store at ``RESULTS/store_<name>``, simulated and ingested the first time: a
+    ``train_grid`` x ``train_grid`` grid for training and a 3 x 3 one for validation, networks named
+    ``<networks>_train`` / ``<networks>_val``. Returns its path."""
+    from forecast.data.ingest import run_ingest
+    from forecast.data.sources.sumo import SumoAdapter
+    from forecast.data.store import Store
+    from forecast.sim.sumo import DemandConfig, NetworkConfig, SimConfig, simulate
+
+    sim = SimConfig(seed=seed, duration_s=duration_s, warmup_s=30,
+                    demand=DemandConfig(car_period=1.2, bike_period=2.5, ped_period=1.0),
+                    networks=[NetworkConfig(f"{networks}_train", "train", "grid",
+                                            {"grid.number": train_grid, "grid.length": 120}, 1),
+                              NetworkConfig(f"{networks}_val", "val", "grid", {"grid.number": 3, "grid.length": 120}, 2)])
+    store = Store(RESULTS / f"store_{name}")
+    if not store.exists():
+        simulate(sim, RESULTS / f"sim_{name}", progress=False)
+        run_ingest(SumoAdapter(10.0), RESULTS / f"sim_{name}", store, progress=False)
+    return store.path

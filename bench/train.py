@@ -27,14 +27,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from _common import RESULTS, report
+from _common import RESULTS, report, sumo_store
 
 from forecast.config import apply_overrides, from_dict, load_yaml
-from forecast.data.ingest import run_ingest
-from forecast.data.sources.sumo import SumoAdapter
 from forecast.data.store import Store
 from forecast.model.loss import wta_loss
-from forecast.sim.sumo import DemandConfig, NetworkConfig, SimConfig, simulate
 from forecast.training.config import TrainConfig
 from forecast.training.datamodule import ForecastDataModule
 from forecast.training.module import ForecastModule
@@ -51,14 +48,7 @@ OPTIONS = {  # option -> trainer overrides
 
 
 def bench_store() -> Path:
-    sim = SimConfig(seed=1, duration_s=150, warmup_s=30, demand=DemandConfig(car_period=1.2, bike_period=2.5, ped_period=1.0),
-                    networks=[NetworkConfig("bench_train", "train", "grid", {"grid.number": 4, "grid.length": 120}, 1),
-                              NetworkConfig("bench_val", "val", "grid", {"grid.number": 3, "grid.length": 120}, 2)])
-    store = Store(RESULTS / "store_train")
-    if not store.exists():
-        simulate(sim, RESULTS / "sim_train", progress=False)
-        run_ingest(SumoAdapter(10.0), RESULTS / "sim_train", store, progress=False)
-    return store.path
+    return sumo_store("train", "bench", seed=1, duration_s=150, train_grid=4)
 
 
 def with_option(cfg: TrainConfig, option: str, device: str) -> TrainConfig:
