@@ -8,7 +8,9 @@ geometry with shapely (tests/data/test_av2_map.py checks it).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from forecast.data.geoparquet import with_geo_column
 from forecast.data.schema import MAP_SCHEMA
 from forecast.data.sources.av2_lanes import midpoint_line
 
@@ -68,6 +71,21 @@ def boundary_centerline(left: np.ndarray, right: np.ndarray) -> np.ndarray | Non
     return midpoint_line(left, right) if len(left) and len(right) else None
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside: the parse makes ~10 k containers per map, all alive until
+    the points are copied out, so each collection walked them (and promoted them to the oldest
+    generation, whose full collections then walked the whole heap): ~1 ms of GC per map. The parse
+    makes no reference cycles; reference counting frees everything, so nothing is lost by pausing."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
 def map_json_to_table(path: Path, map_id: str,
                       centerline_of: Callable[[np.ndarray, np.ndarray], np.ndarray | None] = boundary_centerline,
                       ) -> pa.Table:
@@ -76,55 +94,89 @@ def map_json_to_table(path: Path, map_id: str,
     Layers: ``lane`` (polygon: left boundary + reversed right boundary), ``lane_centerline``
     (the given centerline, else ``centerline_of(left [P, 3], right [Q, 3])``), ``crosswalk``
     (edge1 + reversed edge2), ``drivable_area`` (area_boundary). Coordinates are metres in the
-    city frame; z is dropped. Raises on a malformed file.
+    city frame; z is dropped. Raises on a malformed file. Rows: lane 0, its centerline, lane 1, ...,
+    then the crosswalks, then the drivable areas (features with too few points are left out).
+    The table's schema carries its GeoParquet ``geo`` metadata (types and bounds, from the points).
     """
-    data = _loads(Path(path).read_bytes())
-    if not isinstance(data, dict):
-        raise ValueError(f"top level is {type(data).__name__}, expected an object")
-    lanes = _features(data, "lane_segments")
-    left, lo = _points([f["left_lane_boundary"] for _, f in lanes])
-    right, ro = _points([f["right_lane_boundary"] for _, f in lanes])
-    centre, co = _points([f.get("centerline") or [] for _, f in lanes])
-    lane_allowed = [LANE_TYPE_TO_ALLOWED.get(f.get("lane_type")) for _, f in lanes]
-    ring_xy, ring_off = _join(left, lo, right, ro)  # left boundary + reversed right boundary
-    # a lane without a centerline gets one from its boundaries (a Python call per such lane only)
-    lines = [centre[co[i] : co[i + 1], :2] if co[i + 1] > co[i] else centerline_of(left[lo[i] : lo[i + 1]],
-                                                                                    right[ro[i] : ro[i + 1]])
-             for i in range(len(lanes))]
-    line_n = np.array([0 if c is None else len(c) for c in lines], np.int64)
-    line_xy = np.concatenate([c[:, :2] for c in lines if c is not None and len(c)] or [np.zeros((0, 2))])
-    # rows in the order lane 0, its centerline, lane 1, ...: key (feature, row kind)
-    blocks = [
-        _block(lanes, np.diff(ring_off), ring_xy, "lane", lane_allowed, "polygon", order=0),
-        _block(lanes, line_n, line_xy, "lane_centerline", lane_allowed, "line", order=1),
-    ]
-    crossings = _features(data, "pedestrian_crossings")
-    e1, o1 = _points([f["edge1"] for _, f in crossings])
-    e2, o2 = _points([f["edge2"] for _, f in crossings])
-    cx, coff = _join(e1, o1, e2, o2)
-    blocks.append(_block(crossings, np.diff(coff), cx, "crosswalk", ["pedestrian"] * len(crossings), "polygon",
-                         order=2))
-    areas = _features(data, "drivable_areas")
-    ax, aoff = _points([f["area_boundary"] for _, f in areas])
-    blocks.append(_block(areas, np.diff(aoff), ax[:, :2], "drivable_area", [None] * len(areas), "polygon", order=3))
+    with _gc_paused():
+        data = _loads(Path(path).read_bytes())
+        if not isinstance(data, dict):
+            raise ValueError(f"top level is {type(data).__name__}, expected an object")
+        lanes = _features(data, "lane_segments")
+        crossings = _features(data, "pedestrian_crossings")
+        areas = _features(data, "drivable_areas")
+        # every point list of the map in one pass, grouped so that each part below is one slice:
+        # first edges (lane left boundaries, crossing edge1), second edges (right, edge2), centerlines, areas
+        xyz, off = _points([f["left_lane_boundary"] for _, f in lanes] + [f["edge1"] for _, f in crossings]
+                           + [f["right_lane_boundary"] for _, f in lanes] + [f["edge2"] for _, f in crossings]
+                           + [f.get("centerline") or [] for _, f in lanes] + [f["area_boundary"] for _, f in areas])
+        ids = [str(fid) for fid, _ in lanes] + [str(fid) for fid, _ in crossings] + [str(fid) for fid, _ in areas]
+        allowed = ([LANE_TYPE_TO_ALLOWED.get(f.get("lane_type")) for _, f in lanes] + ["pedestrian"] * len(crossings)
+                   + [None] * len(areas))
+        del data
+    n_lane, n_cross, n_area = len(lanes), len(crossings), len(areas)
+    bounds = np.cumsum([0, n_lane + n_cross, n_lane + n_cross, n_lane, n_area])
 
-    # rows: lane 0, its centerline, lane 1, ... (key: lane index, row kind), then crossings and areas
-    lane_rows = blocks[:2]
-    key = np.concatenate([np.c_[b["index"], np.full(len(b["index"]), b["order"])] for b in lane_rows]).reshape(-1, 2)
-    order = np.r_[np.lexsort((key[:, 1], key[:, 0])), len(key) + np.arange(sum(len(b["fid"]) for b in blocks[2:]))]
-    fids = sum((b["fid"] for b in blocks), [])
-    layers = sum(([b["layer"]] * len(b["fid"]) for b in blocks), [])
-    allowed = sum((b["allowed"] for b in blocks), [])
-    geometry = pa.concat_arrays([b["wkb"] for b in blocks]).take(pa.array(order))
-    n = len(fids)
-    return pa.table({
+    def part(k: int) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = bounds[k], bounds[k + 1]
+        return xyz[off[lo] : off[hi]], off[lo : hi + 1] - off[lo]
+
+    (first, fo), (second, so), (centre, co), (area, ao) = part(0), part(1), part(2), part(3)
+    ring_xy, ring_off = _join(first, fo, second, so)  # first edge + reversed second edge, lanes then crossings
+    line_xy, line_n = _centerlines(centre, co, first, fo, second, so, centerline_of)
+    # polygons: lanes, crossings, areas (P = L + C + A); lines: one per lane
+    poly_n = np.concatenate([np.diff(ring_off), np.diff(ao)])
+    poly_xy = np.concatenate([ring_xy, area[:, :2]])
+    poly_ok, line_ok = poly_n >= 3, line_n >= 2  # a ring needs 3 points, a line 2
+    poly_xy, line_xy = poly_xy[np.repeat(poly_ok, poly_n)], line_xy[np.repeat(line_ok, line_n)]
+    geometry = pa.concat_arrays([wkb_geometries(poly_xy, poly_n[poly_ok], polygon=True),
+                                 wkb_geometries(line_xy, line_n[line_ok], polygon=False)])
+    # candidate rows in table order: (lane i polygon, lane i centerline) for each lane, then the other polygons
+    n_poly = len(poly_n)
+    poly_rank = np.cumsum(poly_ok) - 1  # index among the kept geometries: polygons first, then lines
+    line_rank = int(poly_ok.sum()) + np.cumsum(line_ok) - 1
+    ok = np.r_[np.c_[poly_ok[:n_lane], line_ok].ravel(), poly_ok[n_lane:]]
+    geom_of = np.r_[np.c_[poly_rank[:n_lane], line_rank].ravel(), poly_rank[n_lane:]]
+    feature = np.r_[np.repeat(np.arange(n_lane), 2), np.arange(n_lane, n_poly)]  # index into ids / allowed
+    layer = np.r_[np.tile([0, 1], n_lane), np.full(n_cross, 2), np.full(n_area, 3)]
+    rows = pa.array(feature[ok])
+    n = len(rows)
+    table = pa.table({
         "map_id": pa.array([map_id] * n, pa.string()),
-        "feature_id": pa.array([fids[k] for k in order], pa.string()),
-        "layer": pa.array([layers[k] for k in order], pa.string()),
-        "geometry": geometry,
+        "feature_id": pa.array(ids, pa.string()).take(rows),
+        "layer": _LAYER_NAMES.take(pa.array(layer[ok])),
+        "geometry": geometry.take(pa.array(geom_of[ok])),
         "speed_limit": pa.nulls(n, pa.float64()),  # AV2 maps carry no speed limits
-        "allowed": pa.array([allowed[k] for k in order], pa.string()),
+        "allowed": pa.array(allowed, pa.string()).take(rows),
     }, schema=MAP_SCHEMA)
+    types = [t for t, k in (("LineString", len(line_xy)), ("Polygon", len(poly_xy))) if k]
+    both = np.concatenate([poly_xy, line_xy])
+    bbox = [*both.min(0).tolist(), *both.max(0).tolist()] if len(both) else None
+    return with_geo_column(table, types, bbox, map_id)
+
+
+_LAYER_NAMES = pa.array(["lane", "lane_centerline", "crosswalk", "drivable_area"], pa.string())
+
+
+def _centerlines(centre: np.ndarray, co: np.ndarray, left: np.ndarray, lo: np.ndarray, right: np.ndarray,
+                 ro: np.ndarray, centerline_of: Callable[[np.ndarray, np.ndarray], np.ndarray | None],
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Each lane's given centerline, else ``centerline_of`` its boundaries -> (coords [P, 2], counts [L]).
+
+    ``centre``/``left``/``right`` hold the points ``[., 3]`` of the L lanes (then, for left/right,
+    of the crossings) at offsets ``co``/``lo``/``ro``. A Python call per lane without a centerline only.
+    """
+    n = np.diff(co)
+    missing = np.flatnonzero(n == 0)
+    if not len(missing):
+        return centre[:, :2], n
+    made = [centerline_of(left[lo[i] : lo[i + 1]], right[ro[i] : ro[i + 1]]) for i in missing.tolist()]
+    made_n = np.array([0 if c is None else len(c) for c in made], np.int64)
+    n = n.copy()
+    n[missing] = made_n
+    xy = np.concatenate([centre[:, :2], *(c[:, :2] for c, k in zip(made, made_n, strict=True) if k)])
+    lane_of = np.r_[np.repeat(np.arange(len(co) - 1), np.diff(co)), np.repeat(missing, made_n)]
+    return xy[np.argsort(lane_of, kind="stable")], n
 
 
 def _join(a: np.ndarray, ao: np.ndarray, b: np.ndarray, bo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -139,17 +191,6 @@ def _join(a: np.ndarray, ao: np.ndarray, b: np.ndarray, bo: np.ndarray) -> tuple
     order = np.lexsort((np.arange(len(feat)), part, feat))
     coords = np.concatenate([a[:, :2], b[:, :2]])[src[order]]
     return coords, np.r_[0, np.cumsum(na + nb)]
-
-
-def _block(features: list, counts: np.ndarray, coords: np.ndarray, layer: str, allowed: list, kind: str,
-           order: int) -> dict:
-    """The rows of one layer: features with enough points (3 for an area, 2 for a line), WKB-encoded."""
-    ok = counts >= (3 if kind == "polygon" else 2)
-    keep = np.repeat(ok, counts)
-    wkb = wkb_geometries(coords[keep], counts[ok], polygon=kind == "polygon")
-    sel = np.flatnonzero(ok)
-    return {"fid": [str(features[i][0]) for i in sel], "allowed": [allowed[i] for i in sel], "layer": layer,
-            "wkb": wkb, "index": sel, "order": order}
 
 
 _POLY_HEAD = np.dtype([("order", "u1"), ("type", "<u4"), ("rings", "<u4"), ("n", "<u4")])
