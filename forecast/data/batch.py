@@ -139,8 +139,9 @@ class BatchWriter:
                 self.geo.append(column_geo_metadata(table))
             map_of[map_id] = self.map_group[ck]
         offset = 0
+        tracks = u.tracks if u.tracks.schema.equals(TRACKS_SCHEMA, check_metadata=True) else u.tracks.cast(TRACKS_SCHEMA)
         for row, n in zip(u.scenarios, u.scenario_rows, strict=True):
-            self.writer.write_table(u.tracks.slice(offset, n).cast(TRACKS_SCHEMA), row_group_size=max(1, n))
+            self.writer.write_table(tracks.slice(offset, n), row_group_size=max(1, n))
             offset += n
             mg = map_of.get(row["map_id"]) if row["map_id"] else None
             self.scen_rows.append({**row, "tracks_file": self.paths["tracks"], "row_group": self.groups, "num_rows": n,

@@ -214,17 +214,17 @@ def _centerlines(centre: np.ndarray, co: np.ndarray, left: np.ndarray, lo: np.nd
 
 
 def _join(a: np.ndarray, ao: np.ndarray, b: np.ndarray, bo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per feature i: ``a``'s points then ``b``'s in reverse -> (coords [P, 2], offsets [F + 1]), no loop."""
+    """Per feature i: ``a``'s points then ``b``'s in reverse -> (coords [P, 2], offsets [F + 1]), no loop.
+
+    ``a`` ``[A, >=2]`` and ``b`` ``[B, >=2]`` hold the features' points at offsets ``ao``/``bo`` ``[F + 1]``.
+    """
     na, nb = np.diff(ao), np.diff(bo)
-    fa, fb = np.repeat(np.arange(len(na)), na), np.repeat(np.arange(len(nb)), nb)
-    kb = np.arange(len(b))
-    rev = bo[fb] + bo[fb + 1] - 1 - kb  # b's rows of each feature, reversed
-    feat = np.r_[fa, fb]
-    part = np.r_[np.zeros(len(fa), np.int64), np.ones(len(fb), np.int64)]
-    src = np.r_[np.arange(len(a)), len(a) + rev]
-    order = np.lexsort((np.arange(len(feat)), part, feat))
-    coords = np.concatenate([a[:, :2], b[:, :2]])[src[order]]
-    return coords, np.r_[0, np.cumsum(na + nb)]
+    off = np.r_[0, np.cumsum(na + nb)]
+    coords = np.empty((len(a) + len(b), 2))
+    coords[np.arange(len(a)) + np.repeat(off[:-1] - ao[:-1], na)] = a[:, :2]
+    # b's point k of feature f goes to off[f] + na[f] + (bo[f + 1] - 1 - k): its feature's part, reversed
+    coords[np.repeat(off[:-1] + na + bo[1:] - 1, nb) - np.arange(len(b))] = b[:, :2]
+    return coords, off
 
 
 _POLY_HEAD = np.dtype([("order", "u1"), ("type", "<u4"), ("rings", "<u4"), ("n", "<u4")])
@@ -241,29 +241,29 @@ def wkb_geometries(coords: np.ndarray, counts: np.ndarray, polygon: bool) -> pa.
     counts = np.asarray(counts, np.int64)
     start = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
     if polygon and len(counts):
-        first, last = coords[start], coords[start + counts - 1]
-        closed = (first == last).all(1)
+        closed = (coords[start] == coords[start + counts - 1]).all(1)
         if (closed & (counts < 4)).any():
             raise ValueError("a ring of fewer than 4 points that is already closed encloses no area")
-        extra = np.flatnonzero(~closed)
-        # every point, then each open ring's first point again at its end
-        feat = np.r_[np.repeat(np.arange(len(counts)), counts), extra]
-        pos = np.r_[np.arange(len(coords)) - np.repeat(start, counts), counts[extra]]
-        src = np.r_[np.arange(len(coords)), start[extra]]
-        order = np.lexsort((pos, feat))
-        coords, counts = coords[src[order]], counts + ~closed
+        # every point, moved along by the rings closed before it, then each open ring's first point at its end
+        grown = counts + ~closed
+        new_start = np.r_[0, np.cumsum(grown)[:-1]]
+        ring = np.empty((int(grown.sum()), 2))
+        ring[np.arange(len(coords)) + np.repeat(new_start - start, counts)] = coords
+        open_ = np.flatnonzero(~closed)
+        ring[new_start[open_] + counts[open_]] = coords[start[open_]]
+        coords, counts = ring, grown
     head_dt = _POLY_HEAD if polygon else _LINE_HEAD
     head = np.zeros(len(counts), head_dt)
     head["order"], head["type"], head["n"] = 1, 3 if polygon else 2, counts
     if polygon:
         head["rings"] = 1
-    sizes = head_dt.itemsize + 16 * counts
-    offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+    offsets = np.r_[0, np.cumsum(head_dt.itemsize + 16 * counts)].astype(np.int64)
+    # each feature is its header then its points: the header bytes by position, the point bytes
+    # (all features' points in order) fill the rest of the buffer by one boolean mask
     out = np.empty(int(offsets[-1]), np.uint8)
-    out[(offsets[:-1, None] + np.arange(head_dt.itemsize)).ravel()] = head.view(np.uint8)
-    first_pt = offsets[:-1] + head_dt.itemsize
-    pt_pos = np.repeat(first_pt, counts) + 16 * (np.arange(int(counts.sum())) - np.repeat(np.r_[0, np.cumsum(counts)[:-1]],
-                                                                                        counts))
-    out[(pt_pos[:, None] + np.arange(16)).ravel()] = np.ascontiguousarray(coords, dtype="<f8").view(np.uint8).ravel()
+    is_head = np.zeros(len(out), bool)
+    is_head[(offsets[:-1, None] + np.arange(head_dt.itemsize)).ravel()] = True
+    out[is_head] = head.view(np.uint8)
+    out[~is_head] = np.ascontiguousarray(coords, dtype="<f8").view(np.uint8).ravel()
     return pa.Array.from_buffers(pa.binary(), len(counts), [None, pa.py_buffer(offsets.astype(np.int32)),
                                                             pa.py_buffer(out)])
