@@ -23,7 +23,7 @@ from forecast.data.atomic import sha256_file, sha256_text, write_json_atomic
 from forecast.data.batch import BatchWriter, BuiltUnit, outputs_intact
 from forecast.data.schema import AGENT_TYPE_LABELS, SCHEMA_VERSION, SPLITS, TRACKS_SCHEMA
 from forecast.data.store import Store, safe_name
-from forecast.data.validate import Quarantine, RawRows, validate_rows
+from forecast.data.validate import Quarantine, RawRows, sort_order, validate_rows
 
 # Bump when the canonical output of an unchanged input changes, so reruns rewrite it.
 INGEST_VERSION = "3"
@@ -323,7 +323,7 @@ def _build_tables(parsed: ParsedUnit, rows: RawRows, timestep: np.ndarray) -> tu
     scen_names = np.array(
         [f"{parsed.scenario_prefix}:{w:04d}" if parsed.window_steps else parsed.scenario_prefix for w in windows]
     )
-    order = np.lexsort((local, rows.track_code, scen_code))
+    order = sort_order(scen_code, rows.track_code, local)
     rows, local, scen_code = rows.take(order), local[order], scen_code[order]
 
     def dict_str(codes: np.ndarray, names: np.ndarray) -> pa.Array:
