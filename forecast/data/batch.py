@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from forecast.data.atomic import atomic_write, sha256_file
@@ -196,7 +197,7 @@ class BatchWriter:
             # the schema's metadata is written at close (with the bounds of every map), so not stored now
             self.map_writer = pq.ParquetWriter(self.map_tmp, MAP_SCHEMA, store_schema=False, **writer_options(MAP_SCHEMA))
         self.map_writer.write_table(table.cast(MAP_SCHEMA), row_group_size=max(1, table.num_rows))
-        self.map_ids.update(table.column("map_id").to_pylist())
+        self.map_ids.update(pc.unique(table.column("map_id")).to_pylist())  # one id, not one per feature
 
     def _map_metadata(self) -> dict[str, str]:
         """MAP_SCHEMA's metadata plus the GeoParquet ``geo`` of every stored map, merged (types, bounds)."""
