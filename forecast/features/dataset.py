@@ -15,8 +15,6 @@ import hashlib
 import inspect
 import json
 import os
-import shutil
-import tempfile
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -29,14 +27,15 @@ from forecast.data.scenario import ScenarioInfo
 from forecast.data.store import Store
 from forecast.features import raster as R
 from forecast.features.config import FeatureConfig
+from forecast.features.plans import SamplePlan, plan_split
 from forecast.features.raster import MapRaster
-from forecast.features.sample import Sample, SampleIndex, build_sample, plan_samples
+from forecast.features.sample import Sample, build_sample, plan_samples
 from forecast.features.tracks import AgentTracks
 
 PLAN_VERSION = "1"  # bump when plan_samples changes what it selects
 TRACKS_CACHE = 64  # scenarios held in memory per process
 RASTER_CACHE = 32  # memory-mapped map rasters held open per process
-PLAN_CHUNK = 64  # scenarios read at once while planning
+PLAN_CHUNK = 64  # scenarios read at once while planning a store without a row-group index
 
 
 def select_scenarios(store: Store, split: str, source: str | None = None, prefix: str | None = None) -> list[ScenarioInfo]:
@@ -99,73 +98,6 @@ class _Maps:
 
     def __len__(self) -> int:
         return len(self.scenes.map_where)
-
-
-class SamplePlan(Sequence):
-    """Every sample of a set as flat arrays; ``plan[k]`` is a ``SampleIndex``.
-
-    scenario/t0: [S] int; agents/scored: [sum of group sizes], sample k's group is
-    ``agents[offsets[k]:offsets[k + 1]]`` (focal first).
-    """
-
-    def __init__(self, scenario: np.ndarray, t0: np.ndarray, offsets: np.ndarray, agents: np.ndarray,
-                 scored: np.ndarray):
-        self.scenario, self.t0, self.offsets, self.agents, self.scored = scenario, t0, offsets, agents, scored
-
-    @classmethod
-    def from_indices(cls, index: list[SampleIndex]) -> SamplePlan:
-        sizes = np.array([len(i.agents) for i in index], np.int64)
-        cat = np.concatenate
-        return cls(np.array([i.scenario for i in index], np.int32), np.array([i.t0 for i in index], np.int32),
-                   np.r_[0, np.cumsum(sizes)].astype(np.int64),
-                   cat([i.agents for i in index]).astype(np.int32) if index else np.zeros(0, np.int32),
-                   cat([i.scored for i in index]).astype(bool) if index else np.zeros(0, bool))
-
-    def __len__(self) -> int:
-        return len(self.scenario)
-
-    def __getitem__(self, k):  # type: ignore[override]
-        k = int(k)
-        if k < 0:
-            k += len(self)
-        a, b = self.offsets[k], self.offsets[k + 1]
-        return SampleIndex(int(self.scenario[k]), int(self.t0[k]), self.agents[a:b].astype(np.int64), self.scored[a:b])
-
-    def __iter__(self) -> Iterator[SampleIndex]:
-        return (self[k] for k in range(len(self)))
-
-    @classmethod
-    def concat(cls, plans: list[SamplePlan]) -> SamplePlan:
-        sizes = np.concatenate([np.diff(p.offsets) for p in plans]) if plans else np.zeros(0, np.int64)
-        cat = np.concatenate
-        return cls(cat([p.scenario for p in plans]).astype(np.int32) if plans else np.zeros(0, np.int32),
-                   cat([p.t0 for p in plans]).astype(np.int32) if plans else np.zeros(0, np.int32),
-                   np.r_[0, np.cumsum(sizes)].astype(np.int64),
-                   cat([p.agents for p in plans]).astype(np.int32) if plans else np.zeros(0, np.int32),
-                   cat([p.scored for p in plans]).astype(bool) if plans else np.zeros(0, bool))
-
-    def subset(self, keep: np.ndarray) -> SamplePlan:
-        return SamplePlan.from_indices([self[int(k)] for k in keep])
-
-    _ARRAYS = ("scenario", "t0", "offsets", "agents", "scored")
-
-    def save(self, path: Path) -> None:
-        """A directory of ``.npy`` files, renamed into place whole (readers never see half a plan)."""
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            for k in self._ARRAYS:
-                np.save(tmp / f"{k}.npy", np.ascontiguousarray(getattr(self, k)))
-            os.replace(tmp, path)
-        except OSError:
-            if not path.is_dir():
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    @classmethod
-    def load(cls, path: Path) -> SamplePlan:
-        """Memory-mapped: the plan of a large set stays in the page cache, shared by every process."""
-        return cls(*(np.load(path / f"{k}.npy", mmap_mode="r") for k in cls._ARRAYS))
 
 
 def _cache_dir(store: Store, kind: str) -> Path | None:
@@ -275,10 +207,14 @@ class SceneSet:
                 return SamplePlan.load(path)
             except (OSError, ValueError, KeyError):
                 pass  # a damaged cache file is rebuilt
-        per: dict[int, SamplePlan] = {}  # compact arrays per scenario, not an object per sample
-        for i, tr in self._iter_tracks():
-            per[i] = SamplePlan.from_indices(plan_samples(tr, i, self.cfg, self.t0_stride, full_future=self.full_future))
-        plan = SamplePlan.concat([per.pop(i) for i in range(len(self.infos))])
+        if self.indexed:  # only the columns planning needs, one process per core
+            plan = plan_split(self.store, self.infos, self.cfg, self.t0_stride, self.full_future)
+        else:
+            per: dict[int, SamplePlan] = {}  # compact arrays per scenario, not an object per sample
+            for i, tr in self._iter_tracks():
+                per[i] = SamplePlan.from_indices(plan_samples(tr, i, self.cfg, self.t0_stride,
+                                                              full_future=self.full_future))
+            plan = SamplePlan.concat([per.pop(i) for i in range(len(self.infos))])
         if path is not None:
             try:
                 plan.save(path)

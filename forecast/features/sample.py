@@ -17,7 +17,8 @@ from forecast.features.raster import MapRaster, rasterize_agents
 from forecast.features.tracks import AgentTracks, causal_heading, causal_velocity
 
 # is_target[agent_type]: a table lookup (np.isin cost a tenth of a millisecond per sample in the loader)
-_IS_TARGET = np.isin(np.arange(max(AgentType) + 1), [int(t) for t in TARGET_TYPES])
+_TARGET_CODES = np.array([int(t) for t in TARGET_TYPES])
+_IS_TARGET = np.isin(np.arange(max(AgentType) + 1), _TARGET_CODES)
 
 
 @dataclass
@@ -152,26 +153,65 @@ def plan_samples(tracks: AgentTracks, scenario: int, cfg: FeatureConfig, t0_stri
     in the scenario; the whole future if ``full_future``) is scored in exactly one group; a
     group holds the ``max_agents`` agents nearest to its focal target within ``neighbour_radius``.
     """
+    t0, sizes, agents, scored = plan_arrays(tracks.present, tracks.xy, tracks.agent_type, cfg, t0_stride, full_future)
+    if not len(t0):
+        return []
+    cut = np.cumsum(sizes)[:-1]
+    return [SampleIndex(scenario, int(t), a, s)
+            for t, a, s in zip(t0.tolist(), np.split(agents, cut), np.split(scored, cut), strict=True)]
+
+
+def plan_arrays(present: np.ndarray, xy: np.ndarray, agent_type: np.ndarray, cfg: FeatureConfig, t0_stride: int,
+                full_future: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``plan_samples`` as flat arrays: present [A, T] bool, xy [A, T, 2] (read where present), agent_type [A].
+
+    Returns t0 [S] int64, sizes [S] int64 (agents per sample), agents [sum(sizes)] int64 (each sample's
+    group, nearest to its focal first) and scored [sum(sizes)] bool. Groups are made greedily, focal =
+    the lowest-index target not yet scored, so a t0's groups depend on each other; what is shared
+    (the target masks, the distances between the agents present at t0) is computed once.
+    """
     th, tf = cfg.history_steps, cfg.future_steps
-    out: list[SampleIndex] = []
-    targets_types = np.array([int(t) for t in TARGET_TYPES])
-    is_target_type = np.isin(tracks.agent_type, targets_types)
-    for t0 in range(th - 1, tracks.num_steps - tf, t0_stride):
-        now = tracks.present[:, t0]
-        hist_n = tracks.present[:, max(0, t0 - th + 1) : t0 + 1].sum(1)
-        fut = tracks.present[:, t0 + 1 : t0 + 1 + tf]
-        has_future = fut.all(1) if full_future else fut.any(1)
-        target = now & is_target_type & (hist_n >= cfg.min_history_steps) & has_future
-        uncovered = set(np.flatnonzero(target).tolist())
-        here = np.flatnonzero(now)
-        pos = tracks.xy[here, t0]
-        while uncovered:
-            focal = min(uncovered)
-            d = np.hypot(*(pos - tracks.xy[focal, t0]).T)
-            order = np.argsort(d, kind="stable")
-            order = order[d[order] <= cfg.neighbour_radius][: cfg.max_agents]
-            group = here[order]
-            scored = np.array([g in uncovered for g in group])
-            uncovered -= set(group[scored].tolist())
-            out.append(SampleIndex(scenario, t0, group, scored))
-    return out
+    a, t = present.shape
+    t0s = np.arange(th - 1, t - tf, t0_stride)
+    out_t0: list[int] = []
+    out_n: list[int] = []
+    out_a: list[np.ndarray] = []
+    out_s: list[np.ndarray] = []
+    if a and len(t0s):
+        cum = np.zeros((a, t + 1), np.int64)
+        np.cumsum(present, axis=1, out=cum[:, 1:])
+        hist_n = cum[:, t0s + 1] - cum[:, np.maximum(0, t0s - th + 1)]  # [A, K] observed steps up to t0
+        fut_n = cum[:, t0s + 1 + tf] - cum[:, t0s + 1]  # t0 < T - tf: the whole window is inside
+        has_future = fut_n == tf if full_future else fut_n > 0
+        now = present[:, t0s]
+        is_target_type = np.isin(agent_type, _TARGET_CODES)
+        target = now & is_target_type[:, None] & (hist_n >= cfg.min_history_steps) & has_future
+        for k in np.flatnonzero(target.any(0)).tolist():
+            t0 = int(t0s[k])
+            here = np.flatnonzero(now[:, k])
+            pos = xy[here, t0]
+            uncovered = target[here, k]
+            focal_rows = np.flatnonzero(uncovered)  # only targets become focal: their rows are enough
+            f = pos[focal_rows]
+            d = np.hypot(pos[None, :, 0] - f[:, None, 0], pos[None, :, 1] - f[:, None, 1])  # [F, n]
+            order = np.argsort(d, axis=1, kind="stable")
+            # sorted ascending (NaN last), so the agents within the radius are a prefix of each row
+            within = np.minimum((np.take_along_axis(d, order, 1) <= cfg.neighbour_radius).sum(1), cfg.max_agents)
+            row_of = np.full(len(here), -1)
+            row_of[focal_rows] = np.arange(len(focal_rows))
+            while True:
+                left = np.flatnonzero(uncovered)
+                if not len(left):
+                    break
+                r = row_of[left[0]]
+                group = order[r, : within[r]]
+                scored = uncovered[group]
+                uncovered[group] = False
+                out_t0.append(t0)
+                out_n.append(len(group))
+                out_a.append(here[group])
+                out_s.append(scored)
+    cat = np.concatenate
+    return (np.array(out_t0, np.int64), np.array(out_n, np.int64),
+            cat(out_a).astype(np.int64) if out_a else np.zeros(0, np.int64),
+            cat(out_s) if out_s else np.zeros(0, bool))
