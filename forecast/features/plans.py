@@ -3,7 +3,7 @@
 A plan needs each scenario's agents (in the order ``Store.load_scenarios`` gives them: by track id),
 their class and where they are at each step; not headings, velocities or names. ``plan_split`` reads
 just those columns of a chunk of row groups at a time, pads them per scenario at once and runs
-``plan_arrays`` (the code behind ``plan_samples``) on each; chunks go to one process per available core.
+``plan_many`` (the code behind ``plan_samples``) on them together; chunks go to one process per available core.
 The plan is the same whatever the chunking and the number of processes: chunks come back in order
 and are put in scenario order (``tests/features/test_plan.py``).
 """
@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +26,11 @@ from forecast.data.scenario import ScenarioInfo, _sorted_codes
 from forecast.data.schema import AGENT_TYPE_LABELS
 from forecast.data.store import Store
 from forecast.features.config import FeatureConfig
-from forecast.features.sample import SampleIndex, plan_arrays
+from forecast.features.sample import SampleIndex, plan_many
 from forecast.features.tracks import resample_step
 
 PLAN_COLUMNS = ["scenario_id", "track_id", "agent_type", "timestep", "x", "y"]
+PLAN_STRINGS = PLAN_COLUMNS[:3]
 PLAN_CHUNK = 128  # scenarios read at once while planning (a few MB of padded arrays)
 PARALLEL_MIN = 4 * PLAN_CHUNK  # below this, starting processes costs more than it saves
 
@@ -56,7 +58,7 @@ class SamplePlan(Sequence):
     @classmethod
     def from_arrays(cls, scenario: np.ndarray, t0: np.ndarray, sizes: np.ndarray, agents: np.ndarray,
                     scored: np.ndarray) -> SamplePlan:
-        """From per-sample sizes [S] rather than offsets [S + 1] (what ``plan_arrays`` gives)."""
+        """From per-sample sizes [S] rather than offsets [S + 1] (what ``plan_many`` gives)."""
         return cls(np.asarray(scenario, np.int32), np.asarray(t0, np.int32),
                    np.r_[0, np.cumsum(sizes, dtype=np.int64)].astype(np.int64), np.asarray(agents, np.int32),
                    np.asarray(scored, bool))
@@ -152,78 +154,117 @@ def plan_split(store: Store, infos: list[ScenarioInfo], cfg: FeatureConfig, t0_s
 
 def _plan_chunk(task: tuple) -> SamplePlan:
     store, chunk, cfg, t0_stride, full_future = task
-    scen, t0, sizes, agents, scored = [], [], [], [], []
-    for i, (present, xy, agent_type) in zip([i for i, _ in chunk], read_plan_inputs(store, [info for _, info in chunk],
-                                                                                   cfg.dt), strict=True):
-        t, n, a, s = plan_arrays(present, xy, agent_type, cfg, t0_stride, full_future)
-        scen.append(np.full(len(t), i, np.int32))
-        t0.append(t), sizes.append(n), agents.append(a), scored.append(s)
-    cat = np.concatenate
-    return SamplePlan.from_arrays(cat(scen), cat(t0), cat(sizes), cat(agents), cat(scored))
+    index = np.array([i for i, _ in chunk], np.int64)
+    parts = []
+    for st in read_plan_inputs(store, [info for _, info in chunk], cfg.dt):
+        j, t0, sizes, agents, scored = plan_many(st.present, st.xy, st.agent_type, st.bounds, cfg, t0_stride,
+                                                 full_future)
+        parts.append(SamplePlan.from_arrays(index[st.which[j]], t0, sizes, agents, scored))
+    return SamplePlan.concat(parts)  # put in scenario order by plan_split
 
 
-def read_plan_inputs(store: Store, infos: list[ScenarioInfo], dt: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """What planning needs of each scenario, resampled to ``dt``: (present [A, T] bool, xy [A, T, 2]
-    float64 (NaN where absent), agent_type [A] int64), the same arrays as
-    ``AgentTracks.from_scenario(store.load_scenarios([info])[0]).resample(dt)`` holds, from 6 of 11 columns."""
+@dataclass
+class Stacked:
+    """Scenes of one length with their agents stacked: present [N, T] bool, xy [N, T, 2] float64 (NaN
+    where absent), agent_type [N] int64; scene j holds rows ``bounds[j]:bounds[j + 1]`` (bounds [S + 1])
+    and is ``which[j]`` [S] of the scenarios asked for."""
+
+    which: np.ndarray
+    present: np.ndarray
+    xy: np.ndarray
+    agent_type: np.ndarray
+    bounds: np.ndarray
+
+    def scene(self, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows = slice(self.bounds[j], self.bounds[j + 1])
+        return self.present[rows], self.xy[rows], self.agent_type[rows]
+
+
+def read_plan_inputs(store: Store, infos: list[ScenarioInfo], dt: float) -> list[Stacked]:
+    """What planning needs of scenarios ``infos``, resampled to ``dt``: per scenario the same present, xy and
+    agent_type as ``AgentTracks.from_scenario(store.load_scenarios([info])[0]).resample(dt)``, from 6 of
+    the 11 columns; scenarios of one length stacked together (one ``Stacked`` per file and length)."""
     by_file: dict[str, list[int]] = {}
     for j, info in enumerate(infos):
         if info.tracks_file is None or info.row_group is None:
             raise ValueError(f"scenario {info.scenario_id} has no row-group index (a schema-1 store)")
         by_file.setdefault(info.tracks_file, []).append(j)
-    out: list = [None] * len(infos)
+    out: list[Stacked] = []
     for rel, js in by_file.items():
-        table = store.parquet_file(rel).read_row_groups(sorted({int(infos[j].row_group) for j in js}),
-                                                        columns=PLAN_COLUMNS)
-        got = _pad(table, {infos[j].scenario_id: infos[j] for j in js}, dt)
-        for j in js:
-            out[j] = got.get(infos[j].scenario_id) or _no_rows(infos[j], dt)
+        # strings as Parquet stores them, dictionary-encoded: a third less to decode, and integer codes
+        table = store.parquet_file(rel, read_dictionary=PLAN_STRINGS).read_row_groups(
+            sorted({int(infos[j].row_group) for j in js}), columns=PLAN_COLUMNS, use_threads=False)
+        out += _stack(table, [infos[j] for j in js], np.array(js, np.int64), dt)
     return out
 
 
-def _pad(table: pa.Table, infos: dict[str, ScenarioInfo], dt: float) -> dict[str, tuple]:
-    """Each scenario's rows of ``table`` as padded arrays, agents in track-id order (as ``scenarios_from_tracks``)."""
-    if table.num_rows == 0:
-        return {}
-    if any(table.column(c).null_count for c in ("scenario_id", "track_id")):
+def _stack(table: pa.Table, infos: list[ScenarioInfo], which: np.ndarray, dt: float) -> list[Stacked]:
+    """The rows of scenarios ``infos`` (``table``) padded, agents in track-id order (as ``scenarios_from_tracks``)."""
+    if table.num_rows and any(table.column(c).null_count for c in ("scenario_id", "track_id")):
         raise ValueError("tracks table has a null scenario_id or track_id")
-    s_keys, s_code = _sorted_codes(table.column("scenario_id"))
-    t_keys, t_code = _sorted_codes(table.column("track_id"))
+    s_keys, s_code = _codes(table.column("scenario_id")) if table.num_rows else (np.zeros(0, str), np.zeros(0, np.int64))
+    t_keys, t_code = _codes(table.column("track_id")) if table.num_rows else (np.zeros(0, str), np.zeros(0, np.int64))
+    pos = {info.scenario_id: k for k, info in enumerate(infos)}
+    s_info = np.array([pos[k] for k in s_keys.tolist()], np.int64)  # a scenario not asked for: KeyError
     # agent p = the p-th (scenario, track) pair in sorted order; a scenario's agents are contiguous
-    _, p_code = np.unique(s_code * max(1, len(t_keys)) + t_code, return_inverse=True)
+    pair = s_code * max(1, len(t_keys)) + t_code
+    if len(s_keys) * len(t_keys) <= 1 << 24:  # rank by marking the pairs seen (no sort)
+        seen = np.zeros(len(s_keys) * max(1, len(t_keys)), bool)
+        seen[pair] = True
+        p_code = (np.cumsum(seen) - 1)[pair]
+    else:
+        p_code = np.unique(pair, return_inverse=True)[1].reshape(-1)
     ts = table.column("timestep").to_numpy().astype(np.int64)
-    n_agents = int(p_code.max()) + 1
-    width = max(int(ts.max()) + 1, max(infos[k].num_timesteps for k in s_keys if k in infos))
-    present = np.zeros((n_agents, width), bool)
-    present[p_code, ts] = True
-    xy = np.full((n_agents, width, 2), np.nan)
-    xy[p_code, ts, 0] = table.column("x").to_numpy()
-    xy[p_code, ts, 1] = table.column("y").to_numpy()
+    n_agents = int(p_code.max()) + 1 if len(p_code) else 0
+    last = np.full(len(infos), -1)
+    np.maximum.at(last, s_info[s_code], ts)
+    steps = np.maximum([i.num_timesteps for i in infos], last + 1)  # per scenario, before resampling
+    width = int(steps.max())
+    cell = p_code * width + ts  # flat (agent, step) index of each row
+    present = np.zeros(n_agents * width, bool)
+    present[cell] = True
+    present = present.reshape(n_agents, width)
+    xy = np.full((n_agents * width, 2), np.nan)
+    xy[cell, 0] = table.column("x").to_numpy()
+    xy[cell, 1] = table.column("y").to_numpy()
+    xy = xy.reshape(n_agents, width, 2)
     # an agent's class from its first row (its earliest step), as scenarios_from_tracks reads it
-    types = table.column("agent_type").combine_chunks().dictionary_encode()
-    label_to_code = {label: i for i, label in enumerate(AGENT_TYPE_LABELS)}
-    codes = np.array([label_to_code[v] for v in types.dictionary.to_pylist()], np.int64)
-    first = np.full(n_agents, np.iinfo(np.int64).max)
-    np.minimum.at(first, p_code, ts)
-    at_first = ts == first[p_code]
     agent_type = np.zeros(n_agents, np.int64)
-    agent_type[p_code[at_first]] = codes[types.indices.to_numpy(zero_copy_only=False)[at_first]]
+    if n_agents:
+        labels, type_code = _codes(table.column("agent_type"))
+        label_to_code = {label: i for i, label in enumerate(AGENT_TYPE_LABELS)}
+        row_type = np.array([label_to_code[v] for v in labels.tolist()], np.int64)[type_code]
+        first = np.full(n_agents, np.iinfo(np.int64).max)
+        np.minimum.at(first, p_code, ts)
+        at_first = ts == first[p_code]
+        agent_type[p_code[at_first]] = row_type[at_first]
+    # each asked scenario's agent rows (none for a scenario without rows)
     scen_of = np.zeros(n_agents, np.int64)
-    scen_of[p_code] = s_code
-    bounds = np.searchsorted(scen_of, np.arange(len(s_keys) + 1))
-    last_step = np.zeros(len(s_keys), np.int64)
-    np.maximum.at(last_step, s_code, ts)
-    out = {}
-    for si, scen_id in enumerate(s_keys.tolist()):
-        info = infos[scen_id]  # a row of a scenario not asked for: KeyError, as in load_scenarios
-        a0, a1 = bounds[si], bounds[si + 1]
-        steps = max(info.num_timesteps, int(last_step[si]) + 1)
-        n = resample_step(info.dt, dt)
-        out[scen_id] = (present[a0:a1, :steps:n], xy[a0:a1, :steps:n], agent_type[a0:a1])
+    scen_of[p_code] = s_info[s_code]
+    count = np.bincount(scen_of, minlength=len(infos))
+    if not np.all(np.diff(scen_of) >= 0):  # row groups out of id order: agents regrouped by scenario
+        order = np.argsort(scen_of, kind="stable")
+        present, xy, agent_type, scen_of = present[order], xy[order], agent_type[order], scen_of[order]
+    start = np.searchsorted(scen_of, np.arange(len(infos)))
+    step = np.array([resample_step(i.dt, dt) for i in infos])
+    out = []
+    keys = np.stack([steps, step], 1)
+    for key in np.unique(keys, axis=0):
+        members = np.flatnonzero((keys == key).all(1))
+        total, n = int(key[0]), int(key[1])
+        rows = np.concatenate([np.arange(start[m], start[m] + count[m]) for m in members])
+        if len(rows) == n_agents and np.array_equal(rows, np.arange(n_agents)):
+            rows = slice(None)  # the whole chunk: views
+        out.append(Stacked(which[members], present[rows, :total:n], xy[rows, :total:n], agent_type[rows],
+                           np.r_[0, np.cumsum(count[members])]))
     return out
 
 
-def _no_rows(info: ScenarioInfo, dt: float) -> tuple:
-    n = resample_step(info.dt, dt)
-    t = len(range(0, info.num_timesteps, n))
-    return np.zeros((0, t), bool), np.zeros((0, t, 2)), np.zeros(0, np.int64)
+def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """``(keys, code)`` of a string column as ``np.unique(strings, return_inverse=True)`` gives them (what
+    ``scenarios_from_tracks`` orders agents by); a dictionary column's values are sorted, not its rows."""
+    if not pa.types.is_dictionary(column.type):
+        return _sorted_codes(column)
+    arr = column.combine_chunks()  # one dictionary for every row group (4x faster than unify_dictionaries)
+    keys, rank = np.unique(np.asarray(arr.dictionary.to_pylist(), dtype=str), return_inverse=True)
+    return keys, rank.reshape(-1)[arr.indices.to_numpy(zero_copy_only=False).astype(np.int64)]

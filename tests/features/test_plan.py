@@ -116,9 +116,11 @@ def test_plan_inputs_are_the_tracks(store, dt):
     """The 6-column reader gives what the full scenarios give (agent order, class, positions, resampling)."""
     from forecast.features.plans import read_plan_inputs
 
-    infos = store.scenarios(split="train")
-    got = read_plan_inputs(store, infos[1:], dt)  # not from the first row group: the order is by id
-    for info, (present, xy, agent_type) in zip(infos[1:], got, strict=True):
+    infos = store.scenarios(split="train")[1:][::-1]  # not from the first row group, not in file order
+    got = {int(st.which[j]): st.scene(j) for st in read_plan_inputs(store, infos, dt) for j in range(len(st.which))}
+    assert sorted(got) == list(range(len(infos)))
+    for i, info in enumerate(infos):
+        present, xy, agent_type = got[i]
         tr = AgentTracks.from_scenario(store.load_scenarios([info])[0]).resample(dt)
         np.testing.assert_array_equal(present, tr.present)
         np.testing.assert_array_equal(xy, tr.xy)  # NaN where absent, in both
@@ -158,3 +160,23 @@ def test_plan_take_and_cache_round_trip(store, tmp_path):
         np.testing.assert_array_equal(getattr(back, k), getattr(plan, k))
         assert getattr(back, k).dtype == getattr(plan, k).dtype
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
+@pytest.mark.parametrize("batch", [1, 40, 1 << 18])
+def test_many_scenes_at_once_equal_one_at_a_time(monkeypatch, batch):
+    """Problems of several scenes covered together (in batches of ``GROUP_BATCH`` agent slots) give each
+    scene's samples in its own order."""
+    import forecast.features.sample as S
+
+    monkeypatch.setattr(S, "GROUP_BATCH", batch)
+    rng = np.random.default_rng(batch)
+    cfg = FeatureConfig(history_steps=6, future_steps=5, max_agents=5, min_history_steps=2, neighbour_radius=25.0)
+    scenes = [random_tracks(rng, int(rng.integers(0, 40)), 30, grid=j % 2 == 0) for j in range(9)]
+    bounds = np.r_[0, np.cumsum([s.num_agents for s in scenes])]
+    pos, t0, sizes, agents, scored = S.plan_many(*(np.concatenate([getattr(s, k) for s in scenes])
+                                                   for k in ("present", "xy", "agent_type")), bounds, cfg, 2)
+    ref = [x for j, s in enumerate(scenes) for x in _reference_plan(s, j, cfg, 2)]
+    assert len(ref) > 30
+    cut = np.cumsum(sizes)[:-1]
+    _equal([SampleIndex(int(j), int(t), a, s) for j, t, a, s in
+            zip(pos, t0, np.split(agents, cut), np.split(scored, cut), strict=True)], ref)
