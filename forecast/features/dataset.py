@@ -3,7 +3,8 @@
 Memory is flat in the size of the data set: a ``SceneSet`` holds the scenario index (one
 ``ScenarioInfo`` per scenario: file and row group) and the sample plan (flat arrays, cached on
 disk), and reads a scenario's row group when a sample needs it, through a bounded LRU cache. The plan is
-memory-mapped from ``STORE/_cache/plans``, so loader workers and DDP ranks share its pages.
+made once per store and settings (``forecast.features.plans``: the columns it needs, one process per
+core) and memory-mapped from ``STORE/_cache/plans``, so loader workers and DDP ranks share its pages.
 Map rasters are drawn once per map and kept on disk (``STORE/_cache/rasters``, memory-mapped),
 again behind a bounded cache. Each DataLoader worker and DDP rank reads only the samples its
 sampler hands it.
@@ -35,7 +36,6 @@ from forecast.features.tracks import AgentTracks
 PLAN_VERSION = "1"  # bump when plan_samples changes what it selects
 TRACKS_CACHE = 64  # scenarios held in memory per process
 RASTER_CACHE = 32  # memory-mapped map rasters held open per process
-PLAN_CHUNK = 64  # scenarios read at once while planning a store without a row-group index
 
 
 def select_scenarios(store: Store, split: str, source: str | None = None, prefix: str | None = None) -> list[ScenarioInfo]:
@@ -173,17 +173,12 @@ class SceneSet:
         return self._tracks.get(i, make)
 
     def _iter_tracks(self) -> Iterator[tuple[int, AgentTracks]]:
-        """Every scenario once, in file and row-group order, a chunk at a time (bounded memory)."""
-        order = sorted(range(len(self.infos)),
-                       key=lambda i: (self.infos[i].tracks_file or "", self.infos[i].row_group or 0, i))
-        step = PLAN_CHUNK if self.indexed else max(1, len(order))
-        for c in range(0, len(order), step):
-            chunk = order[c : c + step]
-            for i, scen in zip(chunk, self.store.load_scenarios([self.infos[i] for i in chunk]), strict=True):
-                tr = AgentTracks.from_scenario(scen).resample(self.cfg.dt)
-                if not self.indexed:
-                    self._tracks.get(i, lambda tr=tr: tr)
-                yield i, tr
+        """Every scenario of a store without a row-group index (schema 1): one scan per partition, all kept
+        (reading one scenario again would scan its partition again)."""
+        for i, scen in enumerate(self.store.load_scenarios(self.infos)):
+            tr = AgentTracks.from_scenario(scen).resample(self.cfg.dt)
+            self._tracks.get(i, lambda tr=tr: tr)
+            yield i, tr
 
     def _plan_key(self) -> str:
         files: dict[str, list[int]] = defaultdict(list)
@@ -207,14 +202,12 @@ class SceneSet:
                 return SamplePlan.load(path)
             except (OSError, ValueError, KeyError):
                 pass  # a damaged cache file is rebuilt
-        if self.indexed:  # only the columns planning needs, one process per core
+        if self.indexed:  # only the columns planning needs, a chunk of row groups at a time, one process per core
             plan = plan_split(self.store, self.infos, self.cfg, self.t0_stride, self.full_future)
         else:
-            per: dict[int, SamplePlan] = {}  # compact arrays per scenario, not an object per sample
-            for i, tr in self._iter_tracks():
-                per[i] = SamplePlan.from_indices(plan_samples(tr, i, self.cfg, self.t0_stride,
-                                                              full_future=self.full_future))
-            plan = SamplePlan.concat([per.pop(i) for i in range(len(self.infos))])
+            plan = SamplePlan.concat([SamplePlan.from_indices(plan_samples(tr, i, self.cfg, self.t0_stride,
+                                                                           full_future=self.full_future))
+                                      for i, tr in self._iter_tracks()])
         if path is not None:
             try:
                 plan.save(path)

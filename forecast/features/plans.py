@@ -29,7 +29,7 @@ from forecast.features.config import FeatureConfig
 from forecast.features.sample import SampleIndex, plan_many
 from forecast.features.tracks import resample_step
 
-PLAN_COLUMNS = ["scenario_id", "track_id", "agent_type", "timestep", "x", "y"]
+PLAN_COLUMNS = ["scenario_id", "track_id", "agent_type", "timestep", "x", "y"]  # scenario_id: where needed
 PLAN_STRINGS = PLAN_COLUMNS[:3]
 PLAN_CHUNK = 128  # scenarios read at once while planning (a few MB of padded arrays)
 PARALLEL_MIN = 4 * PLAN_CHUNK  # below this, starting processes costs more than it saves
@@ -142,7 +142,7 @@ def plan_split(store: Store, infos: list[ScenarioInfo], cfg: FeatureConfig, t0_s
         workers = plan_workers() if len(infos) >= PARALLEL_MIN else 1
     workers = min(workers, len(tasks))
     if workers > 1 and not multiprocessing.current_process().daemon:  # a daemon (loader worker) has no children
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(workers, initializer=_planning_process) as pool:
             parts = list(pool.map(_plan_chunk, tasks))
     else:
         parts = [_plan_chunk(t) for t in tasks]
@@ -152,8 +152,20 @@ def plan_split(store: Store, infos: list[ScenarioInfo], cfg: FeatureConfig, t0_s
     return plan if np.array_equal(by_scenario, np.arange(len(plan))) else plan.take(by_scenario)
 
 
+_STORES: dict[Path, Store] | None = None  # in a planning process: one Store per path, for all its chunks
+
+
+def _planning_process() -> None:
+    # A pickled Store arrives without its parsed footers, and a batch file's footer (thousands of row
+    # groups) takes tens of ms to parse: parsed once per planning process, not once per chunk.
+    global _STORES
+    _STORES = {}
+
+
 def _plan_chunk(task: tuple) -> SamplePlan:
     store, chunk, cfg, t0_stride, full_future = task
+    if _STORES is not None:
+        store = _STORES.setdefault(store.path, store)
     index = np.array([i for i, _ in chunk], np.int64)
     parts = []
     for st in read_plan_inputs(store, [info for _, info in chunk], cfg.dt):
@@ -191,25 +203,47 @@ def read_plan_inputs(store: Store, infos: list[ScenarioInfo], dt: float) -> list
         by_file.setdefault(info.tracks_file, []).append(j)
     out: list[Stacked] = []
     for rel, js in by_file.items():
-        # strings as Parquet stores them, dictionary-encoded: a third less to decode, and integer codes
-        table = store.parquet_file(rel, read_dictionary=PLAN_STRINGS).read_row_groups(
-            sorted({int(infos[j].row_group) for j in js}), columns=PLAN_COLUMNS, use_threads=False)
-        out += _stack(table, [infos[j] for j in js], np.array(js, np.int64), dt)
+        part = [infos[j] for j in js]
+        groups = sorted({int(i.row_group) for i in part})
+        pf = store.parquet_file(rel, read_dictionary=PLAN_STRINGS)
+        sizes = np.array([pf.metadata.row_group(g).num_rows for g in groups], np.int64)
+        # A row group holds one scenario (schema 2), so its rows need no scenario_id column (each
+        # column read costs about as much as the rows' planning); read it where the index says otherwise.
+        own = len(groups) == len(part) and all(i.num_rows in (None, int(n)) for i, n in
+                                                zip(sorted(part, key=lambda i: int(i.row_group)), sizes, strict=True))
+        # strings as Parquet stores them, dictionary-encoded: less to decode, and integer codes
+        table = pf.read_row_groups(groups, columns=PLAN_COLUMNS[1:] if own else PLAN_COLUMNS, use_threads=False)
+        if own:
+            at = {int(i.row_group): k for k, i in enumerate(part)}
+            scenario = (np.repeat(np.arange(len(groups)), sizes), np.array([at[g] for g in groups], np.int64))
+        else:
+            scenario = _scenario_codes(table, part)
+        out += _stack(table, part, np.array(js, np.int64), dt, *scenario)
     return out
 
 
-def _stack(table: pa.Table, infos: list[ScenarioInfo], which: np.ndarray, dt: float) -> list[Stacked]:
-    """The rows of scenarios ``infos`` (``table``) padded, agents in track-id order (as ``scenarios_from_tracks``)."""
-    if table.num_rows and any(table.column(c).null_count for c in ("scenario_id", "track_id")):
-        raise ValueError("tracks table has a null scenario_id or track_id")
-    s_keys, s_code = _codes(table.column("scenario_id")) if table.num_rows else (np.zeros(0, str), np.zeros(0, np.int64))
-    t_keys, t_code = _codes(table.column("track_id")) if table.num_rows else (np.zeros(0, str), np.zeros(0, np.int64))
+def _scenario_codes(table: pa.Table, infos: list[ScenarioInfo]) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's scenario code [rows] and each code's position in ``infos``, from the scenario_id column."""
+    if not table.num_rows:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if table.column("scenario_id").null_count:
+        raise ValueError("tracks table has a null scenario_id")
+    keys, code = _codes(table.column("scenario_id"))
     pos = {info.scenario_id: k for k, info in enumerate(infos)}
-    s_info = np.array([pos[k] for k in s_keys.tolist()], np.int64)  # a scenario not asked for: KeyError
+    return code, np.array([pos[k] for k in keys.tolist()], np.int64)  # a scenario not asked for: KeyError
+
+
+def _stack(table: pa.Table, infos: list[ScenarioInfo], which: np.ndarray, dt: float, s_code: np.ndarray,
+           s_info: np.ndarray) -> list[Stacked]:
+    """The rows of scenarios ``infos`` (``table``; row r of scenario code ``s_code[r]``, which is
+    ``infos[s_info[code]]``) padded, agents in track-id order within each (as ``scenarios_from_tracks``)."""
+    if table.num_rows and table.column("track_id").null_count:
+        raise ValueError("tracks table has a null track_id")
+    t_keys, t_code = _codes(table.column("track_id")) if table.num_rows else (np.zeros(0, str), np.zeros(0, np.int64))
     # agent p = the p-th (scenario, track) pair in sorted order; a scenario's agents are contiguous
     pair = s_code * max(1, len(t_keys)) + t_code
-    if len(s_keys) * len(t_keys) <= 1 << 24:  # rank by marking the pairs seen (no sort)
-        seen = np.zeros(len(s_keys) * max(1, len(t_keys)), bool)
+    if len(s_info) * len(t_keys) <= 1 << 24:  # rank by marking the pairs seen (no sort)
+        seen = np.zeros(len(s_info) * max(1, len(t_keys)), bool)
         seen[pair] = True
         p_code = (np.cumsum(seen) - 1)[pair]
     else:

@@ -111,12 +111,17 @@ def store(sumo_runs, tmp_path_factory):
     return s
 
 
-@pytest.mark.parametrize("dt", [0.1, 0.2])
-def test_plan_inputs_are_the_tracks(store, dt):
-    """The 6-column reader gives what the full scenarios give (agent order, class, positions, resampling)."""
+@pytest.mark.parametrize(("dt", "by_id"), [(0.1, False), (0.2, False), (0.1, True)])
+def test_plan_inputs_are_the_tracks(store, dt, by_id):
+    """The planning reader gives what the full scenarios give (agent order, class, positions, resampling),
+    by row group or (``by_id``: the index does not match the file) by the scenario_id column."""
+    import dataclasses
+
     from forecast.features.plans import read_plan_inputs
 
     infos = store.scenarios(split="train")[1:][::-1]  # not from the first row group, not in file order
+    if by_id:
+        infos[2] = dataclasses.replace(infos[2], num_rows=infos[2].num_rows + 1)
     got = {int(st.which[j]): st.scene(j) for st in read_plan_inputs(store, infos, dt) for j in range(len(st.which))}
     assert sorted(got) == list(range(len(infos)))
     for i, info in enumerate(infos):
