@@ -80,7 +80,25 @@ def gpu_end_to_end(tracks, t0: int, tracker_cls, predictor, layers: dict, graph,
     """What the car pays per tick on a GPU: the tick's state update and ``build_sample`` on the CPU
     (``Predictor.build``, the runtime's code path) and collating, the batch to the GPU, the CUDA-graph
     model, the outputs back. Returns (wall p50, wall p99, CPU p50) in ms of the whole and of its CPU
-    part (update, build, collate); the tracker is rebuilt (untimed) before each run."""
+    part (update, build, collate); the tracker is rebuilt (untimed) before each run.
+
+    The host side runs on one thread (torch and OpenCV), as a car pins its predictor's thread: with
+    their default pools (16 on the H100 machine) the CPU part spent about 7 cores' worth of CPU
+    time on thread hand-offs for work that takes 1.5 ms on one core (issue 13 note)."""
+    import cv2
+
+    threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    try:
+        return _gpu_end_to_end(tracks, t0, tracker_cls, predictor, layers, graph, runs, warmup)
+    finally:
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(cv_threads)
+
+
+def _gpu_end_to_end(tracks, t0: int, tracker_cls, predictor, layers: dict, graph, runs: int,
+                    warmup: int) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     whole, part = [], []
     for i in range(warmup + runs):
         tracker, det = tick_replay(tracks, t0, tracker_cls, predictor)
@@ -253,7 +271,7 @@ def main() -> None:
                         *percentiles(lambda g=graph: g(*ginputs), args.runs, warmup=5,  # noqa: B023
                                      sync=torch.cuda.synchronize))
                     whole, part = gpu_end_to_end(tracks, t0, SceneTracker, pred1, layers, graph, args.runs)
-                    add("end to end GPU (tick update + preprocessing on CPU, CUDA graph model, outputs to CPU)", *whole)
+                    add("end to end GPU (tick update + preprocessing on 1 CPU thread, CUDA graph model, outputs to CPU)", *whole)
                     add("  of which CPU side (tick update + build_sample + collate)", *part)
                     loaded.model.to("cpu")
         for variant, p in gpu_preds.items():

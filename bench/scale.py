@@ -1,6 +1,7 @@
 """Real-dataset scale (issue 11): ingest, store, data path and evaluation at N Argoverse-2-like scenarios.
 
-Usage: python bench/scale.py --n 1000 10000 [--batches 1000] [--parts ingest data evaluate] [--no-shards] [--json PATH]
+Usage: python bench/scale.py --n 1000 10000 [--batches 1000] [--parts ingest data evaluate] [--no-shards]
+       [--data-from OTHER/bench/results/scale] [--json PATH]
 
 For each N: writes N scenarios in the AV2 format (``bench/av2_synth.py``: 11 s windows of a SUMO
 run, each rotated and moved to its own place, with its own map JSON), then measures
@@ -62,7 +63,9 @@ def measured(argv: list[str], tag: str) -> dict:
     return res
 
 
-def generate(n: int) -> tuple[Path, dict]:
+def generate(n: int, data_from: Path | None = None) -> tuple[Path, dict]:
+    """``WORK/av2_N``: made once (the generator is seeded), or linked from ``data_from/av2_N`` when
+    another checkout made it already (hard links: the other copy may be deleted, this one stays)."""
     from av2_synth import load_source, write_av2_like
 
     from forecast.sim.sumo import DemandConfig, NetworkConfig, SimConfig, simulate
@@ -70,6 +73,11 @@ def generate(n: int) -> tuple[Path, dict]:
     data = WORK / f"av2_{n}"
     done = data / "_done.json"
     if done.is_file():
+        return data, json.loads(done.read_text())
+    other = data_from / f"av2_{n}" if data_from is not None else None
+    if other is not None and (other / "_done.json").is_file():
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.copytree(other, data, copy_function=_link_or_copy)
         return data, json.loads(done.read_text())
     shutil.rmtree(data, ignore_errors=True)
     sim = SimConfig(seed=11, duration_s=600, warmup_s=60,
@@ -81,6 +89,13 @@ def generate(n: int) -> tuple[Path, dict]:
     counts["generate_s"] = time.time() - t
     done.write_text(json.dumps(counts))
     return data, counts
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 _LOADER = """
@@ -160,8 +175,8 @@ def data_path(store: Path, batches: int) -> dict:
     return json.loads(out.read_text())
 
 
-def one(n: int, batches: int, eval_stride: int, parts: set[str], shards: bool) -> dict:
-    data, gen = generate(n)
+def one(n: int, batches: int, eval_stride: int, parts: set[str], shards: bool, data_from: Path | None = None) -> dict:
+    data, gen = generate(n, data_from)
     row: dict = {"n": n, "agent_states": gen["agent_states"], "agent_states_per_scenario": gen["agent_states"] / n,
                  "tracks_per_scenario": gen["tracks"] / n, "load_avg_start": os.getloadavg()[0]}
     store = WORK / f"store_{n}"
@@ -215,12 +230,15 @@ def main() -> None:
     ap.add_argument("--parts", nargs="+", default=["ingest", "data", "evaluate"], choices=["ingest", "data", "evaluate"],
                     help="what to measure (a store left by an earlier run is reused when ingest is left out)")
     ap.add_argument("--no-shards", action="store_true", help="skip the two-shard ingest (it doubles the ingest time)")
+    ap.add_argument("--data-from", type=Path,
+                    help="a scale folder of another checkout (bench/results/scale) whose av2_N to reuse when this "
+                         "one has none: the data are the same (seeded), generating 10,000 takes minutes")
     ap.add_argument("--json")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     rows = []
     for n in args.n:
-        rows.append(one(n, args.batches, args.eval_t0_stride, set(args.parts), not args.no_shards))
+        rows.append(one(n, args.batches, args.eval_t0_stride, set(args.parts), not args.no_shards, args.data_from))
         print(json.dumps(rows[-1]), flush=True)
         # results so far, in case a later N does not finish
         (WORK / "partial.json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))

@@ -11,6 +11,10 @@ computes per real agent (each batch padded to its largest scene; and to agent bu
 runs it once per layout: packed (the real agents' rasters only, the default), padded (the old layout),
 grouped (packed, batches of similar agent count: ``data.group_batches``, 16 unless set).
 
+The fit row splits each batch's time into the training step and the time between steps (loader,
+host-to-device copy, Lightning) and, on a GPU, reports its mean utilisation and peak memory
+(``GpuUtilisation``: NVML, else nvidia-smi).
+
 Options (join several with '+', e.g. bf16+buckets): eager (fp32, as collated), bf16 (autocast / ``bf16-mixed``), buckets (agent axis padded to
 8/16/32/64...), compile (``torch.compile`` + buckets), channels_last. ``--profile`` writes a
 torch.profiler table of the bare eager step to bench/results/train-profile-<config>-<device>.txt.
@@ -22,6 +26,9 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import shutil
+import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -153,12 +160,76 @@ def step_row(cfg: TrainConfig, option: str, batches: list, device: str) -> dict:
             "first_pass_s": first}
 
 
+class GpuUtilisation:
+    """Mean GPU utilisation (%) and peak memory used (MiB) while it runs, sampled every ``period`` s.
+
+    NVML through ``torch.cuda.utilization`` where pynvml is installed, else ``nvidia-smi``; on a
+    machine without either (or without a GPU) the figures are NaN.
+    """
+
+    def __init__(self, period: float = 0.1):
+        self.period, self.util, self.mem = period, [], []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def sample() -> tuple[float, float] | None:
+        if not torch.cuda.is_available():
+            return None
+        try:
+            return float(torch.cuda.utilization()), float(torch.cuda.device_memory_used()) / 2**20
+        except Exception:  # noqa: BLE001 - no pynvml: ask nvidia-smi
+            pass
+        if shutil.which("nvidia-smi") is None:
+            return None
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits",
+                                  f"--id={torch.cuda.current_device()}"], capture_output=True, text=True, timeout=5)
+            util, mem = out.stdout.strip().splitlines()[0].split(",")
+            return float(util), float(mem)
+        except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+            return None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            got = self.sample()
+            if got is None:
+                return
+            self.util.append(got[0])
+            self.mem.append(got[1])
+
+    def __enter__(self) -> GpuUtilisation:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def figures(self) -> dict:
+        nan = float("nan")
+        return {"gpu_util_pct": sum(self.util) / len(self.util) if self.util else nan,
+                "gpu_mem_peak_mib": max(self.mem) if self.mem else nan}
+
+
 class _Clock(L.Callback):
-    """Wall time from the end of the first training batch to the end of the last one."""
+    """Wall time from the end of the first training batch to the end of the last one, split into the
+    time inside training steps (start to end of a batch, the GPU synchronised) and the time between
+    them (waiting for the loader, the host-to-device copy, Lightning's own work)."""
 
     def __init__(self):
         self.t0 = self.t1 = None
         self.scenes = 0
+        self.start = 0.0
+        self.in_step = self.between = 0.0
+        self.util: GpuUtilisation | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.start = time.perf_counter()
+        if self.t1 is not None:
+            self.between += self.start - self.t1
+        if self.t0 is not None and self.util is None and trainer.strategy.root_device.type == "cuda":
+            self.util = GpuUtilisation().__enter__()  # after the first (compiling) step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.strategy.root_device.type == "cuda":
@@ -168,7 +239,12 @@ class _Clock(L.Callback):
             self.t0 = now
         else:
             self.scenes += batch.size
+            self.in_step += now - self.start
         self.t1 = now
+
+    def on_train_end(self, trainer, pl_module):
+        if self.util is not None:
+            self.util.__exit__(None, None, None)
 
 
 def fit_row(cfg: TrainConfig, option: str, steps: int, device: str) -> dict:
@@ -186,9 +262,13 @@ def fit_row(cfg: TrainConfig, option: str, steps: int, device: str) -> dict:
     trainer.fit(module, datamodule=ForecastDataModule(c))
     total = time.perf_counter() - t
     dt = (clock.t1 - clock.t0) if clock.t0 is not None else float("nan")
+    n = max(1, steps - 1)
+    util = clock.util.figures() if clock.util is not None else GpuUtilisation().figures()
     return {"row": f"Lightning fit: {option} ({device}, {c.data.num_workers} workers)",
             "scenes_per_s": clock.scenes / dt if dt > 0 else float("nan"),
-            "ms_per_batch": 1e3 * dt / max(1, steps - 1), "first_pass_s": total - dt}
+            "ms_per_batch": 1e3 * dt / n, "first_pass_s": total - dt,
+            # where the time goes: a loader that keeps up leaves ms_between_steps near zero
+            "ms_in_step": 1e3 * clock.in_step / n, "ms_between_steps": 1e3 * clock.between / n, **util}
 
 
 def profile_step(cfg: TrainConfig, batches: list, device: str, path: Path) -> None:

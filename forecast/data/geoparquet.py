@@ -55,10 +55,36 @@ def geo_metadata(tables: pa.Table | list[pa.Table], frame: str, column: str = "g
     wkb = np.asarray([g for t in tables for g in t.column(column).to_pylist()], dtype=object)
     geoms = shapely.from_wkb(wkb) if len(wkb) else np.array([], dtype=object)
     types = sorted({_TYPE_NAMES[int(t)] for t in np.unique(shapely.get_type_id(geoms))}) if len(geoms) else []
+    bbox = [float(v) for v in shapely.total_bounds(geoms)] if len(geoms) else None
+    return _geo(types, bbox, frame, column)
+
+
+def _geo(types: list[str], bbox: list[float] | None, frame: str, column: str) -> dict:
     meta: dict = {"encoding": "WKB", "geometry_types": types, "crs": local_engineering_crs(frame), "edges": "planar"}
-    if len(geoms):
-        meta["bbox"] = [float(v) for v in shapely.total_bounds(geoms)]
+    if bbox is not None:
+        meta["bbox"] = bbox
     return {"version": GEOPARQUET_VERSION, "primary_column": column, "columns": {column: meta}}
+
+
+def with_geo_column(table: pa.Table, types: list[str], bbox: list[float] | None, frame: str,
+                    column: str = "geometry") -> pa.Table:
+    """``table`` with its ``geo`` metadata set from what its builder knows: the geometry types present
+    (GeoParquet names, e.g. ``["LineString", "Polygon"]``) and ``[xmin, ymin, xmax, ymax]`` (None when
+    empty), so that a writer need not decode every WKB again to learn them (``column_geo_metadata``)."""
+    meta = dict(table.schema.metadata or {})
+    meta[b"geo"] = json.dumps(_geo(sorted(types), bbox, frame, column)).encode()
+    return table.replace_schema_metadata(meta)
+
+
+def column_geo_metadata(table: pa.Table, column: str = "geometry") -> dict:
+    """The GeoParquet metadata of ``table``'s ``column`` (types, bbox): the table's own ``geo`` when its
+    builder set it (``with_geo_column``), else read from the geometries (``geo_metadata``)."""
+    raw = (table.schema.metadata or {}).get(b"geo")
+    if raw is not None:
+        cols = json.loads(raw).get("columns", {})
+        if column in cols:
+            return cols[column]
+    return geo_metadata(table, "", column)["columns"][column]
 
 
 def map_frame(tables: list[pa.Table]) -> str:

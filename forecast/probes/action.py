@@ -41,8 +41,9 @@ def evaluate_action_conditioning(scenes: SceneSet, predict: Callable, max_sample
         if not others.any():
             continue
         close = others & (np.linalg.norm(s.origin - s.origin[0], axis=-1) < NEAR_RADIUS)
-        (candidates if close.any() else far).append((s, others, close))
-    for s, others, close in (candidates + far)[:max_samples]:
+        (candidates if close.any() else far).append((int(k), others, close))  # the sample is rebuilt when used
+    for k, others, close in (candidates + far)[:max_samples]:
+        s = scenes.sample(k)
         plan = np.zeros_like(s.future)
         plan[0] = s.future[0]
         mask = np.zeros(s.num_agents, bool)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
@@ -10,7 +11,7 @@ import numpy as np
 from forecast import metrics
 from forecast.features.dataset import SceneSet
 from forecast.probes.action import evaluate_action_conditioning
-from forecast.probes.interaction import find_pairs, score_pairs
+from forecast.probes.interaction import find_pairs, pair_samples, score_pairs
 from forecast.probes.persistence import evaluate_persistence
 
 GOALS = {"persistence_drop_20_max_degradation": 0.10, "generalisation_max_ratio": 1.15,
@@ -52,7 +53,7 @@ def world_model_card(predictors: dict[str, Callable], val: SceneSet, test: Scene
         test_fde, test_by_map = split_min_fde(test, predict, max_samples, seed)
         persistence = evaluate_persistence(test, predict, max_samples=max_samples // 2, seed=seed)
         card[name] = {
-            "interaction": score_pairs(pairs, predict),
+            "interaction": score_pairs(pairs, predict, functools.partial(pair_samples, test)),
             "action_conditioning": evaluate_action_conditioning(test, predict, max_samples=max_samples // 2, seed=seed),
             "persistence": persistence,
             "generalisation": {

@@ -31,7 +31,7 @@ the cause, and the mean absolute change).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import shapely
@@ -52,13 +52,30 @@ SAME_WAY_RAD = 0.5  # a cyclist "in the lane" heads within this of the vehicle's
 BRAKE_MS2 = 3.0  # deceleration of the braking leader (SUMO's passenger cars brake at up to 4.5)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ProbePair:
+    """What identifies a pair, not its samples: ``pair_samples`` rebuilds them through the sample
+    builder when the pair is scored. (Holding both samples, rasters included, for up to
+    ``max_pairs`` pairs per probe made the card the part of ``forecast evaluate`` whose memory
+    grew with the split.)"""
+
     probe: str
-    with_cause: Sample
-    without_cause: Sample
-    subject_with: int  # index of the responding vehicle among with_cause's agents
-    subject_without: int  # and among without_cause's agents
+    subject: int  # index of the responding vehicle among the sample's agents
+    cause: int  # index of the cause among the sample's agents: removed, or the leader given another past
+    lead_speed: np.float32 = np.float32(0.0)  # lead_vehicle_braking: the leader's t0 speed (m/s), the sample's dtype
+    sample: int = -1  # index into the scene set's sample plan (scenario, t0, agents); -1 outside a set
+
+    @property
+    def subject_with(self) -> int:
+        """Index of the responding vehicle among the with-cause sample's agents."""
+        return self.subject
+
+    @property
+    def subject_without(self) -> int:
+        """And among the without-cause sample's agents (one fewer when the cause was removed before it)."""
+        if self.probe == "lead_vehicle_braking" or self.subject < self.cause:
+            return self.subject
+        return self.subject - 1
 
 
 def expected_travel(traj: np.ndarray, prob: np.ndarray) -> np.ndarray:
@@ -67,7 +84,10 @@ def expected_travel(traj: np.ndarray, prob: np.ndarray) -> np.ndarray:
 
 
 def find_pairs(scenes: SceneSet, max_pairs: int = 200, seed: int = 0) -> list[ProbePair]:
-    """Scan the scene set's samples for the probe situations; at most ``max_pairs`` per probe."""
+    """Scan the scene set's samples for the probe situations; at most ``max_pairs`` per probe.
+
+    Only the pairs' identities are kept (``ProbePair``, a few numbers each): memory does not grow
+    with the pairs found."""
     rng = np.random.default_rng(seed)
     found: dict[str, list[ProbePair]] = {p: [] for p in PROBES}
     order = rng.permutation(len(scenes.index))
@@ -84,11 +104,36 @@ def find_pairs(scenes: SceneSet, max_pairs: int = 200, seed: int = 0) -> list[Pr
             crosswalks = shapely.union_all(cw) if cw else None
         for pair in _pairs_in_sample(tracks, idx.t0, idx.agents, scenes.cfg, m, crosswalks):
             if len(found[pair.probe]) < max_pairs:
-                found[pair.probe].append(pair)
+                found[pair.probe].append(replace(pair, sample=int(k)))
     return [p for v in found.values() for p in v]
 
 
+def pair_samples(scenes: SceneSet, pair: ProbePair) -> tuple[Sample, Sample]:
+    """The pair's (with cause, without cause) samples, rebuilt from its place in ``scenes``' plan."""
+    idx = scenes.index[pair.sample]
+    info = scenes.infos[idx.scenario]
+    m = scenes.maps.get(info.map_id) if info.map_id else None
+    return build_pair(pair, scenes.tracks[idx.scenario], idx.t0, idx.agents, scenes.cfg, m)
+
+
+def build_pair(pair: ProbePair, tracks: AgentTracks, t0: int, agents: np.ndarray, cfg, m) -> tuple[Sample, Sample]:
+    """(with cause, without cause) of ``pair`` found among ``agents`` of ``tracks`` at ``t0``.
+
+    Removal probes: the factual sample of ``agents`` and the same without the cause. Braking: the
+    leader arrives at its t0 position having braked (with) or cruised (without) over the history
+    window (``_braking_tracks``)."""
+    if pair.probe == "lead_vehicle_braking":
+        brake, cruise = _braking_tracks(tracks, agents[pair.cause], t0, cfg.history_steps, pair.lead_speed)
+        return (build_sample(brake, t0, cfg, m, agents, agents[0], with_future=False),
+                build_sample(cruise, t0, cfg, m, agents, agents[0], with_future=False))
+    j = pair.cause
+    keep = np.delete(agents, j)
+    return (build_sample(tracks, t0, cfg, m, agents, agents[0], with_future=False),
+            build_sample(tracks, t0, cfg, m, keep, agents[0] if j != 0 else keep[0], with_future=False))
+
+
 def _pairs_in_sample(tracks: AgentTracks, t0: int, agents: np.ndarray, cfg, m, crosswalks) -> list[ProbePair]:
+    """The probe situations among ``agents`` at ``t0`` (pairs with ``sample`` = -1: ``find_pairs`` sets it)."""
     out = []
     xy0 = tracks.xy[agents, t0]
     base = build_sample(tracks, t0, cfg, m, agents, agents[0], with_future=False)
@@ -102,7 +147,7 @@ def _pairs_in_sample(tracks: AgentTracks, t0: int, agents: np.ndarray, cfg, m, c
         lead &= (rel_heading[i] < 0.35) & (speed < QUEUE_SPEED)
         if lead.any():
             j = int(np.flatnonzero(lead)[np.argmin(local[lead, 0])])  # the nearest one: the leader
-            out.append(_removal_pair("queued_leader_removed", base, tracks, t0, agents, cfg, m, i, j))
+            out.append(ProbePair("queued_leader_removed", int(i), j))
             break
     for i in np.flatnonzero(vehicle & (speed > 2.0) & base.target_mask):
         local = to_local(xy0[None], base.origin[i : i + 1], base.heading[i : i + 1])[0]  # others in i's frame
@@ -111,25 +156,18 @@ def _pairs_in_sample(tracks: AgentTracks, t0: int, agents: np.ndarray, cfg, m, c
         v_i = _velocity_in_frame_of(base, i)  # [A, 2] everyone's velocity in i's frame
         for j in np.flatnonzero(walking & _in_path(local[:, 1], v_i[:, 1])):
             if crosswalks is not None and crosswalks.distance(shapely.Point(*xy0[j])) < ON_CROSSING_M:
-                out.append(_removal_pair("pedestrian_on_crossing", base, tracks, t0, agents, cfg, m, i, j))
+                out.append(ProbePair("pedestrian_on_crossing", int(i), int(j)))
                 break
         in_lane = ahead & (np.abs(local[:, 1]) < 1.5) & (atype == AgentType.CYCLIST) & (rel_heading[i] < SAME_WAY_RAD)
         for j in np.flatnonzero(in_lane):
-            out.append(_removal_pair("cyclist_in_lane", base, tracks, t0, agents, cfg, m, i, j))
+            out.append(ProbePair("cyclist_in_lane", int(i), int(j)))
             break
         rel = rel_heading[i]
         for j in np.flatnonzero(ahead & (np.abs(local[:, 1]) < 1.5) & (atype == AgentType.VEHICLE) & (rel < 0.35)
                                 & (speed > 2.0)):
-            out.append(_braking_pair(tracks, t0, agents, cfg, m, i, j, speed[j]))
+            out.append(ProbePair("lead_vehicle_braking", int(i), int(j), speed[j]))
             break
     return out
-
-
-def _removal_pair(probe, with_cause: Sample, tracks, t0, agents, cfg, m, i, j) -> ProbePair:
-    """``with_cause`` is the factual sample of ``agents``; the counterfactual drops agent ``j``."""
-    keep = np.delete(agents, j)
-    without = build_sample(tracks, t0, cfg, m, keep, agents[0] if j != 0 else keep[0], with_future=False)
-    return ProbePair(probe, with_cause, without, int(i), int(i if i < j else i - 1))
 
 
 def _in_path(y: np.ndarray, vy: np.ndarray) -> np.ndarray:
@@ -158,12 +196,11 @@ def braking_distance_before(steps: np.ndarray, speed: float, decel: float) -> np
     return driven[-1] - driven
 
 
-def _braking_pair(tracks, t0, agents, cfg, m, i, j, speed_now) -> ProbePair:
-    """The leader arrives at its t0 position having cruised over the history window at its real t0
-    speed, or having braked at ``BRAKE_MS2`` from that same speed at the window's start: the same
-    past speed, within the speeds the data holds; the braking leader is slower at t0 (and braking)."""
-    lead = agents[j]
-    h = cfg.history_steps
+def _braking_tracks(tracks: AgentTracks, lead: int, t0: int, h: int, speed_now) -> tuple[AgentTracks, AgentTracks]:
+    """(braking, cruising) copies of ``tracks``: the leader (track ``lead``) arrives at its t0
+    position having braked at ``BRAKE_MS2`` from ``speed_now`` at the window's start, or having
+    cruised at ``speed_now`` over the ``h``-step history window: the same past speed, within the
+    speeds the data holds; the braking leader is slower at t0 (and braking)."""
     steps = np.arange(-h + 1, 1) * tracks.dt  # seconds relative to t0, <= 0
     direction = np.array([np.cos(_heading_at(tracks, lead, t0)), np.sin(_heading_at(tracks, lead, t0))])
 
@@ -177,11 +214,7 @@ def _braking_pair(tracks, t0, agents, cfg, m, i, j, speed_now) -> ProbePair:
         present[lead, idx[ok]] = True
         return AgentTracks(xy, tracks.heading, present, tracks.agent_type, tracks.dt, tracks.track_ids)
 
-    cruise = with_history(-steps * speed_now)
-    brake = with_history(braking_distance_before(steps, speed_now, BRAKE_MS2))
-    s_brake = build_sample(brake, t0, cfg, m, agents, agents[0], with_future=False)
-    s_cruise = build_sample(cruise, t0, cfg, m, agents, agents[0], with_future=False)
-    return ProbePair("lead_vehicle_braking", s_brake, s_cruise, int(i), int(i))
+    return with_history(braking_distance_before(steps, speed_now, BRAKE_MS2)), with_history(-steps * speed_now)
 
 
 def _heading_at(tracks: AgentTracks, agent: int, t0: int) -> float:
@@ -192,31 +225,35 @@ def _heading_at(tracks: AgentTracks, agent: int, t0: int) -> float:
     return float(np.arctan2(d[1], d[0]))
 
 
-def score_pairs(pairs: list[ProbePair], predict: Callable, tie_m: float = 0.01) -> dict:
+def score_pairs(pairs: list[ProbePair], predict: Callable, samples: Callable[[ProbePair], tuple[Sample, Sample]],
+                tie_m: float = 0.01) -> dict:
     """Run ``predict(sample) -> (traj [A, K, T, 2], prob [A, K])`` on both sides of every pair.
 
-    Returns per probe: n, share in the right direction (ties count half), effect sizes (metres of
-    travel removed by the cause, positive is the right way: mean, median, and the mean absolute
-    change whatever its sign), and share of ties.
+    ``samples(pair) -> (with cause, without cause)`` builds a pair's samples (``pair_samples`` for a
+    scene set): they are made one pair at a time, in plan order (a scenario is read once), and
+    dropped once scored. Returns per probe: n, share in the right direction (ties count half),
+    effect sizes (metres of travel removed by the cause, positive is the right way: mean, median,
+    and the mean absolute change whatever its sign), and share of ties.
     """
+    effects: list = [None] * len(pairs)  # scalars of predict's dtype, as before: the means are unchanged
+    for n in sorted(range(len(pairs)), key=lambda n: pairs[n].sample):
+        p = pairs[n]
+        with_cause, without_cause = samples(p)
+        t_with, pr_with = predict(with_cause)
+        t_without, pr_without = predict(without_cause)
+        i, j = p.subject_with, p.subject_without
+        travel_with = expected_travel(t_with[i : i + 1], pr_with[i : i + 1])[0]
+        travel_without = expected_travel(t_without[j : j + 1], pr_without[j : j + 1])[0]
+        effects[n] = travel_without - travel_with
     out = {}
     for probe in PROBES:
-        ps = [p for p in pairs if p.probe == probe]
-        if not ps:
+        e = np.asarray([effects[n] for n, p in enumerate(pairs) if p.probe == probe])  # in the order found
+        if not len(e):
             out[probe] = {"n": 0, "right_direction": float("nan"), "mean_effect_m": float("nan"),
                           "median_effect_m": float("nan"), "mean_abs_effect_m": float("nan"), "ties": float("nan")}
             continue
-        effects = []
-        for p in ps:
-            t_with, pr_with = predict(p.with_cause)
-            t_without, pr_without = predict(p.without_cause)
-            i, j = p.subject_with, p.subject_without
-            travel_with = expected_travel(t_with[i : i + 1], pr_with[i : i + 1])[0]
-            travel_without = expected_travel(t_without[j : j + 1], pr_without[j : j + 1])[0]
-            effects.append(travel_without - travel_with)
-        e = np.asarray(effects)
         right = (e > tie_m).mean() + 0.5 * (np.abs(e) <= tie_m).mean()
-        out[probe] = {"n": len(ps), "right_direction": float(right), "mean_effect_m": float(e.mean()),
+        out[probe] = {"n": len(e), "right_direction": float(right), "mean_effect_m": float(e.mean()),
                       "median_effect_m": float(np.median(e)), "mean_abs_effect_m": float(np.abs(e).mean()),
                       "ties": float((np.abs(e) <= tie_m).mean())}
     valid = [v["right_direction"] for v in out.values() if v["n"]]

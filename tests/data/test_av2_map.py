@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -10,6 +11,7 @@ import pytest
 import shapely
 from shapely.geometry import LineString, Polygon
 
+from forecast.data.geoparquet import geo_metadata
 from forecast.data.sources.av2_lanes import midpoint_line
 from forecast.data.sources.av2_map import map_json_to_table, wkb_geometries
 from tests.data.test_av2 import map_json
@@ -83,3 +85,25 @@ def test_wkb_lines_and_polygons_round_trip():
     assert [len(g.coords) for g in lines] == [3, 2]
     with pytest.raises(ValueError, match="encloses no area"):
         wkb_geometries(np.array([[0, 0], [1, 1], [0, 0]], float), np.array([3]), polygon=True)
+
+
+@pytest.mark.parametrize("point, where", [({"x": 1.0}, "left_lane_boundary[1]"),
+                                          ({"x": "1.0", "y": 2.0}, "left_lane_boundary[1].x"),
+                                          ({"x": None, "y": 2.0}, "left_lane_boundary[1].x")])
+def test_malformed_point_names_its_place(tmp_path, point, where):
+    data = map_json()
+    data["lane_segments"]["11"]["left_lane_boundary"][1] = point
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=re.escape(where)):
+        map_json_to_table(path, "m")
+
+
+def test_geo_metadata_of_the_table_is_what_its_geometries_give(tmp_path):
+    data = _random_map(np.random.default_rng(3))
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps(data))
+    table = map_json_to_table(path, "m")
+    own = json.loads(table.schema.metadata[b"geo"])["columns"]["geometry"]
+    assert own == geo_metadata(table.replace_schema_metadata(None), "m")["columns"]["geometry"]
+    assert own["geometry_types"] == ["LineString", "Polygon"] and len(own["bbox"]) == 4

@@ -6,7 +6,7 @@ from forecast.features.config import FeatureConfig, RasterConfig
 from forecast.features.sample import build_sample
 from forecast.features.tracks import AgentTracks
 from forecast.model.baselines import BaselinePredictor
-from forecast.probes.interaction import _removal_pair, score_pairs
+from forecast.probes.interaction import ProbePair, build_pair, score_pairs
 from forecast.probes.persistence import degrade
 
 CFG = FeatureConfig(dt=0.1, history_steps=10, future_steps=10, raster=RasterConfig(size=16, resolution=1.0, ahead=4.0))
@@ -21,22 +21,24 @@ def _road(t: int = 25) -> AgentTracks:
     return AgentTracks(xy, np.full((2, t), np.nan), np.ones((2, t), bool), np.array([0, 1]), 0.1)
 
 
-def _pair():
-    tracks, t0 = _road(), 12
-    agents = np.array([0, 1])
-    base = build_sample(tracks, t0, CFG, None, agents, 0, with_future=False)
-    return _removal_pair("pedestrian_on_crossing", base, tracks, t0, agents, CFG, None, 0, 1)
+def _pair() -> ProbePair:
+    """The car (0) responding to the pedestrian (1) on the road ahead: ``_road`` at t0 = 12."""
+    return ProbePair("pedestrian_on_crossing", subject=0, cause=1)
+
+
+def _road_samples(pair: ProbePair):
+    return build_pair(pair, _road(), 12, np.array([0, 1]), CFG, None)
 
 
 def test_removal_pair_drops_the_cause_only():
-    pair = _pair()
-    assert pair.with_cause.num_agents == 2 and pair.without_cause.num_agents == 1
-    np.testing.assert_array_equal(pair.with_cause.hist[0], pair.without_cause.hist[0])
+    with_cause, without_cause = _road_samples(_pair())
+    assert with_cause.num_agents == 2 and without_cause.num_agents == 1
+    np.testing.assert_array_equal(with_cause.hist[0], without_cause.hist[0])
 
 
 def test_a_model_that_ignores_others_scores_chance():
     cv = BaselinePredictor("constant_velocity", CFG.future_steps, CFG.dt)
-    out = score_pairs([_pair()], lambda s: cv.predict(s))
+    out = score_pairs([_pair()], lambda s: cv.predict(s), _road_samples)
     assert out["pedestrian_on_crossing"]["right_direction"] == 0.5
     assert out["pedestrian_on_crossing"]["ties"] == 1.0 and out["mean_right_direction"] == 0.5
 
@@ -50,7 +52,7 @@ def test_a_model_that_yields_scores_right():
             traj = traj * 0.5
         return traj, prob
 
-    out = score_pairs([_pair()], yielding)
+    out = score_pairs([_pair()], yielding, _road_samples)
     assert out["pedestrian_on_crossing"]["right_direction"] == 1.0
     assert out["pedestrian_on_crossing"]["mean_effect_m"] > 1.0
 
@@ -87,9 +89,10 @@ def test_queued_vehicle_probe_finds_the_leader_and_removes_it():
     # the follower (0) sees its leader (1); the leader has nobody ahead
     assert len(pairs) == 1
     p = pairs[0]
-    assert p.subject_with == 0 and p.subject_without == 0
-    assert p.with_cause.num_agents == 3 and p.without_cause.num_agents == 2
-    np.testing.assert_allclose(p.without_cause.origin, p.with_cause.origin[[0, 2]])
+    assert p.subject_with == 0 and p.subject_without == 0 and p.cause == 1
+    with_cause, without_cause = build_pair(p, tracks, t0, np.array([0, 1, 2]), CFG, None)
+    assert with_cause.num_agents == 3 and without_cause.num_agents == 2
+    np.testing.assert_allclose(without_cause.origin, with_cause.origin[[0, 2]])
 
 
 def test_effect_sizes_in_metres():
@@ -99,7 +102,7 @@ def test_effect_sizes_in_metres():
         traj, prob = cv.predict(sample)
         return (traj * 0.5 if sample.num_agents > 1 else traj), prob
 
-    out = score_pairs([_pair(), _pair()], yielding)["pedestrian_on_crossing"]
+    out = score_pairs([_pair(), _pair()], yielding, _road_samples)["pedestrian_on_crossing"]
     # the car travels 10 m in 1 s; with the pedestrian present half of it: 5 m removed
     assert out["mean_effect_m"] == np.float64(out["median_effect_m"]) and abs(out["mean_effect_m"] - 5.0) < 0.2
     assert out["mean_abs_effect_m"] == out["mean_effect_m"]
@@ -160,7 +163,9 @@ def _probes_found(tracks, crosswalks, probe):
 def test_pedestrian_probe_takes_a_walking_pedestrian_on_the_crossing():
     tracks, crosswalks = _crossing_scene((16.0, -3.0), (0.0, 1.2))  # on it, walking into the car's path
     pairs = _probes_found(tracks, crosswalks, "pedestrian_on_crossing")
-    assert len(pairs) == 1 and pairs[0].with_cause.num_agents == 2 and pairs[0].without_cause.num_agents == 1
+    assert len(pairs) == 1 and pairs[0].cause == 1
+    with_cause, without_cause = build_pair(pairs[0], tracks, 12, np.arange(tracks.num_agents), CFG, None)
+    assert with_cause.num_agents == 2 and without_cause.num_agents == 1
 
 
 def test_pedestrian_probe_leaves_out_one_waiting_beside_the_crossing():
@@ -196,7 +201,7 @@ def test_braking_leader_history_stays_within_its_speed():
     tracks = AgentTracks(np.stack([follower, leader]), np.zeros((2, t)), np.ones((2, t), bool), np.array([0, 0]), 0.1)
     pairs = _probes_found(tracks, None, "lead_vehicle_braking")
     assert len(pairs) == 1
-    brake, cruise = pairs[0].with_cause, pairs[0].without_cause
+    brake, cruise = build_pair(pairs[0], tracks, 12, np.arange(tracks.num_agents), CFG, None)
     np.testing.assert_allclose(brake.origin, cruise.origin)  # same place at t0
     np.testing.assert_array_equal(brake.hist[0], cruise.hist[0])  # the follower's own past untouched
     v_brake = np.linalg.norm(np.diff(brake.hist[1, :, :2], axis=0), axis=-1) / 0.1
