@@ -12,6 +12,7 @@ run, each rotated and moved to its own place, with its own map JSON), then measu
 * ``dataset_open_s`` (train SceneSet, cold: sample plan made; and ``_warm``: plan from the disk cache);
 * ``first_batch_cold_s``: data module set up (train and val sample plans made) and the first training batch
   out of a one-worker loader, on a store without plans; ``first_batch_s`` the same with the plans cached;
+  ``setup_cold_cpu_s``: CPU seconds of the cold set-up (this process and the planning processes);
 * ``ingest_peak_rss_mb``, ``evaluate_peak_rss_mb`` (``forecast evaluate --model constant_velocity`` on
   the test split, 10 % of N, every ``--eval-t0-stride`` steps) and ``loader_worker_rss_mb`` (the worker's RSS after ``--batches`` batches).
 
@@ -98,7 +99,7 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 _LOADER = """
-import json, os, sys, time
+import json, os, resource, sys, time
 import numpy as np, psutil, torch
 torch.set_num_threads(1)
 store, batches, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -108,13 +109,20 @@ from forecast.features.dataset import SceneSet, select_scenarios
 from forecast.training.config import TrainConfig, DataConfig
 from forecast.training.datamodule import ForecastDataModule
 res = {}
+
+
+def cpu():  # this process and its finished children (the planning processes), seconds
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
 s = Store(store)
 t = time.time(); infos = select_scenarios(s, "train"); res["index_s"] = time.time() - t
 for p in (s.path / "_cache" / "plans").glob("*") if (s.path / "_cache" / "plans").is_dir() else []:
     __import__("shutil").rmtree(p)  # plans are directories of .npy files
-c = time.process_time()
+c = cpu()
 t = time.time(); scenes = SceneSet(s, infos, FeatureConfig(), 10); res["dataset_open_s"] = time.time() - t
-res["dataset_open_cpu_s"] = time.process_time() - c
+res["dataset_open_cpu_s"] = cpu() - c
 res["train_samples"] = len(scenes); res["train_scenarios"] = len(infos)
 del scenes
 t = time.time(); scenes = SceneSet(s, select_scenarios(s, "train"), FeatureConfig(), 10)
@@ -124,8 +132,9 @@ cfg = TrainConfig(data=DataConfig(store=store, batch_size=8, num_workers=1, max_
 
 
 def first_batch():
-    t = time.time()
+    t, c = time.time(), cpu()
     dm = ForecastDataModule(cfg); dm.setup("fit")
+    res["setup_cpu_s"] = cpu() - c  # the last call's
     it = iter(dm.train_dataloader()); next(it)
     return time.time() - t, dm, it
 
@@ -134,6 +143,8 @@ for p in (s.path / "_cache" / "plans").glob("*") if (s.path / "_cache" / "plans"
     __import__("shutil").rmtree(p)
 # cold: no plan made yet (the data module plans the train and the val split), as on a fresh store
 res["first_batch_cold_s"], dm, it = first_batch()
+res["setup_cold_cpu_s"] = res.pop("setup_cpu_s")
+res["load_avg_cold"] = os.getloadavg()[0]
 del dm, it
 res["first_batch_s"], dm, it = first_batch()  # warm: the plans memory-mapped from STORE/_cache/plans
 me = psutil.Process()

@@ -3,7 +3,8 @@
 Memory is flat in the size of the data set: a ``SceneSet`` holds the scenario index (one
 ``ScenarioInfo`` per scenario: file and row group) and the sample plan (flat arrays, cached on
 disk), and reads a scenario's row group when a sample needs it, through a bounded LRU cache. The plan is
-memory-mapped from ``STORE/_cache/plans``, so loader workers and DDP ranks share its pages.
+made once per store and settings (``forecast.features.plans``: the columns it needs, one process per
+core) and memory-mapped from ``STORE/_cache/plans``, so loader workers and DDP ranks share its pages.
 Map rasters are drawn once per map and kept on disk (``STORE/_cache/rasters``, memory-mapped),
 again behind a bounded cache. Each DataLoader worker and DDP rank reads only the samples its
 sampler hands it.
@@ -15,8 +16,6 @@ import hashlib
 import inspect
 import json
 import os
-import shutil
-import tempfile
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -29,14 +28,14 @@ from forecast.data.scenario import ScenarioInfo
 from forecast.data.store import Store
 from forecast.features import raster as R
 from forecast.features.config import FeatureConfig
+from forecast.features.plans import SamplePlan, plan_split
 from forecast.features.raster import MapRaster
-from forecast.features.sample import Sample, SampleIndex, build_sample, plan_samples
+from forecast.features.sample import Sample, build_sample, plan_samples
 from forecast.features.tracks import AgentTracks
 
 PLAN_VERSION = "1"  # bump when plan_samples changes what it selects
 TRACKS_CACHE = 64  # scenarios held in memory per process
 RASTER_CACHE = 32  # memory-mapped map rasters held open per process
-PLAN_CHUNK = 64  # scenarios read at once while planning
 
 
 def select_scenarios(store: Store, split: str, source: str | None = None, prefix: str | None = None) -> list[ScenarioInfo]:
@@ -99,73 +98,6 @@ class _Maps:
 
     def __len__(self) -> int:
         return len(self.scenes.map_where)
-
-
-class SamplePlan(Sequence):
-    """Every sample of a set as flat arrays; ``plan[k]`` is a ``SampleIndex``.
-
-    scenario/t0: [S] int; agents/scored: [sum of group sizes], sample k's group is
-    ``agents[offsets[k]:offsets[k + 1]]`` (focal first).
-    """
-
-    def __init__(self, scenario: np.ndarray, t0: np.ndarray, offsets: np.ndarray, agents: np.ndarray,
-                 scored: np.ndarray):
-        self.scenario, self.t0, self.offsets, self.agents, self.scored = scenario, t0, offsets, agents, scored
-
-    @classmethod
-    def from_indices(cls, index: list[SampleIndex]) -> SamplePlan:
-        sizes = np.array([len(i.agents) for i in index], np.int64)
-        cat = np.concatenate
-        return cls(np.array([i.scenario for i in index], np.int32), np.array([i.t0 for i in index], np.int32),
-                   np.r_[0, np.cumsum(sizes)].astype(np.int64),
-                   cat([i.agents for i in index]).astype(np.int32) if index else np.zeros(0, np.int32),
-                   cat([i.scored for i in index]).astype(bool) if index else np.zeros(0, bool))
-
-    def __len__(self) -> int:
-        return len(self.scenario)
-
-    def __getitem__(self, k):  # type: ignore[override]
-        k = int(k)
-        if k < 0:
-            k += len(self)
-        a, b = self.offsets[k], self.offsets[k + 1]
-        return SampleIndex(int(self.scenario[k]), int(self.t0[k]), self.agents[a:b].astype(np.int64), self.scored[a:b])
-
-    def __iter__(self) -> Iterator[SampleIndex]:
-        return (self[k] for k in range(len(self)))
-
-    @classmethod
-    def concat(cls, plans: list[SamplePlan]) -> SamplePlan:
-        sizes = np.concatenate([np.diff(p.offsets) for p in plans]) if plans else np.zeros(0, np.int64)
-        cat = np.concatenate
-        return cls(cat([p.scenario for p in plans]).astype(np.int32) if plans else np.zeros(0, np.int32),
-                   cat([p.t0 for p in plans]).astype(np.int32) if plans else np.zeros(0, np.int32),
-                   np.r_[0, np.cumsum(sizes)].astype(np.int64),
-                   cat([p.agents for p in plans]).astype(np.int32) if plans else np.zeros(0, np.int32),
-                   cat([p.scored for p in plans]).astype(bool) if plans else np.zeros(0, bool))
-
-    def subset(self, keep: np.ndarray) -> SamplePlan:
-        return SamplePlan.from_indices([self[int(k)] for k in keep])
-
-    _ARRAYS = ("scenario", "t0", "offsets", "agents", "scored")
-
-    def save(self, path: Path) -> None:
-        """A directory of ``.npy`` files, renamed into place whole (readers never see half a plan)."""
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            for k in self._ARRAYS:
-                np.save(tmp / f"{k}.npy", np.ascontiguousarray(getattr(self, k)))
-            os.replace(tmp, path)
-        except OSError:
-            if not path.is_dir():
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    @classmethod
-    def load(cls, path: Path) -> SamplePlan:
-        """Memory-mapped: the plan of a large set stays in the page cache, shared by every process."""
-        return cls(*(np.load(path / f"{k}.npy", mmap_mode="r") for k in cls._ARRAYS))
 
 
 def _cache_dir(store: Store, kind: str) -> Path | None:
@@ -241,17 +173,12 @@ class SceneSet:
         return self._tracks.get(i, make)
 
     def _iter_tracks(self) -> Iterator[tuple[int, AgentTracks]]:
-        """Every scenario once, in file and row-group order, a chunk at a time (bounded memory)."""
-        order = sorted(range(len(self.infos)),
-                       key=lambda i: (self.infos[i].tracks_file or "", self.infos[i].row_group or 0, i))
-        step = PLAN_CHUNK if self.indexed else max(1, len(order))
-        for c in range(0, len(order), step):
-            chunk = order[c : c + step]
-            for i, scen in zip(chunk, self.store.load_scenarios([self.infos[i] for i in chunk]), strict=True):
-                tr = AgentTracks.from_scenario(scen).resample(self.cfg.dt)
-                if not self.indexed:
-                    self._tracks.get(i, lambda tr=tr: tr)
-                yield i, tr
+        """Every scenario of a store without a row-group index (schema 1): one scan per partition, all kept
+        (reading one scenario again would scan its partition again)."""
+        for i, scen in enumerate(self.store.load_scenarios(self.infos)):
+            tr = AgentTracks.from_scenario(scen).resample(self.cfg.dt)
+            self._tracks.get(i, lambda tr=tr: tr)
+            yield i, tr
 
     def _plan_key(self) -> str:
         files: dict[str, list[int]] = defaultdict(list)
@@ -275,10 +202,12 @@ class SceneSet:
                 return SamplePlan.load(path)
             except (OSError, ValueError, KeyError):
                 pass  # a damaged cache file is rebuilt
-        per: dict[int, SamplePlan] = {}  # compact arrays per scenario, not an object per sample
-        for i, tr in self._iter_tracks():
-            per[i] = SamplePlan.from_indices(plan_samples(tr, i, self.cfg, self.t0_stride, full_future=self.full_future))
-        plan = SamplePlan.concat([per.pop(i) for i in range(len(self.infos))])
+        if self.indexed:  # only the columns planning needs, a chunk of row groups at a time, one process per core
+            plan = plan_split(self.store, self.infos, self.cfg, self.t0_stride, self.full_future)
+        else:
+            plan = SamplePlan.concat([SamplePlan.from_indices(plan_samples(tr, i, self.cfg, self.t0_stride,
+                                                                           full_future=self.full_future))
+                                      for i, tr in self._iter_tracks()])
         if path is not None:
             try:
                 plan.save(path)

@@ -17,7 +17,8 @@ from forecast.features.raster import MapRaster, rasterize_agents
 from forecast.features.tracks import AgentTracks, causal_heading, causal_velocity
 
 # is_target[agent_type]: a table lookup (np.isin cost a tenth of a millisecond per sample in the loader)
-_IS_TARGET = np.isin(np.arange(max(AgentType) + 1), [int(t) for t in TARGET_TYPES])
+_TARGET_CODES = np.array([int(t) for t in TARGET_TYPES])
+_IS_TARGET = np.isin(np.arange(max(AgentType) + 1), _TARGET_CODES)
 
 
 @dataclass
@@ -150,28 +151,130 @@ def plan_samples(tracks: AgentTracks, scenario: int, cfg: FeatureConfig, t0_stri
 
     A target (target class, present at t0, >= ``min_history_steps`` observed history, a future
     in the scenario; the whole future if ``full_future``) is scored in exactly one group; a
-    group holds the ``max_agents`` agents nearest to its focal target within ``neighbour_radius``.
+    group holds the ``max_agents`` agents nearest to its focal target within ``neighbour_radius``
+    (equal distances in agent order), the focal being the lowest-index target not yet scored.
+    """
+    _, t0, sizes, agents, scored = plan_many(tracks.present, tracks.xy, tracks.agent_type,
+                                             np.array([0, tracks.num_agents]), cfg, t0_stride, full_future)
+    if not len(t0):
+        return []
+    cut = np.cumsum(sizes)[:-1]
+    return [SampleIndex(scenario, int(t), a, s)
+            for t, a, s in zip(t0.tolist(), np.split(agents, cut), np.split(scored, cut), strict=True)]
+
+
+GROUP_BATCH = 1 << 18  # agent slots (problems x most agents) covered at once: a few MB of padded arrays
+
+
+def plan_many(present: np.ndarray, xy: np.ndarray, agent_type: np.ndarray, bounds: np.ndarray, cfg: FeatureConfig,
+              t0_stride: int, full_future: bool = False) -> tuple[np.ndarray, ...]:
+    """``plan_samples`` of many scenes of one length at once, as flat arrays.
+
+    Their agents stacked: present [N, T] bool, xy [N, T, 2] (read where present), agent_type [N];
+    scene j's agents are rows ``bounds[j]:bounds[j + 1]`` (bounds [S + 1]). Returns scene [G] int64
+    (j), t0 [G] int64, sizes [G] int64 (agents per sample), agents [sum(sizes)] int64 (each sample's
+    group, indices within its scene, nearest to its focal first) and scored [sum(sizes)] bool, in
+    the order ``plan_samples`` gives them scene after scene.
+
+    A t0's groups depend on each other (greedy cover), but the t0s of all scenes do not: every
+    (scene, t0) with targets is a *problem*, and the problems make their k-th group together, so
+    the Python loop runs once per group rank rather than once per group.
     """
     th, tf = cfg.history_steps, cfg.future_steps
-    out: list[SampleIndex] = []
-    targets_types = np.array([int(t) for t in TARGET_TYPES])
-    is_target_type = np.isin(tracks.agent_type, targets_types)
-    for t0 in range(th - 1, tracks.num_steps - tf, t0_stride):
-        now = tracks.present[:, t0]
-        hist_n = tracks.present[:, max(0, t0 - th + 1) : t0 + 1].sum(1)
-        fut = tracks.present[:, t0 + 1 : t0 + 1 + tf]
-        has_future = fut.all(1) if full_future else fut.any(1)
-        target = now & is_target_type & (hist_n >= cfg.min_history_steps) & has_future
-        uncovered = set(np.flatnonzero(target).tolist())
-        here = np.flatnonzero(now)
-        pos = tracks.xy[here, t0]
-        while uncovered:
-            focal = min(uncovered)
-            d = np.hypot(*(pos - tracks.xy[focal, t0]).T)
-            order = np.argsort(d, kind="stable")
-            order = order[d[order] <= cfg.neighbour_radius][: cfg.max_agents]
-            group = here[order]
-            scored = np.array([g in uncovered for g in group])
-            uncovered -= set(group[scored].tolist())
-            out.append(SampleIndex(scenario, t0, group, scored))
+    n_agents, t = present.shape
+    t0s = np.arange(th - 1, t - tf, t0_stride)
+    bounds = np.asarray(bounds, np.int64)
+    n_prob = 0
+    if n_agents and len(t0s):
+        scene_of = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))  # [N]
+        cum = np.zeros((n_agents, t + 1), np.int32)
+        np.cumsum(present, axis=1, out=cum[:, 1:])
+        hist_n = cum[:, t0s + 1] - cum[:, np.maximum(0, t0s - th + 1)]  # [N, K] observed steps up to t0
+        fut_n = cum[:, t0s + 1 + tf] - cum[:, t0s + 1]  # t0 < T - tf: the whole window is inside
+        has_future = fut_n == tf if full_future else fut_n > 0
+        now = present[:, t0s]
+        target = now & np.isin(agent_type, _TARGET_CODES)[:, None] & (hist_n >= cfg.min_history_steps) & has_future
+        # problems: the (scene, t0) with a target, in scene then t0 order
+        has = np.zeros((len(bounds) - 1, len(t0s)), bool)
+        ta, tk = np.nonzero(target)
+        has[scene_of[ta], tk] = True
+        prob_scene, prob_k = np.nonzero(has)
+        n_prob = len(prob_scene)
+        prob_id = np.full(has.shape, -1)
+        prob_id[prob_scene, prob_k] = np.arange(n_prob)
+        # pairs: the agents present at each problem's t0, problem by problem, in agent order
+        pid = prob_id[scene_of]  # [N, K]
+        agent, kk = np.nonzero(now & (pid >= 0))
+        p_of = pid[agent, kk]
+        by_prob = np.argsort(p_of, kind="stable")
+        agent, kk, p_of = agent[by_prob], kk[by_prob], p_of[by_prob]
+        target = target[agent, kk]
+        pos = xy[agent, t0s[kk]]
+        agent = agent - bounds[scene_of[agent]]  # index within its scene
+        prob_t0 = t0s[prob_k]
+    if not n_prob:
+        z = np.zeros(0, np.int64)
+        return z, z, z, z, np.zeros(0, bool)
+    cat = np.concatenate
+    n = np.bincount(p_of, minlength=n_prob)  # agents present per problem
+    col = np.arange(len(p_of)) - np.r_[0, np.cumsum(n)[:-1]][p_of]
+    # problems of similar size together (less padding), at most GROUP_BATCH agent slots at once
+    by_size = np.argsort(n, kind="stable")
+    groups: list[tuple] = []
+    lo = 0
+    while lo < n_prob:
+        hi = lo + 1
+        while hi < n_prob and (hi - lo + 1) * int(n[by_size[hi]]) <= GROUP_BATCH:
+            hi += 1
+        probs = by_size[lo:hi]
+        width = int(n[probs[-1]])
+        slot = np.full(n_prob, -1)
+        slot[probs] = np.arange(len(probs))
+        take = slot[p_of] >= 0
+        here = np.full((len(probs), width), -1)
+        here[slot[p_of[take]], col[take]] = agent[take]
+        tgt = np.zeros((len(probs), width), bool)
+        tgt[slot[p_of[take]], col[take]] = target[take]
+        at = np.zeros((len(probs), width, 2))
+        at[slot[p_of[take]], col[take]] = pos[take]
+        groups += _cover(probs, here, at, tgt, cfg.neighbour_radius, cfg.max_agents)
+        lo = hi
+    # back in problem order (scene, t0), each problem's groups in the order they were made
+    g_prob = cat([g[0] for g in groups])
+    g_rank = cat([np.full(len(g[0]), r) for r, g in enumerate(groups)])  # lists are made rank-major per batch
+    sizes = cat([g[1] for g in groups])
+    flat_agents, flat_scored = cat([g[2] for g in groups]), cat([g[3] for g in groups])
+    order = np.lexsort((g_rank, g_prob))
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    rows = np.repeat(starts[order] - np.r_[0, np.cumsum(sizes[order])[:-1]], sizes[order]) + np.arange(sizes.sum())
+    return (prob_scene[g_prob[order]].astype(np.int64), prob_t0[g_prob[order]].astype(np.int64),
+            sizes[order].astype(np.int64), flat_agents[rows].astype(np.int64), flat_scored[rows])
+
+
+def _cover(probs: np.ndarray, here: np.ndarray, pos: np.ndarray, target: np.ndarray, radius: float,
+           max_agents: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """The greedy cover of B problems padded to N agents: here [B, N] agent index (-1: padding), pos
+    [B, N, 2], target [B, N]. Step k makes every unfinished problem's k-th group. Returns one tuple per
+    step: (problem [G], size [G], agents [sum size], scored [sum size])."""
+    valid = here >= 0
+    cols = np.arange(here.shape[1])
+    uncovered = target.copy()
+    active = np.flatnonzero(uncovered.any(1))
+    out = []
+    while len(active):
+        focal = uncovered[active].argmax(1)  # the lowest-index target left
+        at = pos[active]  # [k, N, 2]
+        f = at[np.arange(len(active)), focal]  # [k, 2]
+        # distances from the focal agents only (a row per group made, not per agent)
+        d = np.hypot(at[..., 0] - f[:, None, 0], at[..., 1] - f[:, None, 1])  # [k, N]
+        ok = valid[active]
+        d[~ok] = np.inf  # padding sorts after every agent
+        rows = np.argsort(d, axis=1, kind="stable")
+        # agents within the radius are a prefix of each sorted row (padding is not counted)
+        within = np.minimum(((d <= radius) & ok).sum(1), max_agents)
+        member = cols[None, :] < within[:, None]
+        left = uncovered[active[:, None], rows]
+        uncovered[active[:, None], rows] = left & ~member
+        out.append((probs[active], within, here[active[:, None], rows][member], left[member]))
+        active = active[uncovered[active].any(1)]
     return out

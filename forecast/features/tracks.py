@@ -47,16 +47,22 @@ class AgentTracks:
 
     def resample(self, dt: float) -> AgentTracks:
         """Every n-th step when ``dt`` is a whole multiple of ours; no interpolation (it would hide gaps)."""
-        ratio = dt / self.dt
-        n = int(round(ratio))
-        if abs(ratio - n) > 1e-6 or n < 1:
-            raise ValueError(
-                f"cannot resample tracks at dt={self.dt:g} s to dt={dt:g} s: only whole-multiple downsampling is supported"
-            )
+        n = resample_step(self.dt, dt)
         if n == 1:
             return self
         return AgentTracks(self.xy[:, ::n], self.heading[:, ::n], self.present[:, ::n], self.agent_type, dt,
                            self.track_ids)
+
+
+def resample_step(from_dt: float, to_dt: float) -> int:
+    """Every how many steps tracks at ``from_dt`` seconds are read to be at ``to_dt`` (a whole number)."""
+    ratio = to_dt / from_dt
+    n = int(round(ratio))
+    if abs(ratio - n) > 1e-6 or n < 1:
+        raise ValueError(
+            f"cannot resample tracks at dt={from_dt:g} s to dt={to_dt:g} s: only whole-multiple downsampling is supported"
+        )
+    return n
 
 
 def causal_velocity(xy: np.ndarray, present: np.ndarray, dt: float, max_gap: int = 10) -> tuple[np.ndarray, np.ndarray]:
