@@ -379,12 +379,16 @@ def test_unknown_object_type_quarantined(tmp_path):
         ("observed", "drop", "missing column 'observed'"),
         ("timestep", pa.string(), "column 'timestep' has type string, expected integer"),
         ("heading", pa.string(), "column 'heading' has type string, expected number"),
+        ("track_id", "numbers", "column 'track_id' has type int64, expected string"),
     ],
 )
 def test_missing_or_mistyped_column_quarantines_file(tmp_path, column, change, reason):
     table = scenario_table()
     if change == "drop":
         table = table.drop_columns([column])
+    elif change == "numbers":  # a string column read as a dictionary must still be typed
+        i = table.schema.get_field_index(column)
+        table = table.set_column(i, column, pa.array(np.arange(table.num_rows)))
     else:
         i = table.schema.get_field_index(column)
         table = table.set_column(i, column, table[column].cast(change))

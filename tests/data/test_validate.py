@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from forecast.data.schema import AgentType
-from forecast.data.validate import MAX_TRACK_ID_CHARS, RawRows, sort_order, validate_rows
+from forecast.data.validate import MAX_TRACK_ID_CHARS, RawRows, dictionary_code, sort_order, validate_rows
 
 
 def make_rows(ids: list, t: list[float], x: list[float], y: list[float] | None = None,
@@ -107,3 +108,26 @@ def test_sort_order_is_lexsort():
     huge = rng.integers(-2**62, 2**62, 500)  # keys that cannot be packed into one int64
     np.testing.assert_array_equal(sort_order(a, huge), np.lexsort((huge, a)))
     assert len(sort_order(np.zeros(0, np.int64), np.zeros(0, np.int64))) == 0
+
+
+def test_dictionary_code_of_a_dictionary_column_equals_that_of_its_strings():
+    # the Parquet reader may hand the AV2 string columns over as dictionaries, in a file's own
+    # order, with unused or repeated values, nulls, and a dictionary per row group
+    rng = np.random.default_rng(1)
+    words = np.array(["b", "", "a", "c", "d"], dtype=object)
+    chunks, strings = [], []
+    for _ in range(3):
+        idx = rng.integers(0, 4, 200).astype(np.int8)
+        mask = rng.random(200) < 0.1
+        dictionary = pa.array(rng.permutation(words).tolist(), pa.string())  # "d" may go unused
+        chunks.append(pa.DictionaryArray.from_arrays(pa.array(idx, mask=mask), dictionary))
+        strings.append(pa.array(np.where(mask, None, dictionary.to_numpy(zero_copy_only=False)[idx]).tolist(),
+                                pa.string()))
+    got = dictionary_code(pa.chunked_array(chunks))
+    want = dictionary_code(pa.chunked_array(strings))
+    np.testing.assert_array_equal(got[0], want[0])
+    assert got[1].tolist() == want[1].tolist()
+    one = dictionary_code(chunks[0])
+    assert one[1].tolist() == dictionary_code(strings[0])[1].tolist()
+    empty = dictionary_code(pa.chunked_array([], pa.dictionary(pa.int32(), pa.string())))
+    assert len(empty[0]) == 0 and len(empty[1]) == 0
