@@ -205,7 +205,7 @@ def read_plan_inputs(store: Store, infos: list[ScenarioInfo], dt: float) -> list
     for rel, js in by_file.items():
         part = [infos[j] for j in js]
         groups = sorted({int(i.row_group) for i in part})
-        pf = store.parquet_file(rel, read_dictionary=PLAN_STRINGS)
+        pf = store.parquet_file(rel, read_dictionary=PLAN_STRINGS, pre_buffer=False)
         sizes = np.array([pf.metadata.row_group(g).num_rows for g in groups], np.int64)
         # A row group holds one scenario (schema 2), so its rows need no scenario_id column (each
         # column read costs about as much as the rows' planning); read it where the index says otherwise.
@@ -248,12 +248,9 @@ def _stack(table: pa.Table, infos: list[ScenarioInfo], which: np.ndarray, dt: fl
         p_code = (np.cumsum(seen) - 1)[pair]
     else:
         p_code = np.unique(pair, return_inverse=True)[1].reshape(-1)
-    ts = table.column("timestep").to_numpy().astype(np.int64)
+    ts = table.column("timestep").to_numpy()
     n_agents = int(p_code.max()) + 1 if len(p_code) else 0
-    last = np.full(len(infos), -1)
-    np.maximum.at(last, s_info[s_code], ts)
-    steps = np.maximum([i.num_timesteps for i in infos], last + 1)  # per scenario, before resampling
-    width = int(steps.max())
+    width = max(max(i.num_timesteps for i in infos), int(ts.max()) + 1 if len(ts) else 0)
     cell = p_code * width + ts  # flat (agent, step) index of each row
     present = np.zeros(n_agents * width, bool)
     present[cell] = True
@@ -262,19 +259,21 @@ def _stack(table: pa.Table, infos: list[ScenarioInfo], which: np.ndarray, dt: fl
     xy[cell, 0] = table.column("x").to_numpy()
     xy[cell, 1] = table.column("y").to_numpy()
     xy = xy.reshape(n_agents, width, 2)
-    # an agent's class from its first row (its earliest step), as scenarios_from_tracks reads it
-    agent_type = np.zeros(n_agents, np.int64)
-    if n_agents:
-        labels, type_code = _codes(table.column("agent_type"))
-        label_to_code = {label: i for i, label in enumerate(AGENT_TYPE_LABELS)}
-        row_type = np.array([label_to_code[v] for v in labels.tolist()], np.int64)[type_code]
-        first = np.full(n_agents, np.iinfo(np.int64).max)
-        np.minimum.at(first, p_code, ts)
-        at_first = ts == first[p_code]
-        agent_type[p_code[at_first]] = row_type[at_first]
-    # each asked scenario's agent rows (none for a scenario without rows)
     scen_of = np.zeros(n_agents, np.int64)
     scen_of[p_code] = s_info[s_code]
+    agent_type = np.zeros(n_agents, np.int64)
+    last = np.full(len(infos), -1)
+    if n_agents:
+        # an agent's class from its first row (its earliest step), as scenarios_from_tracks reads it
+        row_at = np.empty(n_agents * width, np.int64)
+        row_at[cell[::-1]] = np.arange(len(cell) - 1, -1, -1)  # of equal cells the first row
+        first_row = row_at[np.arange(n_agents) * width + present.argmax(1)]
+        labels, type_code = _codes(table.column("agent_type").take(pa.array(first_row)))
+        label_to_code = {label: i for i, label in enumerate(AGENT_TYPE_LABELS)}
+        agent_type = np.array([label_to_code[v] for v in labels.tolist()], np.int64)[type_code]
+        np.maximum.at(last, scen_of, width - 1 - present[:, ::-1].argmax(1))  # each scenario's last step
+    steps = np.maximum([i.num_timesteps for i in infos], last + 1)  # per scenario, before resampling
+    # each asked scenario's agent rows (none for a scenario without rows)
     count = np.bincount(scen_of, minlength=len(infos))
     if not np.all(np.diff(scen_of) >= 0):  # row groups out of id order: agents regrouped by scenario
         order = np.argsort(scen_of, kind="stable")
