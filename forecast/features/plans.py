@@ -285,9 +285,10 @@ def _stack(table: pa.Table, infos: list[ScenarioInfo], which: np.ndarray, dt: fl
     for key in np.unique(keys, axis=0):
         members = np.flatnonzero((keys == key).all(1))
         total, n = int(key[0]), int(key[1])
-        rows = np.concatenate([np.arange(start[m], start[m] + count[m]) for m in members])
-        if len(rows) == n_agents and np.array_equal(rows, np.arange(n_agents)):
-            rows = slice(None)  # the whole chunk: views
+        rows: slice | np.ndarray = slice(None)  # the whole chunk (the usual case): views
+        if len(members) < len(infos):
+            rows = np.repeat(start[members] - np.r_[0, np.cumsum(count[members])[:-1]], count[members])
+            rows = rows + np.arange(len(rows))
         out.append(Stacked(which[members], present[rows, :total:n], xy[rows, :total:n], agent_type[rows],
                            np.r_[0, np.cumsum(count[members])]))
     return out

@@ -120,10 +120,12 @@ def test_plan_inputs_are_the_tracks(store, dt, by_id):
     from forecast.features.plans import read_plan_inputs
 
     infos = store.scenarios(split="train")[1:][::-1]  # not from the first row group, not in file order
+    infos[4] = dataclasses.replace(infos[4], num_timesteps=infos[4].num_timesteps + 7)  # a longer one: stacked apart
     if by_id:
         infos[2] = dataclasses.replace(infos[2], num_rows=infos[2].num_rows + 1)
-    got = {int(st.which[j]): st.scene(j) for st in read_plan_inputs(store, infos, dt) for j in range(len(st.which))}
-    assert sorted(got) == list(range(len(infos)))
+    stacks = read_plan_inputs(store, infos, dt)
+    got = {int(st.which[j]): st.scene(j) for st in stacks for j in range(len(st.which))}
+    assert sorted(got) == list(range(len(infos))) and len(stacks) > len({i.tracks_file for i in infos})
     for i, info in enumerate(infos):
         present, xy, agent_type = got[i]
         tr = AgentTracks.from_scenario(store.load_scenarios([info])[0]).resample(dt)
