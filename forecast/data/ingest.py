@@ -23,7 +23,7 @@ from forecast.data.atomic import sha256_file, sha256_text, write_json_atomic
 from forecast.data.batch import BatchWriter, BuiltUnit, outputs_intact
 from forecast.data.schema import AGENT_TYPE_LABELS, SCHEMA_VERSION, SPLITS, TRACKS_SCHEMA
 from forecast.data.store import Store, safe_name
-from forecast.data.validate import Quarantine, RawRows, validate_rows
+from forecast.data.validate import Quarantine, RawRows, sort_order, validate_rows
 
 # Bump when the canonical output of an unchanged input changes, so reruns rewrite it.
 INGEST_VERSION = "3"
@@ -290,7 +290,8 @@ def _build_unit(parsed: ParsedUnit, input_hash: str, file_hashes: dict[str, str]
     if parsed.rows is not None and len(parsed.rows):
         keep, timestep, q = validate_rows(parsed.rows, parsed.dt, unit.source, parsed.source_file)
         quarantines.append(q)
-        tracks, scen_rows, scen_counts = _build_tables(parsed, parsed.rows.take(keep), timestep)
+        kept = parsed.rows if len(keep) == len(parsed.rows) else parsed.rows.take(keep)  # keep: all rows, in order
+        tracks, scen_rows, scen_counts = _build_tables(parsed, kept, timestep)
     rejected = [q for q in quarantines if len(q)]  # most units have none: no table to build then
     qtable = pa.concat_tables([q.to_table() for q in rejected]).drop_columns(["source"]) if rejected else None
     reasons: Counter[str] = Counter()
@@ -323,8 +324,9 @@ def _build_tables(parsed: ParsedUnit, rows: RawRows, timestep: np.ndarray) -> tu
     scen_names = np.array(
         [f"{parsed.scenario_prefix}:{w:04d}" if parsed.window_steps else parsed.scenario_prefix for w in windows]
     )
-    order = np.lexsort((local, rows.track_code, scen_code))
-    rows, local, scen_code = rows.take(order), local[order], scen_code[order]
+    order = sort_order(scen_code, rows.track_code, local)
+    if not (order[1:] > order[:-1]).all():  # rows mostly come sorted already: then no copy of every array
+        rows, local, scen_code = rows.take(order), local[order], scen_code[order]
 
     def dict_str(codes: np.ndarray, names: np.ndarray) -> pa.Array:
         # Names go to Arrow as Python strings: a numpy str array would cut them at a NUL

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from forecast.data.schema import AgentType
-from forecast.data.validate import MAX_TRACK_ID_CHARS, RawRows, validate_rows
+from forecast.data.validate import MAX_TRACK_ID_CHARS, RawRows, sort_order, validate_rows
 
 
 def make_rows(ids: list, t: list[float], x: list[float], y: list[float] | None = None,
@@ -97,3 +97,13 @@ def test_jump_beyond_reported_speed_where_the_source_opts_in():
     assert bad == {}
     _, _, bad = check(make_rows(["a"] * 8, np.arange(8) * 0.1, x, y, speed, jump_tolerance_m=1.0))
     assert bad == {4: ("x", JUMP), 5: ("x", CUT), 6: ("x", CUT), 7: ("x", CUT)}  # equal parts: the first is kept
+
+
+def test_sort_order_is_lexsort():
+    rng = np.random.default_rng(0)
+    a, b, c = rng.integers(-3, 4, 500), rng.integers(0, 50, 500), rng.integers(-10**6, 10**6, 500)
+    np.testing.assert_array_equal(sort_order(a, b, c), np.lexsort((c, b, a)))
+    np.testing.assert_array_equal(sort_order(b, a), np.lexsort((a, b)))  # ties keep the given order
+    huge = rng.integers(-2**62, 2**62, 500)  # keys that cannot be packed into one int64
+    np.testing.assert_array_equal(sort_order(a, huge), np.lexsort((huge, a)))
+    assert len(sort_order(np.zeros(0, np.int64), np.zeros(0, np.int64))) == 0
