@@ -10,12 +10,14 @@ and are put in scenario order (``tests/features/test_plan.py``).
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,8 @@ from forecast.data.store import Store
 from forecast.features.config import FeatureConfig
 from forecast.features.sample import SampleIndex, plan_many
 from forecast.features.tracks import resample_step
+
+log = logging.getLogger(__name__)
 
 PLAN_COLUMNS = ["scenario_id", "track_id", "agent_type", "timestep", "x", "y"]  # scenario_id: where needed
 PLAN_STRINGS = PLAN_COLUMNS[:3]
@@ -125,7 +129,11 @@ def plan_workers() -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
+    try:
+        ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    except ValueError:
+        ranks = 1
+    return max(1, cores // max(1, ranks))
 
 
 def plan_split(store: Store, infos: list[ScenarioInfo], cfg: FeatureConfig, t0_stride: int,
@@ -141,10 +149,14 @@ def plan_split(store: Store, infos: list[ScenarioInfo], cfg: FeatureConfig, t0_s
     if workers is None:
         workers = plan_workers() if len(infos) >= PARALLEL_MIN else 1
     workers = min(workers, len(tasks))
+    parts = None
     if workers > 1 and not multiprocessing.current_process().daemon:  # a daemon (loader worker) has no children
-        with ProcessPoolExecutor(workers, initializer=_planning_process) as pool:
-            parts = list(pool.map(_plan_chunk, tasks))
-    else:
+        try:
+            with ProcessPoolExecutor(workers, initializer=_planning_process) as pool:
+                parts = list(pool.map(_plan_chunk, tasks))
+        except (OSError, NotImplementedError, BrokenProcessPool) as e:  # no processes here, or one was killed
+            log.warning("planning in one process: the planning processes failed (%s: %s)", type(e).__name__, e)
+    if parts is None:
         parts = [_plan_chunk(t) for t in tasks]
     plan = SamplePlan.concat(parts)
     # chunks come in file order; the plan is in scenario order (samples of a scenario keep theirs)

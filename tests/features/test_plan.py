@@ -187,3 +187,19 @@ def test_many_scenes_at_once_equal_one_at_a_time(monkeypatch, batch):
     cut = np.cumsum(sizes)[:-1]
     _equal([SampleIndex(int(j), int(t), a, s) for j, t, a, s in
             zip(pos, t0, np.split(agents, cut), np.split(scored, cut), strict=True)], ref)
+
+
+def test_plan_falls_back_to_one_process(store, monkeypatch, caplog):
+    """Where processes cannot be started, the plan is made here, the same."""
+    import forecast.features.plans as P
+
+    def no_processes(*args, **kwargs):
+        raise OSError("no semaphores here")
+
+    infos = store.scenarios(split="val")
+    serial = P.plan_split(store, infos, CFG, 5, workers=1)
+    monkeypatch.setattr(P, "ProcessPoolExecutor", no_processes)
+    fallback = P.plan_split(store, infos, CFG, 5, workers=2, chunk=2)
+    assert "one process" in caplog.text
+    for k in P.SamplePlan._ARRAYS:
+        np.testing.assert_array_equal(getattr(fallback, k), getattr(serial, k))
