@@ -64,18 +64,20 @@ class Store:
         state["_footers"] = OrderedDict()  # a loader worker parses the footers it needs itself
         return state
 
-    def parquet_file(self, rel: str | Path, read_dictionary: list[str] | None = None) -> pq.ParquetFile:
+    def parquet_file(self, rel: str | Path, read_dictionary: list[str] | None = None,
+                     pre_buffer: bool = True) -> pq.ParquetFile:
         """``STORE/rel`` opened with its footer parsed once per process (a batch file's footer indexes
         thousands of row groups: about 1 MB and 7 ms to parse at 800), for as long as it is unchanged.
-        ``read_dictionary``: string columns to read as Arrow dictionaries (as Parquet encodes them)."""
+        ``read_dictionary``: string columns to read as Arrow dictionaries (as Parquet encodes them);
+        ``pre_buffer=False``: no coalescing buffer (a tenth less CPU for many small row groups of a local file)."""
         path = self.path / rel
         st = path.stat()
         stamp = (st.st_size, st.st_mtime_ns)
         hit = self._footers.get(path)
         if hit is not None and hit[0] == stamp:
             self._footers.move_to_end(path)
-            return pq.ParquetFile(path, metadata=hit[1], read_dictionary=read_dictionary)
-        pf = pq.ParquetFile(path, read_dictionary=read_dictionary)
+            return pq.ParquetFile(path, metadata=hit[1], read_dictionary=read_dictionary, pre_buffer=pre_buffer)
+        pf = pq.ParquetFile(path, read_dictionary=read_dictionary, pre_buffer=pre_buffer)
         self._footers[path] = (stamp, pf.metadata)
         while len(self._footers) > FOOTER_CACHE:
             self._footers.popitem(last=False)

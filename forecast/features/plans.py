@@ -10,12 +10,14 @@ and are put in scenario order (``tests/features/test_plan.py``).
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,8 @@ from forecast.data.store import Store
 from forecast.features.config import FeatureConfig
 from forecast.features.sample import SampleIndex, plan_many
 from forecast.features.tracks import resample_step
+
+log = logging.getLogger(__name__)
 
 PLAN_COLUMNS = ["scenario_id", "track_id", "agent_type", "timestep", "x", "y"]  # scenario_id: where needed
 PLAN_STRINGS = PLAN_COLUMNS[:3]
@@ -125,7 +129,11 @@ def plan_workers() -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
+    try:
+        ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    except ValueError:
+        ranks = 1
+    return max(1, cores // max(1, ranks))
 
 
 def plan_split(store: Store, infos: list[ScenarioInfo], cfg: FeatureConfig, t0_stride: int,
@@ -141,10 +149,14 @@ def plan_split(store: Store, infos: list[ScenarioInfo], cfg: FeatureConfig, t0_s
     if workers is None:
         workers = plan_workers() if len(infos) >= PARALLEL_MIN else 1
     workers = min(workers, len(tasks))
+    parts = None
     if workers > 1 and not multiprocessing.current_process().daemon:  # a daemon (loader worker) has no children
-        with ProcessPoolExecutor(workers, initializer=_planning_process) as pool:
-            parts = list(pool.map(_plan_chunk, tasks))
-    else:
+        try:
+            with ProcessPoolExecutor(workers, initializer=_planning_process) as pool:
+                parts = list(pool.map(_plan_chunk, tasks))
+        except (OSError, NotImplementedError, BrokenProcessPool) as e:  # no processes here, or one was killed
+            log.warning("planning in one process: the planning processes failed (%s: %s)", type(e).__name__, e)
+    if parts is None:
         parts = [_plan_chunk(t) for t in tasks]
     plan = SamplePlan.concat(parts)
     # chunks come in file order; the plan is in scenario order (samples of a scenario keep theirs)
@@ -205,7 +217,7 @@ def read_plan_inputs(store: Store, infos: list[ScenarioInfo], dt: float) -> list
     for rel, js in by_file.items():
         part = [infos[j] for j in js]
         groups = sorted({int(i.row_group) for i in part})
-        pf = store.parquet_file(rel, read_dictionary=PLAN_STRINGS)
+        pf = store.parquet_file(rel, read_dictionary=PLAN_STRINGS, pre_buffer=False)
         sizes = np.array([pf.metadata.row_group(g).num_rows for g in groups], np.int64)
         # A row group holds one scenario (schema 2), so its rows need no scenario_id column (each
         # column read costs about as much as the rows' planning); read it where the index says otherwise.
@@ -248,12 +260,9 @@ def _stack(table: pa.Table, infos: list[ScenarioInfo], which: np.ndarray, dt: fl
         p_code = (np.cumsum(seen) - 1)[pair]
     else:
         p_code = np.unique(pair, return_inverse=True)[1].reshape(-1)
-    ts = table.column("timestep").to_numpy().astype(np.int64)
+    ts = table.column("timestep").to_numpy()
     n_agents = int(p_code.max()) + 1 if len(p_code) else 0
-    last = np.full(len(infos), -1)
-    np.maximum.at(last, s_info[s_code], ts)
-    steps = np.maximum([i.num_timesteps for i in infos], last + 1)  # per scenario, before resampling
-    width = int(steps.max())
+    width = max(max(i.num_timesteps for i in infos), int(ts.max()) + 1 if len(ts) else 0)
     cell = p_code * width + ts  # flat (agent, step) index of each row
     present = np.zeros(n_agents * width, bool)
     present[cell] = True
@@ -262,19 +271,21 @@ def _stack(table: pa.Table, infos: list[ScenarioInfo], which: np.ndarray, dt: fl
     xy[cell, 0] = table.column("x").to_numpy()
     xy[cell, 1] = table.column("y").to_numpy()
     xy = xy.reshape(n_agents, width, 2)
-    # an agent's class from its first row (its earliest step), as scenarios_from_tracks reads it
-    agent_type = np.zeros(n_agents, np.int64)
-    if n_agents:
-        labels, type_code = _codes(table.column("agent_type"))
-        label_to_code = {label: i for i, label in enumerate(AGENT_TYPE_LABELS)}
-        row_type = np.array([label_to_code[v] for v in labels.tolist()], np.int64)[type_code]
-        first = np.full(n_agents, np.iinfo(np.int64).max)
-        np.minimum.at(first, p_code, ts)
-        at_first = ts == first[p_code]
-        agent_type[p_code[at_first]] = row_type[at_first]
-    # each asked scenario's agent rows (none for a scenario without rows)
     scen_of = np.zeros(n_agents, np.int64)
     scen_of[p_code] = s_info[s_code]
+    agent_type = np.zeros(n_agents, np.int64)
+    last = np.full(len(infos), -1)
+    if n_agents:
+        # an agent's class from its first row (its earliest step), as scenarios_from_tracks reads it
+        row_at = np.empty(n_agents * width, np.int64)
+        row_at[cell[::-1]] = np.arange(len(cell) - 1, -1, -1)  # of equal cells the first row
+        first_row = row_at[np.arange(n_agents) * width + present.argmax(1)]
+        labels, type_code = _codes(table.column("agent_type").take(pa.array(first_row)))
+        label_to_code = {label: i for i, label in enumerate(AGENT_TYPE_LABELS)}
+        agent_type = np.array([label_to_code[v] for v in labels.tolist()], np.int64)[type_code]
+        np.maximum.at(last, scen_of, width - 1 - present[:, ::-1].argmax(1))  # each scenario's last step
+    steps = np.maximum([i.num_timesteps for i in infos], last + 1)  # per scenario, before resampling
+    # each asked scenario's agent rows (none for a scenario without rows)
     count = np.bincount(scen_of, minlength=len(infos))
     if not np.all(np.diff(scen_of) >= 0):  # row groups out of id order: agents regrouped by scenario
         order = np.argsort(scen_of, kind="stable")
@@ -286,9 +297,10 @@ def _stack(table: pa.Table, infos: list[ScenarioInfo], which: np.ndarray, dt: fl
     for key in np.unique(keys, axis=0):
         members = np.flatnonzero((keys == key).all(1))
         total, n = int(key[0]), int(key[1])
-        rows = np.concatenate([np.arange(start[m], start[m] + count[m]) for m in members])
-        if len(rows) == n_agents and np.array_equal(rows, np.arange(n_agents)):
-            rows = slice(None)  # the whole chunk: views
+        rows: slice | np.ndarray = slice(None)  # the whole chunk (the usual case): views
+        if len(members) < len(infos):
+            rows = np.repeat(start[members] - np.r_[0, np.cumsum(count[members])[:-1]], count[members])
+            rows = rows + np.arange(len(rows))
         out.append(Stacked(which[members], present[rows, :total:n], xy[rows, :total:n], agent_type[rows],
                            np.r_[0, np.cumsum(count[members])]))
     return out

@@ -120,10 +120,12 @@ def test_plan_inputs_are_the_tracks(store, dt, by_id):
     from forecast.features.plans import read_plan_inputs
 
     infos = store.scenarios(split="train")[1:][::-1]  # not from the first row group, not in file order
+    infos[4] = dataclasses.replace(infos[4], num_timesteps=infos[4].num_timesteps + 7)  # a longer one: stacked apart
     if by_id:
         infos[2] = dataclasses.replace(infos[2], num_rows=infos[2].num_rows + 1)
-    got = {int(st.which[j]): st.scene(j) for st in read_plan_inputs(store, infos, dt) for j in range(len(st.which))}
-    assert sorted(got) == list(range(len(infos)))
+    stacks = read_plan_inputs(store, infos, dt)
+    got = {int(st.which[j]): st.scene(j) for st in stacks for j in range(len(st.which))}
+    assert sorted(got) == list(range(len(infos))) and len(stacks) > len({i.tracks_file for i in infos})
     for i, info in enumerate(infos):
         present, xy, agent_type = got[i]
         tr = AgentTracks.from_scenario(store.load_scenarios([info])[0]).resample(dt)
@@ -185,3 +187,19 @@ def test_many_scenes_at_once_equal_one_at_a_time(monkeypatch, batch):
     cut = np.cumsum(sizes)[:-1]
     _equal([SampleIndex(int(j), int(t), a, s) for j, t, a, s in
             zip(pos, t0, np.split(agents, cut), np.split(scored, cut), strict=True)], ref)
+
+
+def test_plan_falls_back_to_one_process(store, monkeypatch, caplog):
+    """Where processes cannot be started, the plan is made here, the same."""
+    import forecast.features.plans as P
+
+    def no_processes(*args, **kwargs):
+        raise OSError("no semaphores here")
+
+    infos = store.scenarios(split="val")
+    serial = P.plan_split(store, infos, CFG, 5, workers=1)
+    monkeypatch.setattr(P, "ProcessPoolExecutor", no_processes)
+    fallback = P.plan_split(store, infos, CFG, 5, workers=2, chunk=2)
+    assert "one process" in caplog.text
+    for k in P.SamplePlan._ARRAYS:
+        np.testing.assert_array_equal(getattr(fallback, k), getattr(serial, k))
