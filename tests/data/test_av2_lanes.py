@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forecast.data.sources.av2_lanes import NUM_CENTERLINE_POINTS, interp_arc, midpoint_line
+from forecast.data.sources.av2_lanes import NUM_CENTERLINE_POINTS, interp_arc, midpoint_line, midpoint_lines
 
 
 def test_interp_arc_equal_arc_length_steps():
@@ -54,3 +54,31 @@ def test_matches_av2_api_on_random_boundaries():
         ours = midpoint_line(left, right)
         theirs, _ = interpolate.compute_midpoint_line(left, right, interpolate.NUM_CENTERLINE_INTERP_PTS)
         np.testing.assert_allclose(ours, theirs[:, :2], atol=1e-9)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_midpoint_lines_equal_midpoint_line_bit_for_bit(dim):
+    # many lanes at once, as a map without centerlines needs: repeated vertices, boundaries of one
+    # distinct point, cul-de-sacs (one point), empty boundaries (no centerline), city-frame coordinates
+    rng = np.random.default_rng(dim)
+    lefts, rights = [], []
+    for _ in range(300):
+        pair = []
+        for n in rng.integers(0, 9, 2):
+            p = np.round(rng.normal(0, 40, (n, dim)) + 5000.0, 2)
+            if n > 2 and rng.random() < 0.3:
+                p[1] = p[0]
+            if n > 1 and rng.random() < 0.1:
+                p[:] = p[0]
+            pair.append(p)
+        lefts.append(pair[0])
+        rights.append(pair[1])
+    lo = np.r_[0, np.cumsum([len(p) for p in lefts])]
+    ro = np.r_[0, np.cumsum([len(p) for p in rights])]
+    xy, counts = midpoint_lines(np.concatenate(lefts), lo, np.concatenate(rights), ro)
+    off = np.r_[0, np.cumsum(counts)]
+    for i, (left, right) in enumerate(zip(lefts, rights, strict=True)):
+        if not len(left) or not len(right):
+            assert counts[i] == 0
+        else:
+            assert np.array_equal(xy[off[i] : off[i + 1]], midpoint_line(left, right))

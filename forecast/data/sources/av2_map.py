@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from forecast.data.geoparquet import with_geo_column
 from forecast.data.schema import MAP_SCHEMA
-from forecast.data.sources.av2_lanes import midpoint_line
+from forecast.data.sources.av2_lanes import midpoint_line, midpoint_lines
 
 # AV2 lane_type -> the SUMO-style class names our ``allowed`` column uses.
 LANE_TYPE_TO_ALLOWED = {"VEHICLE": "passenger", "BIKE": "bicycle", "BUS": "bus"}
@@ -201,17 +201,26 @@ def _centerlines(centre: np.ndarray, co: np.ndarray, left: np.ndarray, lo: np.nd
     """Each lane's given centerline, else ``centerline_of`` its boundaries -> (coords [P, 2], counts [L]).
 
     ``centre``/``left``/``right`` hold the points ``[., 3]`` of the L lanes (then, for left/right,
-    of the crossings) at offsets ``co``/``lo``/``ro``. A Python call per lane without a centerline only.
+    of the crossings) at offsets ``co``/``lo``/``ro``. av2-api's centerlines (the default) are made for
+    all such lanes at once (``midpoint_lines``: a call per lane cost 60 us, 15 ms for a map without
+    centerlines); another ``centerline_of`` is called per lane.
     """
     n = np.diff(co)
     missing = np.flatnonzero(n == 0)
     if not len(missing):
         return centre[:, :2], n
-    made = [centerline_of(left[lo[i] : lo[i + 1]], right[ro[i] : ro[i + 1]]) for i in missing.tolist()]
-    made_n = np.array([0 if c is None else len(c) for c in made], np.int64)
+    if centerline_of is boundary_centerline:
+        sel_l = np.repeat(lo[missing] - np.r_[0, np.cumsum(np.diff(lo)[missing])[:-1]], np.diff(lo)[missing])
+        sel_r = np.repeat(ro[missing] - np.r_[0, np.cumsum(np.diff(ro)[missing])[:-1]], np.diff(ro)[missing])
+        made_xy, made_n = midpoint_lines(left[sel_l + np.arange(len(sel_l))], np.r_[0, np.cumsum(np.diff(lo)[missing])],
+                                         right[sel_r + np.arange(len(sel_r))], np.r_[0, np.cumsum(np.diff(ro)[missing])])
+    else:
+        made = [centerline_of(left[lo[i] : lo[i + 1]], right[ro[i] : ro[i + 1]]) for i in missing.tolist()]
+        made_n = np.array([0 if c is None else len(c) for c in made], np.int64)
+        made_xy = np.concatenate([c[:, :2] for c, k in zip(made, made_n, strict=True) if k] or [np.zeros((0, 2))])
     n = n.copy()
     n[missing] = made_n
-    xy = np.concatenate([centre[:, :2], *(c[:, :2] for c, k in zip(made, made_n, strict=True) if k)])
+    xy = np.concatenate([centre[:, :2], made_xy])
     lane_of = np.r_[np.repeat(np.arange(len(co) - 1), np.diff(co)), np.repeat(missing, made_n)]
     return xy[np.argsort(lane_of, kind="stable")], n
 
