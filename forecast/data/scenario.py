@@ -10,9 +10,14 @@ import pyarrow as pa
 from forecast.data.schema import AGENT_TYPE_LABELS
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ScenarioInfo:
-    """One row of the ``scenarios`` table."""
+    """One row of the ``scenarios`` table.
+
+    Every data set holds one per scenario of its split in every process (a few hundred thousand for
+    Argoverse 2), so no per-instance ``__dict__`` (``slots``), and ``Store.scenarios`` shares the
+    strings many rows repeat (source, split, batch files).
+    """
 
     scenario_id: str
     source: str
