@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from forecast.data.ragged import ragged_rows
+
 NUM_CENTERLINE_POINTS = 10  # av2-api's NUM_CENTERLINE_INTERP_PTS
 
 
@@ -124,18 +126,15 @@ def midpoint_lines(left: np.ndarray, lo: np.ndarray, right: np.ndarray, ro: np.n
     first = np.cumsum(counts) - counts
     if full.any():
         f = np.flatnonzero(full)
-        sel_l = np.repeat(lo[f] - np.r_[0, np.cumsum(nl[f])[:-1]], nl[f]) + np.arange(int(nl[f].sum()))
-        sel_r = np.repeat(ro[f] - np.r_[0, np.cumsum(nr[f])[:-1]], nr[f]) + np.arange(int(nr[f].sum()))
-        mid = (interp_arcs(left[sel_l], np.r_[0, np.cumsum(nl[f])], num_points)
-               + interp_arcs(right[sel_r], np.r_[0, np.cumsum(nr[f])], num_points)) / 2.0
+        mid = (interp_arcs(left[ragged_rows(lo[f], nl[f])], np.r_[0, np.cumsum(nl[f])], num_points)
+               + interp_arcs(right[ragged_rows(ro[f], nr[f])], np.r_[0, np.cumsum(nr[f])], num_points)) / 2.0
         out[(first[f][:, None] + np.arange(num_points)).ravel()] = mid.reshape(-1, mid.shape[2])
     for mask, pivot, pivot_off, other, other_off, other_n in ((pivot_l, left, lo, right, ro, nr),
                                                              (pivot_r, right, ro, left, lo, nl)):
         if mask.any():
             f = np.flatnonzero(mask)
-            rows = np.repeat(other_off[f] - np.r_[0, np.cumsum(other_n[f])[:-1]], other_n[f]) + np.arange(
-                int(other_n[f].sum()))
+            rows = ragged_rows(other_off[f], other_n[f])
             one = np.repeat(pivot[pivot_off[f]], other_n[f], axis=0)
             pair = (one + other[rows]) / 2.0 if pivot is left else (other[rows] + one) / 2.0
-            out[np.repeat(first[f] - np.r_[0, np.cumsum(other_n[f])[:-1]], other_n[f]) + np.arange(len(rows))] = pair
+            out[ragged_rows(first[f], other_n[f])] = pair
     return out[:, :2], counts

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from forecast.data.geoparquet import with_geo_column
+from forecast.data.ragged import ragged_rows
 from forecast.data.schema import MAP_SCHEMA
 from forecast.data.sources.av2_lanes import midpoint_line, midpoint_lines
 
@@ -210,10 +211,9 @@ def _centerlines(centre: np.ndarray, co: np.ndarray, left: np.ndarray, lo: np.nd
     if not len(missing):
         return centre[:, :2], n
     if centerline_of is boundary_centerline:
-        sel_l = np.repeat(lo[missing] - np.r_[0, np.cumsum(np.diff(lo)[missing])[:-1]], np.diff(lo)[missing])
-        sel_r = np.repeat(ro[missing] - np.r_[0, np.cumsum(np.diff(ro)[missing])[:-1]], np.diff(ro)[missing])
-        made_xy, made_n = midpoint_lines(left[sel_l + np.arange(len(sel_l))], np.r_[0, np.cumsum(np.diff(lo)[missing])],
-                                         right[sel_r + np.arange(len(sel_r))], np.r_[0, np.cumsum(np.diff(ro)[missing])])
+        nl, nr = np.diff(lo)[missing], np.diff(ro)[missing]
+        made_xy, made_n = midpoint_lines(left[ragged_rows(lo[missing], nl)], np.r_[0, np.cumsum(nl)],
+                                         right[ragged_rows(ro[missing], nr)], np.r_[0, np.cumsum(nr)])
     else:
         made = [centerline_of(left[lo[i] : lo[i + 1]], right[ro[i] : ro[i + 1]]) for i in missing.tolist()]
         made_n = np.array([0 if c is None else len(c) for c in made], np.int64)
@@ -233,7 +233,7 @@ def _join(a: np.ndarray, ao: np.ndarray, b: np.ndarray, bo: np.ndarray) -> tuple
     na, nb = np.diff(ao), np.diff(bo)
     off = np.r_[0, np.cumsum(na + nb)]
     coords = np.empty((len(a) + len(b), 2))
-    coords[np.arange(len(a)) + np.repeat(off[:-1] - ao[:-1], na)] = a[:, :2]
+    coords[ragged_rows(off[:-1], na)] = a[:, :2]  # ao starts at 0: a's points are feature after feature
     # b's point k of feature f goes to off[f] + na[f] + (bo[f + 1] - 1 - k): its feature's part, reversed
     coords[np.repeat(off[:-1] + na + bo[1:] - 1, nb) - np.arange(len(b))] = b[:, :2]
     return coords, off
@@ -260,7 +260,7 @@ def wkb_geometries(coords: np.ndarray, counts: np.ndarray, polygon: bool) -> pa.
         grown = counts + ~closed
         new_start = np.r_[0, np.cumsum(grown)[:-1]]
         ring = np.empty((int(grown.sum()), 2))
-        ring[np.arange(len(coords)) + np.repeat(new_start - start, counts)] = coords
+        ring[ragged_rows(new_start, counts)] = coords
         open_ = np.flatnonzero(~closed)
         ring[new_start[open_] + counts[open_]] = coords[start[open_]]
         coords, counts = ring, grown
