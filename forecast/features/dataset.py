@@ -151,7 +151,7 @@ class SceneSet:
         plan = self._plan()
         if max_samples is not None and len(plan) > max_samples:
             keep = np.sort(np.random.default_rng(seed).choice(len(plan), max_samples, replace=False))
-            plan = plan.subset(keep)
+            plan = plan.take(keep)
         self.index: SamplePlan = plan
 
     def __len__(self) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from forecast.data.ragged import ragged_rows
 from forecast.data.scenario import ScenarioInfo, _sorted_codes
 from forecast.data.schema import AGENT_TYPE_LABELS
 from forecast.data.store import Store
@@ -52,19 +53,15 @@ class SamplePlan(Sequence):
 
     @classmethod
     def from_indices(cls, index: list[SampleIndex]) -> SamplePlan:
-        sizes = np.array([len(i.agents) for i in index], np.int64)
-        cat = np.concatenate
-        return cls(np.array([i.scenario for i in index], np.int32), np.array([i.t0 for i in index], np.int32),
-                   np.r_[0, np.cumsum(sizes)].astype(np.int64),
-                   cat([i.agents for i in index]).astype(np.int32) if index else np.zeros(0, np.int32),
-                   cat([i.scored for i in index]).astype(bool) if index else np.zeros(0, bool))
+        return cls.from_arrays([i.scenario for i in index], [i.t0 for i in index], [len(i.agents) for i in index],
+                               _cat([i.agents for i in index]), _cat([i.scored for i in index]))
 
     @classmethod
     def from_arrays(cls, scenario: np.ndarray, t0: np.ndarray, sizes: np.ndarray, agents: np.ndarray,
                     scored: np.ndarray) -> SamplePlan:
         """From per-sample sizes [S] rather than offsets [S + 1] (what ``plan_many`` gives)."""
         return cls(np.asarray(scenario, np.int32), np.asarray(t0, np.int32),
-                   np.r_[0, np.cumsum(sizes, dtype=np.int64)].astype(np.int64), np.asarray(agents, np.int32),
+                   np.r_[0, np.cumsum(np.asarray(sizes, np.int64))].astype(np.int64), np.asarray(agents, np.int32),
                    np.asarray(scored, bool))
 
     def __len__(self) -> int:
@@ -82,25 +79,16 @@ class SamplePlan(Sequence):
 
     @classmethod
     def concat(cls, plans: list[SamplePlan]) -> SamplePlan:
-        sizes = np.concatenate([np.diff(p.offsets) for p in plans]) if plans else np.zeros(0, np.int64)
-        cat = np.concatenate
-        return cls(cat([p.scenario for p in plans]).astype(np.int32) if plans else np.zeros(0, np.int32),
-                   cat([p.t0 for p in plans]).astype(np.int32) if plans else np.zeros(0, np.int32),
-                   np.r_[0, np.cumsum(sizes)].astype(np.int64),
-                   cat([p.agents for p in plans]).astype(np.int32) if plans else np.zeros(0, np.int32),
-                   cat([p.scored for p in plans]).astype(bool) if plans else np.zeros(0, bool))
+        return cls.from_arrays(_cat([p.scenario for p in plans]), _cat([p.t0 for p in plans]),
+                               _cat([np.diff(p.offsets) for p in plans]), _cat([p.agents for p in plans]),
+                               _cat([p.scored for p in plans]))
 
     def take(self, keep: np.ndarray) -> SamplePlan:
         """Samples ``keep`` [K] (any order), as a plan of its own."""
         keep = np.asarray(keep, np.int64)
-        lo, sizes = self.offsets[keep], np.diff(self.offsets)[keep]
-        # the agents of each kept sample, in order: lo[j], lo[j] + 1, ... lo[j] + sizes[j] - 1
-        starts = np.r_[0, np.cumsum(sizes)[:-1]] if len(keep) else np.zeros(0, np.int64)
-        rows = np.repeat(lo - starts, sizes) + np.arange(int(sizes.sum()))
+        sizes = np.diff(self.offsets)[keep]
+        rows = ragged_rows(self.offsets[keep], sizes)  # the agents of each kept sample, in order
         return SamplePlan.from_arrays(self.scenario[keep], self.t0[keep], sizes, self.agents[rows], self.scored[rows])
-
-    def subset(self, keep: np.ndarray) -> SamplePlan:
-        return self.take(keep)
 
     _ARRAYS = ("scenario", "t0", "offsets", "agents", "scored")
 
@@ -121,6 +109,11 @@ class SamplePlan(Sequence):
     def load(cls, path: Path) -> SamplePlan:
         """Memory-mapped: the plan of a large set stays in the page cache, shared by every process."""
         return cls(*(np.load(path / f"{k}.npy", mmap_mode="r") for k in cls._ARRAYS))
+
+
+def _cat(arrays: list) -> np.ndarray:
+    """np.concatenate, and an empty array for no arrays (from_arrays gives it its dtype)."""
+    return np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
 
 
 def plan_workers() -> int:
@@ -299,8 +292,7 @@ def _stack(table: pa.Table, infos: list[ScenarioInfo], which: np.ndarray, dt: fl
         total, n = int(key[0]), int(key[1])
         rows: slice | np.ndarray = slice(None)  # the whole chunk (the usual case): views
         if len(members) < len(infos):
-            rows = np.repeat(start[members] - np.r_[0, np.cumsum(count[members])[:-1]], count[members])
-            rows = rows + np.arange(len(rows))
+            rows = ragged_rows(start[members], count[members])
         out.append(Stacked(which[members], present[rows, :total:n], xy[rows, :total:n], agent_type[rows],
                            np.r_[0, np.cumsum(count[members])]))
     return out
