@@ -94,26 +94,31 @@ def find_pairs(scenes: SceneSet, max_pairs: int = 200, seed: int = 0) -> list[Pr
     for k in order:
         if all(len(v) >= max_pairs for v in found.values()):
             break
-        idx = scenes.index[k]
-        info = scenes.infos[idx.scenario]
-        tracks = scenes.tracks[idx.scenario]
-        m = scenes.maps.get(info.map_id) if info.map_id else None
-        crosswalks = None
-        if info.map_id:
-            cw = scenes.map_layers(info.map_id).get("crosswalk", [])
-            crosswalks = shapely.union_all(cw) if cw else None
-        for pair in _pairs_in_sample(tracks, idx.t0, idx.agents, scenes.cfg, m, crosswalks):
+        idx, tracks, m = sample_place(scenes, int(k))
+        for pair in _pairs_in_sample(tracks, idx.t0, idx.agents, scenes.cfg, m, crosswalks_of(scenes, idx)):
             if len(found[pair.probe]) < max_pairs:
                 found[pair.probe].append(replace(pair, sample=int(k)))
     return [p for v in found.values() for p in v]
 
 
+def sample_place(scenes: SceneSet, k: int):
+    """Sample ``k`` of ``scenes``' plan: ``(SampleIndex, its scenario's AgentTracks, its map raster or None)``."""
+    idx = scenes.index[k]
+    info = scenes.infos[idx.scenario]
+    return idx, scenes.tracks[idx.scenario], scenes.maps.get(info.map_id) if info.map_id else None
+
+
+def crosswalks_of(scenes: SceneSet, idx) -> object | None:
+    """The union of the crosswalks of sample ``idx``'s map (shapely), or None without any."""
+    map_id = scenes.infos[idx.scenario].map_id
+    cw = scenes.map_layers(map_id).get("crosswalk", []) if map_id else []
+    return shapely.union_all(cw) if cw else None
+
+
 def pair_samples(scenes: SceneSet, pair: ProbePair) -> tuple[Sample, Sample]:
     """The pair's (with cause, without cause) samples, rebuilt from its place in ``scenes``' plan."""
-    idx = scenes.index[pair.sample]
-    info = scenes.infos[idx.scenario]
-    m = scenes.maps.get(info.map_id) if info.map_id else None
-    return build_pair(pair, scenes.tracks[idx.scenario], idx.t0, idx.agents, scenes.cfg, m)
+    idx, tracks, m = sample_place(scenes, pair.sample)
+    return build_pair(pair, tracks, idx.t0, idx.agents, scenes.cfg, m)
 
 
 def build_pair(pair: ProbePair, tracks: AgentTracks, t0: int, agents: np.ndarray, cfg, m) -> tuple[Sample, Sample]:

@@ -8,7 +8,6 @@ import functools
 from dataclasses import fields
 
 import numpy as np
-import shapely
 
 from forecast.features.config import FeatureConfig, RasterConfig
 from forecast.features.dataset import SceneSet, select_scenarios
@@ -16,8 +15,10 @@ from forecast.probes.interaction import (
     PROBES,
     _pairs_in_sample,
     build_pair,
+    crosswalks_of,
     find_pairs,
     pair_samples,
+    sample_place,
     score_pairs,
 )
 
@@ -32,13 +33,8 @@ def _found_eagerly(scenes: SceneSet, max_pairs: int, seed: int) -> list:
     for k in np.random.default_rng(seed).permutation(len(scenes.index)):
         if all(len(v) >= max_pairs for v in found.values()):
             break
-        idx = scenes.index[k]
-        info = scenes.infos[idx.scenario]
-        tracks = scenes.tracks[idx.scenario]
-        m = scenes.maps.get(info.map_id) if info.map_id else None
-        cw = scenes.map_layers(info.map_id).get("crosswalk", []) if info.map_id else []
-        crosswalks = shapely.union_all(cw) if cw else None
-        for pair in _pairs_in_sample(tracks, idx.t0, idx.agents, scenes.cfg, m, crosswalks):
+        idx, tracks, m = sample_place(scenes, int(k))
+        for pair in _pairs_in_sample(tracks, idx.t0, idx.agents, scenes.cfg, m, crosswalks_of(scenes, idx)):
             if len(found[pair.probe]) < max_pairs:
                 found[pair.probe].append((int(k), pair, *build_pair(pair, tracks, idx.t0, idx.agents, scenes.cfg, m)))
     return [p for v in found.values() for p in v]
