@@ -171,6 +171,7 @@ class GpuUtilisation:
         self.period, self.util, self.mem = period, [], []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._started = False
 
     @staticmethod
     def sample() -> tuple[float, float] | None:
@@ -198,13 +199,16 @@ class GpuUtilisation:
             self.util.append(got[0])
             self.mem.append(got[1])
 
-    def __enter__(self) -> GpuUtilisation:
-        self._thread.start()
-        return self
+    def start(self) -> None:
+        """Start sampling (once; later calls do nothing)."""
+        if not self._started:
+            self._started = True
+            self._thread.start()
 
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    def stop(self) -> None:
+        if self._started:
+            self._stop.set()
+            self._thread.join()
 
     def figures(self) -> dict:
         nan = float("nan")
@@ -222,14 +226,14 @@ class _Clock(L.Callback):
         self.scenes = 0
         self.start = 0.0
         self.in_step = self.between = 0.0
-        self.util: GpuUtilisation | None = None
+        self.util = GpuUtilisation()  # started on a GPU after the first (compiling) step; NaN figures otherwise
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.start = time.perf_counter()
         if self.t1 is not None:
             self.between += self.start - self.t1
-        if self.t0 is not None and self.util is None and trainer.strategy.root_device.type == "cuda":
-            self.util = GpuUtilisation().__enter__()  # after the first (compiling) step
+        if self.t0 is not None and trainer.strategy.root_device.type == "cuda":
+            self.util.start()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.strategy.root_device.type == "cuda":
@@ -243,8 +247,7 @@ class _Clock(L.Callback):
         self.t1 = now
 
     def on_train_end(self, trainer, pl_module):
-        if self.util is not None:
-            self.util.__exit__(None, None, None)
+        self.util.stop()
 
 
 def fit_row(cfg: TrainConfig, option: str, steps: int, device: str) -> dict:
@@ -263,7 +266,7 @@ def fit_row(cfg: TrainConfig, option: str, steps: int, device: str) -> dict:
     total = time.perf_counter() - t
     dt = (clock.t1 - clock.t0) if clock.t0 is not None else float("nan")
     n = max(1, steps - 1)
-    util = clock.util.figures() if clock.util is not None else GpuUtilisation().figures()
+    util = clock.util.figures()
     return {"row": f"Lightning fit: {option} ({device}, {c.data.num_workers} workers)",
             "scenes_per_s": clock.scenes / dt if dt > 0 else float("nan"),
             "ms_per_batch": 1e3 * dt / n, "first_pass_s": total - dt,
