@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from _common import report
 
+from forecast import metrics as M
 from forecast.data.store import Store
 from forecast.features.dataset import SceneSet, select_scenarios
 from forecast.model.baselines import BaselinePredictor
@@ -30,19 +31,26 @@ CLASSES = {0: "vehicle", 1: "pedestrian", 2: "cyclist"}
 CHOICES = ("most_likely", "mode0", "least_expected_fde", "prob_mean", "constant_velocity", "best_of_k")
 
 
-def endpoint_errors(traj: np.ndarray, prob: np.ndarray, cv_end: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """traj [K, T, 2] of one agent, prob [K], cv_end [2], truth [2] (its endpoint) -> FDE per choice.
+def endpoint_errors(traj: np.ndarray, prob: np.ndarray, cv: np.ndarray, gt: np.ndarray,
+                    valid: np.ndarray) -> dict[str, np.ndarray]:
+    """traj [N, K, T, 2], prob [N, K], cv [N, T, 2] (constant velocity), gt [N, T, 2], valid [N, T] of N
+    agents with a valid step -> ``{choice: [N]}`` final displacement (m) at each agent's last valid step.
 
-    ``brier_gap`` is brier-minFDE minus minFDE, ``(1 - prob[best])^2`` (issue 10 goal: <= 0.4 m).
+    The most likely mode, the best of K and the brier gap (brier-minFDE minus minFDE, issue 10 goal
+    <= 0.4 m) are ``forecast.metrics``' own, as ``metrics.json`` computes them.
     """
-    ends = traj[:, -1]
-    fde = np.linalg.norm(ends - truth, axis=-1)  # [K]
-    pairwise = np.linalg.norm(ends[:, None] - ends[None], axis=-1)  # [K, K]
-    least = int((pairwise * prob[None]).sum(1).argmin())
-    return {"most_likely": float(fde[prob.argmax()]), "mode0": float(fde[0]), "least_expected_fde": float(fde[least]),
-            "prob_mean": float(np.linalg.norm((prob[:, None] * ends).sum(0) - truth)),
-            "constant_velocity": float(np.linalg.norm(cv_end - truth)), "best_of_k": float(fde.min()),
-            "brier_gap": float((1.0 - prob[fde.argmin()]) ** 2)}
+    fde = lambda pred: M.min_fde(pred, gt, valid=valid)  # noqa: E731 - one trajectory per agent: its FDE
+    last = valid.shape[1] - 1 - valid[:, ::-1].argmax(1)
+    rows = np.arange(len(traj))
+    ends = traj[rows, :, last]  # [N, K, 2]
+    pairwise = np.linalg.norm(ends[:, :, None] - ends[:, None], axis=-1)  # [N, K, K]
+    least = (pairwise * prob[:, None, :]).sum(-1).argmin(-1)  # [N]
+    best = M.min_fde(traj, gt, valid=valid)
+    return {"most_likely": M.min_fde(traj, gt, prob, k=1, valid=valid), "mode0": fde(traj[:, :1]),
+            "least_expected_fde": fde(traj[rows, least][:, None]),
+            "prob_mean": fde((prob[..., None, None] * traj).sum(1)[:, None]),
+            "constant_velocity": fde(cv[:, None]), "best_of_k": best,
+            "brier_gap": M.brier_min_fde(traj, gt, prob, valid=valid) - best}
 
 
 def main() -> None:
@@ -64,31 +72,30 @@ def main() -> None:
     scenes = SceneSet(store, select_scenarios(store, args.split, args.source), f, t0_stride=args.t0_stride,
                       max_samples=args.samples, seed=args.seed)
     per_class: dict[int, list[dict]] = {}
-    top_is_mode0: dict[int, list[bool]] = {}
+    top_is_mode0: dict[int, list[np.ndarray]] = {}
     for k in range(len(scenes)):
         s = scenes.sample(k)
         traj, prob = model.predict(s)
         cv_traj, _ = cv.predict(s)
-        for a in np.flatnonzero(s.target_mask):
-            valid = np.flatnonzero(s.future_mask[a])
-            if not len(valid):
-                continue
-            last = valid[-1]
-            c = int(s.agent_type[a])
-            per_class.setdefault(c, []).append(endpoint_errors(traj[a, :, : last + 1], prob[a], cv_traj[a, 0, last],
-                                                               s.future[a, last]))
-            top_is_mode0.setdefault(c, []).append(bool(prob[a].argmax() == 0))
+        scored = s.target_mask & s.future_mask.any(1)
+        if not scored.any():
+            continue
+        errs = endpoint_errors(traj[scored], prob[scored], cv_traj[scored, 0], s.future[scored], s.future_mask[scored])
+        for c in np.unique(s.agent_type[scored]):
+            sel = s.agent_type[scored] == c
+            per_class.setdefault(int(c), []).append({key: v[sel] for key, v in errs.items()})
+            top_is_mode0.setdefault(int(c), []).append(prob[scored][sel].argmax(-1) == 0)
     rows = []
     for c in sorted(per_class):
-        errs = {k: np.array([e[k] for e in per_class[c]]) for k in CHOICES}
+        errs = {k: np.concatenate([e[k] for e in per_class[c]]) for k in (*CHOICES, "brier_gap")}
         cv_mean = errs["constant_velocity"].mean()
-        row = {"class": CLASSES.get(c, str(c)), "agents": len(per_class[c])}
+        row = {"class": CLASSES.get(c, str(c)), "agents": len(errs["best_of_k"])}
         for k in CHOICES:
             row[f"{k}_m"] = float(errs[k].mean())
             row[f"{k}_x_cv"] = float(errs[k].mean() / cv_mean) if cv_mean > 0 else float("nan")
         e = np.sort(errs["constant_velocity"])
-        row.update({"brier_gap_m": float(np.mean([e["brier_gap"] for e in per_class[c]])),
-                    "top_mode_is_mode0": float(np.mean(top_is_mode0[c])), "cv_median_m": float(np.median(e)),
+        row.update({"brier_gap_m": float(errs["brier_gap"].mean()),
+                    "top_mode_is_mode0": float(np.concatenate(top_is_mode0[c]).mean()), "cv_median_m": float(np.median(e)),
                     "cv_within_0.1m": float((e < 0.1).mean()), "cv_within_0.5m": float((e < 0.5).mean()),
                     "cv_error_share_worst20pct": float(e[int(0.8 * len(e)) :].sum() / max(e.sum(), 1e-9))})
         rows.append(row)
