@@ -41,6 +41,6 @@ run 50 $PY bench/train.py --config $CFG --device $DEV --batches 6 --rows step --
     --profile --json "$OUT/train_profile.json" $STORE data.num_workers=$W
 cp bench/results/train-profile-*.txt "$OUT/" 2>/dev/null
 # 3. torch.compile through Lightning at batch 256 (one graph per agent bucket)
-run 200 $PY bench/train.py --config $CFG --device $DEV --batches $B --rows fit \
+run 200 $PY bench/train.py --config $CFG --device $DEV --batches $((2 * B)) --rows fit \
     --options bf16+compile --json "$OUT/train_full_b256_compile.json" $STORE data.num_workers=$W data.batch_size=256
 log done
