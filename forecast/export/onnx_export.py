@@ -237,7 +237,12 @@ def quantize_int8(src: Path, dst: Path) -> Path:
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
                          extra_options={"MatMulConstBOnly": True})
     except Exception as exc:
-        raise ExportError(f"int8 quantisation of {src.name} failed: {type(exc).__name__}: {exc}") from exc
+        import onnxruntime
+
+        # onnxruntime 1.30's quantiser cannot type some of this graph's MatMuls (and, told a default
+        # type, writes MatMulInteger nodes the checker rejects); 1.32 quantises it
+        raise ExportError(f"int8 quantisation of {src.name} failed with onnxruntime {onnxruntime.__version__} "
+                          f"(tested: 1.32; or export without int8): {type(exc).__name__}: {exc}") from exc
     finally:
         logging.getLogger().setLevel(quiet)
     check_onnx(dst)
