@@ -1,14 +1,15 @@
-"""Batched store files: many scenarios per Parquet file, one row group per scenario, maps stored once.
+"""Batched store files: many scenarios per Parquet file, a few per row group, maps stored once.
 
 A *batch* is a run of input units of one (source, split) written together::
 
-    tracks/source=<s>/split=<p>/<batch>.parquet      row group i = scenario i of the batch
-    scenarios/source=<s>/split=<p>/<batch>.parquet   one row per scenario, with its file and row group
-    maps/source=<s>/<batch>.parquet                  row group j = one distinct map (by content)
+    tracks/source=<s>/split=<p>/<batch>.parquet      row groups of up to GROUP_SCENARIOS scenarios
+    scenarios/source=<s>/split=<p>/<batch>.parquet   one row per scenario: its file, row group and rows
+    maps/source=<s>/<batch>.parquet                  row groups of up to GROUP_SCENARIOS distinct maps
     quarantine/source=<s>/<batch>.parquet            rejected rows, only when there are some
 
-The scenarios table is the index: ``tracks_file``/``row_group`` locate a scenario's rows, and
-``map_file``/``map_row_group`` its map, so a reader opens one row group instead of scanning.
+The scenarios table is the index: ``tracks_file``/``row_group``/``row_offset``/``num_rows`` locate a
+scenario's rows, and ``map_file``/``map_row_group``/``map_row_offset``/``map_num_rows`` its map, so a
+reader decodes one row group instead of scanning.
 """
 
 from __future__ import annotations
@@ -102,6 +103,43 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
 _DISTINCT = {"feature_id"}  # one value per row: a dictionary would only repeat the column
 
 
+# A row group holds up to GROUP_SCENARIOS scenarios (or distinct maps), fewer once it has GROUP_ROWS rows.
+# Every process that reads a batch file keeps its parsed footer, about 1 kB per column chunk: with one
+# row group per scenario that was 50 MB per 5,000-scenario tracks file in every loader worker, and most
+# of a worker's memory growth from 1,000 to 10,000 scenarios (issue 11). Decoding 8 AV2 scenarios
+# (28 k rows) costs about 1.4 ms against 0.2 ms for one; the readers keep the last groups decoded.
+GROUP_SCENARIOS = 8
+GROUP_ROWS = 32_768
+
+
+class _GroupedWriter:
+    """Tables appended as contiguous row ranges of shared row groups: ``add`` returns (row group, first row)."""
+
+    def __init__(self, writer: pq.ParquetWriter):
+        self.writer = writer
+        self.groups = 0
+        self.pending: list[pa.Table] = []
+        self.rows = 0
+
+    def add(self, table: pa.Table) -> tuple[int, int]:
+        where = (self.groups, self.rows)
+        self.pending.append(table)
+        self.rows += table.num_rows
+        if len(self.pending) >= GROUP_SCENARIOS or self.rows >= GROUP_ROWS:
+            self.flush()
+        return where
+
+    def flush(self) -> None:
+        if self.pending:
+            self.writer.write_table(pa.concat_tables(self.pending), row_group_size=max(1, self.rows))
+            self.groups += 1
+            self.pending, self.rows = [], 0
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+
+
 def _write_groups(path: Path, schema: pa.Schema, tables: list[pa.Table]) -> None:
     """One row group per table (an empty file with the schema when there is none)."""
 
@@ -129,14 +167,13 @@ class BatchWriter:
         self.final = self.root / self.paths["tracks"]
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.final.with_name(f".{self.final.name}.writing")
-        self.writer = pq.ParquetWriter(self.tmp, TRACKS_SCHEMA, **writer_options(TRACKS_SCHEMA))
-        self.groups = 0
+        self.writer = _GroupedWriter(pq.ParquetWriter(self.tmp, TRACKS_SCHEMA, **writer_options(TRACKS_SCHEMA)))
         self.scen_rows: list[dict] = []
         self.map_final = self.root / self.paths["maps"]
         self.map_tmp = self.map_final.with_name(f".{self.map_final.name}.writing")
-        self.map_writer: pq.ParquetWriter | None = None  # opened with the first map
+        self.map_writer: _GroupedWriter | None = None  # opened with the first map
         self.map_ids: set[str] = set()  # of the stored maps (the file's CRS names its frame)
-        self.map_group: dict[str, int] = {}  # content key -> row group
+        self.map_group: dict[str, tuple[int, int, int]] = {}  # content key -> (row group, first row, rows)
         self.geo: list[dict] = []  # GeoParquet column metadata per stored map, made when it arrives
         self.quarantines: list[pa.Table] = []
         self.units = 0
@@ -150,20 +187,19 @@ class BatchWriter:
         for map_id, table in u.maps.items():
             ck = map_content_key(table)
             if ck not in self.map_group:  # identical maps are stored once per batch
-                self.map_group[ck] = len(self.geo)
-                self._write_map(table)
+                self.map_group[ck] = (*self._write_map(table), table.num_rows)
                 # one map at a time: decoding a whole batch's geometries at the end cost a GB
                 self.geo.append(column_geo_metadata(table))
             map_of[map_id] = self.map_group[ck]
         offset = 0
         tracks = u.tracks if u.tracks.schema.equals(TRACKS_SCHEMA, check_metadata=True) else u.tracks.cast(TRACKS_SCHEMA)
         for row, n in zip(u.scenarios, u.scenario_rows, strict=True):
-            self.writer.write_table(tracks.slice(offset, n), row_group_size=max(1, n))
+            group, first = self.writer.add(tracks.slice(offset, n))
             offset += n
-            mg = map_of.get(row["map_id"]) if row["map_id"] else None
-            self.scen_rows.append({**row, "tracks_file": self.paths["tracks"], "row_group": self.groups, "num_rows": n,
-                                   "map_file": self.paths["maps"] if mg is not None else None, "map_row_group": mg})
-            self.groups += 1
+            mg, mo, mn = map_of.get(row["map_id"], (None, None, None)) if row["map_id"] else (None, None, None)
+            self.scen_rows.append({**row, "tracks_file": self.paths["tracks"], "row_group": group, "row_offset": first,
+                                   "num_rows": n, "map_file": self.paths["maps"] if mg is not None else None,
+                                   "map_row_group": mg, "map_row_offset": mo, "map_num_rows": mn})
         if u.quarantine is not None and u.quarantine.num_rows:
             self.quarantines.append(u.quarantine)
         self.units += 1
@@ -178,7 +214,8 @@ class BatchWriter:
                       [pa.Table.from_pylist(self.scen_rows, schema=SCENARIO_FILE_SCHEMA)])
         if self.map_writer is not None:
             # GeoParquet metadata: GIS tools (geopandas, QGIS, DuckDB) read the WKB column as geometry
-            self.map_writer.add_key_value_metadata(self._map_metadata())
+            self.map_writer.flush()  # before the metadata: the footer is written by close
+            self.map_writer.writer.add_key_value_metadata(self._map_metadata())
             self.map_writer.close()
             with open(self.map_tmp, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -190,14 +227,15 @@ class BatchWriter:
             written.append("quarantine")
         return {self.paths[k]: file_record(self.root / self.paths[k]) for k in written}
 
-    def _write_map(self, table: pa.Table) -> None:
-        """One row group per distinct map, written as it arrives (ingest holds no batch of maps)."""
+    def _write_map(self, table: pa.Table) -> tuple[int, int]:
+        """A distinct map's rows, written as it arrives (ingest holds no batch of maps): (row group, first row)."""
         if self.map_writer is None:
             self.map_final.parent.mkdir(parents=True, exist_ok=True)
             # the schema's metadata is written at close (with the bounds of every map), so not stored now
-            self.map_writer = pq.ParquetWriter(self.map_tmp, MAP_SCHEMA, store_schema=False, **writer_options(MAP_SCHEMA))
-        self.map_writer.write_table(table.cast(MAP_SCHEMA), row_group_size=max(1, table.num_rows))
+            self.map_writer = _GroupedWriter(pq.ParquetWriter(self.map_tmp, MAP_SCHEMA, store_schema=False,
+                                                              **writer_options(MAP_SCHEMA)))
         self.map_ids.update(pc.unique(table.column("map_id")).to_pylist())  # one id, not one per feature
+        return self.map_writer.add(table.cast(MAP_SCHEMA))
 
     def _map_metadata(self) -> dict[str, str]:
         """MAP_SCHEMA's metadata plus the GeoParquet ``geo`` of every stored map, merged (types, bounds)."""
@@ -215,9 +253,9 @@ class BatchWriter:
 
     def abort(self) -> None:
         try:
-            self.writer.close()
+            self.writer.writer.close()
             if self.map_writer is not None:
-                self.map_writer.close()
+                self.map_writer.writer.close()
         finally:
             self.tmp.unlink(missing_ok=True)
             self.map_tmp.unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""``forecast store compact``: rewrite a schema-1 store (three files per unit) as batches (schema 2).
+"""``forecast store compact``: rewrite a schema-1 store (three files per unit) as batches (schema 3).
 
 Each old unit keeps its manifest record (input files, hashes, counts); its rows, maps and
 quarantine move into batch files of about ``batch_scenarios`` scenarios, then the old files go.

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
 
 from forecast.data.schema import AGENT_TYPE_LABELS
+
+
+class MapLocation(NamedTuple):
+    """A stored map's rows: ``file`` (relative to the store), its row group, and within that group the
+    first row and row count (None, None: the whole row group, as a schema-2 store writes it)."""
+
+    file: str
+    row_group: int
+    offset: int | None = None
+    num_rows: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +44,24 @@ class ScenarioInfo:
     num_rows: int | None = None
     map_file: str | None = None
     map_row_group: int | None = None
+    # Rows within the row group (schema 3); None in a schema-2 store: the whole row group.
+    row_offset: int | None = None
+    map_row_offset: int | None = None
+    map_num_rows: int | None = None
+
+    @property
+    def rows(self) -> tuple[int, int | None]:
+        """(first row, row count) of the scenario in its row group; (0, None) = the whole row group."""
+        return (0, None) if self.row_offset is None else (int(self.row_offset), int(self.num_rows))
+
+    @property
+    def map_where(self) -> MapLocation | None:
+        """Where the scenario's map is stored (None: not indexed)."""
+        if self.map_file is None or self.map_row_group is None:
+            return None
+        return MapLocation(self.map_file, int(self.map_row_group),
+                           None if self.map_row_offset is None else int(self.map_row_offset),
+                           None if self.map_num_rows is None else int(self.map_num_rows))
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,20 @@
 """The canonical store: a directory of Parquet tables that any Arrow tool can read.
 
-Layout (schema 2; ``forecast.data.batch`` writes it)::
+Layout (schema 3; ``forecast.data.batch`` writes it)::
 
     STORE/
-      scenarios/source=<s>/split=<p>/<batch>.parquet  one row per scenario: the index (file, row group)
-      tracks/source=<s>/split=<p>/<batch>.parquet     one row per agent state, one row group per scenario
-      maps/source=<s>/<batch>.parquet                 one row per map feature (WKB), one row group per map
+      scenarios/source=<s>/split=<p>/<batch>.parquet  one row per scenario: the index (file, row group, rows)
+      tracks/source=<s>/split=<p>/<batch>.parquet     one row per agent state, a few scenarios per row group
+      maps/source=<s>/<batch>.parquet                 one row per map feature (WKB), a few maps per row group
       quarantine/source=<s>/<batch>.parquet           rejected rows with their reasons
       _manifest/<source>/<batch>.json                 the batch's units, their input hashes and counts,
                                                       its outputs' sha256
 
 A *unit* is one input (a SUMO run, an AV2 scenario, an ETH/UCY file); a *batch* is a run of
 units written together (about 5,000 scenarios). Shards of one ingestion write disjoint batches.
-A store written by schema 1 (three files per unit, maps/<map>.parquet) is still read, by
-filtered scans; ``forecast store compact`` rewrites it as batches.
+A schema-2 store (one row group per scenario and per map, no row offsets) is read as it is; a store
+written by schema 1 (three files per unit, maps/<map>.parquet) is still read, by filtered scans, and
+``forecast store compact`` rewrites it as batches.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import shapely
 
-from forecast.data.scenario import Scenario, ScenarioInfo, scenarios_from_tracks
+from forecast.data.scenario import MapLocation, Scenario, ScenarioInfo, scenarios_from_tracks
 from forecast.data.schema import MAP_SCHEMA, SCENARIOS_SCHEMA, TRACKS_SCHEMA
 
 FOOTER_CACHE = 8  # parsed Parquet footers kept per process (a few MB each for a full batch file)
+GROUP_CACHE = 4  # decoded row groups kept per process: the neighbours of a scenario just read share its group
 _HIVE = ds.partitioning(pa.schema([("source", pa.string()), ("split", pa.string())]), flavor="hive")
 
 
@@ -56,13 +58,30 @@ class Store:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._maps: dict[str, tuple[str, int]] | None = None
+        self._maps: dict[str, MapLocation] | None = None
         self._footers: OrderedDict[Path, tuple[tuple[int, int], pq.FileMetaData]] = OrderedDict()
+        self._groups: OrderedDict[tuple, pa.Table] = OrderedDict()
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_footers"] = OrderedDict()  # a loader worker parses the footers it needs itself
+        state["_groups"] = OrderedDict()
         return state
+
+    def row_group(self, rel: str, group: int) -> pa.Table:
+        """Row group ``group`` of ``STORE/rel``, every column, through a small cache of decoded groups
+        (a group holds several scenarios, and the samples of neighbouring scenarios are read together)."""
+        st = (self.path / rel).stat()
+        key = (rel, int(group), st.st_size, st.st_mtime_ns)  # a rewritten file is read again
+        hit = self._groups.get(key)
+        if hit is not None:
+            self._groups.move_to_end(key)
+            return hit
+        table = self.parquet_file(rel).read_row_group(int(group))
+        self._groups[key] = table
+        while len(self._groups) > GROUP_CACHE:
+            self._groups.popitem(last=False)
+        return table
 
     def parquet_file(self, rel: str | Path, read_dictionary: list[str] | None = None,
                      pre_buffer: bool = True) -> pq.ParquetFile:
@@ -123,11 +142,14 @@ class Store:
             return pa.table({})
         return ds.dataset(self.quarantine_dir, format="parquet", partitioning="hive").to_table()
 
-    def map_table(self, map_id: str, where: tuple[str, int] | None = None) -> pa.Table:
-        """A map's rows. ``where``: its (map_file, map_row_group) from the index, else looked up."""
+    def map_table(self, map_id: str, where: MapLocation | None = None) -> pa.Table:
+        """A map's rows. ``where``: its location from the index (``ScenarioInfo.map_where``), else looked up."""
         where = where or self._map_index().get(map_id)
         if where is not None:
-            table = self.parquet_file(where[0]).read_row_group(where[1]).cast(MAP_SCHEMA)
+            table = self.row_group(where.file, where.row_group)
+            if where.offset is not None:
+                table = table.slice(where.offset, where.num_rows)
+            table = table.cast(MAP_SCHEMA)
             # identical maps are stored once, under the first map_id that had them
             return table.set_column(0, "map_id", pa.array([map_id] * table.num_rows, pa.string()))
         path = self.maps_dir / f"{safe_name(map_id)}.parquet"  # schema 1
@@ -140,11 +162,12 @@ class Store:
             raise FileNotFoundError(f"map {map_id!r} is not in store {self.path}")
         return table
 
-    def _map_index(self) -> dict[str, tuple[str, int]]:
+    def _map_index(self) -> dict[str, MapLocation]:
         if self._maps is None:
-            t = self.scenarios_table().select(["map_id", "map_file", "map_row_group"])
-            self._maps = {m: (f, int(g)) for m, f, g in zip(*(t.column(c).to_pylist() for c in t.column_names),
-                                                            strict=True) if m and f}
+            t = self.scenarios_table().select(["map_id", "map_file", "map_row_group", "map_row_offset", "map_num_rows"])
+            self._maps = {m: MapLocation(f, int(g), o, n)
+                          for m, f, g, o, n in zip(*(t.column(c).to_pylist() for c in t.column_names), strict=True)
+                          if m and f}
         return self._maps
 
     def map_ids(self) -> list[str]:
@@ -175,8 +198,8 @@ class Store:
     def load_scenarios(self, infos: Iterable[ScenarioInfo]) -> list[Scenario]:
         """Load many scenarios; order follows ``infos``.
 
-        Indexed scenarios (schema 2) are read by row group, one open per file; others by one
-        filtered scan per (source, split) partition.
+        Indexed scenarios (schemas 2 and 3) are read by row group (``row_group``, cached) and sliced to
+        their rows; others by one filtered scan per (source, split) partition.
         """
         infos = list(infos)
         by_file: dict[str, list[ScenarioInfo]] = defaultdict(list)
@@ -188,8 +211,15 @@ class Store:
                 by_part[(info.source, info.split)].append(info)
         loaded: dict[str, Scenario] = {}
         for rel, part in by_file.items():
-            table = self.parquet_file(rel).read_row_groups(sorted({int(i.row_group) for i in part}),
-                                                                    columns=TRACKS_SCHEMA.names)
+            slices = []
+            unique = {i.scenario_id: i for i in part}.values()
+            for info in sorted(unique, key=lambda i: (int(i.row_group), i.rows[0])):
+                table = self.row_group(rel, info.row_group)
+                first, n = info.rows
+                if n is None:  # schema 2: the scenario's own row group (checked: an index without rows)
+                    table = table.filter(pc.equal(table.column("scenario_id"), info.scenario_id))
+                slices.append(table if n is None else table.slice(first, n))
+            table = pa.concat_tables(slices).select(TRACKS_SCHEMA.names)
             for scen in scenarios_from_tracks(table, {i.scenario_id: i for i in part}):
                 loaded[scen.info.scenario_id] = scen
         dataset = self.tracks_dataset() if by_part else None
@@ -207,7 +237,7 @@ class Store:
             raise KeyError(f"scenario {scenario_id!r} is not in store {self.path}")
         return self.load_scenarios(match)[0]
 
-    def load_map(self, map_id: str, where: tuple[str, int] | None = None) -> dict[str, list[shapely.Geometry]]:
+    def load_map(self, map_id: str, where: MapLocation | None = None) -> dict[str, list[shapely.Geometry]]:
         """The map's features as shapely geometries, grouped by layer."""
         table = self.map_table(map_id, where)
         geoms = shapely.from_wkb(np.asarray(table.column("geometry").to_pylist(), dtype=object))
@@ -232,7 +262,7 @@ class Store:
         return out
 
     def batch_manifests(self, source: str | None = None) -> list[dict]:
-        """Committed batches (schema 2): ``{"batch", "units": [{"key", "input_hash", "counts"}], "outputs"}``."""
+        """Committed batches (schemas 2 and 3): ``{"batch", "units": [{"key", "input_hash", "counts"}], "outputs"}``."""
         return [m for _, m in self._manifest_files(source) if "units" in m]
 
     def unit_manifests(self, source: str | None = None) -> list[dict]:
@@ -256,7 +286,7 @@ class Store:
         if path.exists():
             path.unlink()
         outputs = manifest.get("outputs") or {}
-        for rel in outputs:  # a dict (schema 2) or a list (schema 1) of relative paths
+        for rel in outputs:  # a dict (schemas 2, 3) or a list (schema 1) of relative paths
             p = self.path / rel
             if p.exists():
                 p.unlink()

@@ -24,7 +24,7 @@ import numpy as np
 
 from forecast.config import to_dict
 from forecast.data.atomic import atomic_write
-from forecast.data.scenario import ScenarioInfo
+from forecast.data.scenario import MapLocation, ScenarioInfo
 from forecast.data.store import Store
 from forecast.features import raster as R
 from forecast.features.config import FeatureConfig
@@ -128,14 +128,13 @@ class SceneSet:
         self.infos = infos
         self.store = store
         self.t0_stride, self.full_future = t0_stride, full_future
-        self.map_where: dict[str, tuple[str, int] | None] = {}
+        self.map_where: dict[str, MapLocation | None] = {}
         uses: dict[str, int] = defaultdict(int)
         for info in infos:
             if info.map_id:
                 uses[info.map_id] += 1
             if info.map_id and info.map_id not in self.map_where:
-                has_index = info.map_file is not None and info.map_row_group is not None
-                self.map_where[info.map_id] = (info.map_file, int(info.map_row_group)) if has_index else None
+                self.map_where[info.map_id] = info.map_where
         # Rasters go to the disk cache only for maps that several scenarios share (SUMO networks,
         # ETH/UCY scenes): a map of one scenario (AV2's local maps) is drawn when its scenario is
         # read and kept in the in-memory LRU, rather than filling the disk with a raster per scenario.
@@ -190,7 +189,7 @@ class SceneSet:
             stamp[rel] = [p.stat().st_size, p.stat().st_mtime_ns] if p.is_file() else None
         body = {"v": PLAN_VERSION, "cfg": to_dict(self.cfg), "stride": self.t0_stride, "full": self.full_future,
                 "files": stamp, "ids": hashlib.sha256("\n".join(
-                    f"{i.scenario_id}|{i.tracks_file}|{i.row_group}|{i.num_rows}" for i in self.infos).encode()).hexdigest()}
+                    f"{i.scenario_id}|{i.tracks_file}|{i.row_group}|{i.row_offset}|{i.num_rows}" for i in self.infos).encode()).hexdigest()}
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
     def _plan(self) -> SamplePlan:

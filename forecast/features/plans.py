@@ -211,31 +211,51 @@ def read_plan_inputs(store: Store, infos: list[ScenarioInfo], dt: float) -> list
         part = [infos[j] for j in js]
         groups = sorted({int(i.row_group) for i in part})
         pf = store.parquet_file(rel, read_dictionary=PLAN_STRINGS, pre_buffer=False)
-        sizes = np.array([pf.metadata.row_group(g).num_rows for g in groups], np.int64)
-        # A row group holds one scenario (schema 2), so its rows need no scenario_id column (each
-        # column read costs about as much as the rows' planning); read it where the index says otherwise.
-        own = len(groups) == len(part) and all(i.num_rows in (None, int(n)) for i, n in
-                                                zip(sorted(part, key=lambda i: int(i.row_group)), sizes, strict=True))
         # strings as Parquet stores them, dictionary-encoded: less to decode, and integer codes
-        table = pf.read_row_groups(groups, columns=PLAN_COLUMNS[1:] if own else PLAN_COLUMNS, use_threads=False)
-        if own:
-            at = {int(i.row_group): k for k, i in enumerate(part)}
-            scenario = (np.repeat(np.arange(len(groups)), sizes), np.array([at[g] for g in groups], np.int64))
+        if all(i.num_rows is not None for i in part):
+            # The index gives each scenario's rows, so no scenario_id column is read (each column read
+            # costs about as much as the rows' planning).
+            table = pf.read_row_groups(groups, columns=PLAN_COLUMNS[1:], use_threads=False)
+            table, code = _rows_of(table, part, groups, [pf.metadata.row_group(g).num_rows for g in groups])
+            scenario = (code, np.arange(len(part), dtype=np.int64))
         else:
-            scenario = _scenario_codes(table, part)
+            table, *scenario = _scenario_codes(pf.read_row_groups(groups, columns=PLAN_COLUMNS, use_threads=False), part)
         out += _stack(table, part, np.array(js, np.int64), dt, *scenario)
     return out
 
 
-def _scenario_codes(table: pa.Table, infos: list[ScenarioInfo]) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's scenario code [rows] and each code's position in ``infos``, from the scenario_id column."""
+def _rows_of(table: pa.Table, infos: list[ScenarioInfo], groups: list[int], sizes: list[int]) -> tuple[pa.Table, np.ndarray]:
+    """The rows of ``infos`` in ``table`` (row groups ``groups`` of ``sizes`` rows, read one after another)
+    and each kept row's position in ``infos`` [rows]; rows of scenarios not asked for are dropped."""
+    start = dict(zip(groups, np.r_[0, np.cumsum(sizes)[:-1]].tolist(), strict=True))
+    size = dict(zip(groups, sizes, strict=True))
+    code = np.full(table.num_rows, -1, np.int64)
+    for k, info in enumerate(infos):
+        first, n = info.rows
+        g = int(info.row_group)
+        code[start[g] + first : start[g] + first + (size[g] if n is None else n)] = k
+    keep = code >= 0
+    if keep.all():
+        return table, code
+    return table.filter(pa.array(keep)), code[keep]
+
+
+def _scenario_codes(table: pa.Table, infos: list[ScenarioInfo]) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """From the scenario_id column: the rows of ``infos`` (a row group also holds scenarios not asked
+    for), each kept row's scenario code [rows] and each code's position in ``infos``."""
     if not table.num_rows:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return table, np.zeros(0, np.int64), np.zeros(0, np.int64)
     if table.column("scenario_id").null_count:
         raise ValueError("tracks table has a null scenario_id")
     keys, code = _codes(table.column("scenario_id"))
     pos = {info.scenario_id: k for k, info in enumerate(infos)}
-    return code, np.array([pos[k] for k in keys.tolist()], np.int64)  # a scenario not asked for: KeyError
+    at = np.array([pos.get(k, -1) for k in keys.tolist()], np.int64)
+    wanted = at >= 0
+    if wanted.all():
+        return table, code, at
+    recode = np.cumsum(wanted) - 1  # codes of the kept keys, dense again
+    keep = wanted[code]
+    return table.filter(pa.array(keep)), recode[code[keep]], at[wanted]
 
 
 def _stack(table: pa.Table, infos: list[ScenarioInfo], which: np.ndarray, dt: float, s_code: np.ndarray,

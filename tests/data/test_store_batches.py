@@ -1,4 +1,4 @@
-"""The batched store (schema 2): index, row groups, maps once, skip key and output integrity, resumed counts."""
+"""The batched store (schemas 2 and 3): index, row groups, maps once, skip key and output integrity, resumed counts."""
 
 from __future__ import annotations
 
@@ -39,20 +39,75 @@ def test_batches_index_and_maps_once(tmp_path):
     assert summary.units_written == 7 and summary.scenarios_written == 7
     tracks = sorted((store.path / "tracks").rglob("*.parquet"))
     assert len(tracks) == 3  # batches of 3, 3, 1 scenarios
-    assert [pq.ParquetFile(p).num_row_groups for p in tracks] == [3, 3, 1]
+    assert [pq.ParquetFile(p).num_row_groups for p in tracks] == [1, 1, 1]  # up to GROUP_SCENARIOS per group
     infos = store.scenarios()
     assert [i.scenario_id for i in infos] == [f"av2:{s}" for s in SIDS]
-    for info in infos:  # the index points at the scenario's own row group
-        rg = pq.ParquetFile(store.path / info.tracks_file).read_row_group(info.row_group)
-        assert set(rg.column("scenario_id").to_pylist()) == {info.scenario_id}
-        assert rg.num_rows == info.num_rows
+    _index_points_at_rows(store, infos)
     maps = sorted((store.path / "maps").rglob("*.parquet"))
     assert [pq.ParquetFile(p).num_row_groups for p in maps] == [1, 1, 1]  # seven identical maps, once per batch
+    assert [pq.ParquetFile(p).metadata.num_rows for p in maps] == [infos[0].map_num_rows] * 3
     layers = store.load_map(infos[4].map_id)
     assert set(layers) == {"lane", "lane_centerline", "crosswalk", "drivable_area"}
     assert store.map_table(infos[4].map_id).column("map_id").to_pylist()[0] == infos[4].map_id
     # any Arrow tool reads the directory
     assert ds.dataset(store.path / "tracks", partitioning="hive").count_rows() == summary.rows_written
+
+
+def _index_points_at_rows(store: Store, infos) -> None:
+    """Each scenario's (row group, row offset, rows) holds its rows and only them, and the ranges of a
+    file tile its row groups."""
+    covered: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    for info in infos:
+        rg = pq.ParquetFile(store.path / info.tracks_file).read_row_group(info.row_group)
+        mine = rg.slice(info.row_offset, info.num_rows)
+        assert mine.num_rows == info.num_rows > 0
+        assert set(mine.column("scenario_id").to_pylist()) == {info.scenario_id}
+        covered.setdefault((info.tracks_file, info.row_group), []).append((info.row_offset, info.num_rows))
+    for (rel, g), ranges in covered.items():
+        ranges.sort()
+        ends = [o + n for o, n in ranges]
+        assert ranges[0][0] == 0 and [o for o, _ in ranges[1:]] == ends[:-1]
+        assert ends[-1] == pq.ParquetFile(store.path / rel).metadata.row_group(g).num_rows
+
+
+def test_row_groups_of_several_scenarios(tmp_path, monkeypatch):
+    """A row group closes at GROUP_SCENARIOS scenarios; reading, planning and maps are the same as with
+    one scenario per row group, and as a schema-2 store (no row offsets) of that layout."""
+    import pyarrow as pa
+
+    from forecast.data import batch
+    from forecast.features.config import FeatureConfig
+    from forecast.features.plans import plan_split
+
+    root = _av2_inputs(tmp_path / "in")
+    monkeypatch.setattr(batch, "GROUP_SCENARIOS", 2)
+    two = Store(tmp_path / "two")
+    run_ingest(Av2Adapter(), root, two, progress=False)
+    assert [pq.ParquetFile(p).num_row_groups for p in (two.path / "tracks").rglob("*.parquet")] == [4]  # 2+2+2+1
+    _index_points_at_rows(two, two.scenarios())
+    monkeypatch.setattr(batch, "GROUP_SCENARIOS", 1)
+    one = Store(tmp_path / "one")
+    run_ingest(Av2Adapter(), root, one, progress=False)
+    # the same store as schema 2 wrote it: one scenario per row group, no offsets in the index
+    v2 = Store(tmp_path / "one")
+    for p in (v2.path / "scenarios").rglob("*.parquet"):
+        t = pq.read_table(p)
+        for c in ("row_offset", "map_row_offset", "map_num_rows"):
+            t = t.set_column(t.schema.get_field_index(c), c, pa.nulls(t.num_rows, pa.int64()))
+        pq.write_table(t, p)
+    assert all(i.row_offset is None for i in v2.scenarios())
+    assert _content(two) == _content(one) == _content(v2)
+    cfg = FeatureConfig()
+    plans = [plan_split(s, s.scenarios(), cfg, 10, workers=1) for s in (two, v2)]
+    assert len(plans[0]) > 0
+    for f in ("scenario", "t0", "offsets", "agents", "scored"):
+        assert np.array_equal(getattr(plans[0], f), getattr(plans[1], f)), f
+    # a chunk that asks for part of a row group's scenarios plans only those
+    part = plan_split(two, two.scenarios()[1:2], cfg, 10, workers=1)
+    assert np.array_equal(part.t0, plans[0].t0[plans[0].scenario == 1])
+    for s in (two, v2):
+        info = s.scenarios()[3]
+        assert s.map_table(info.map_id, info.map_where).equals(one.map_table(info.map_id))
 
 
 def test_batch_size_does_not_change_content(tmp_path):
@@ -139,7 +194,7 @@ def _to_schema1(new: Store, old: Store) -> None:
             mine = [i for i in infos if i.source_file and u["key"].split("/")[-1] in i.scenario_id]
             part = f"source={m['source']}/split={m['split']}/{name}.parquet"
             tracks = pa.concat_tables([pq.ParquetFile(new.path / i.tracks_file).read_row_group(i.row_group)
-                                       for i in mine])
+                                       .slice(i.row_offset, i.num_rows) for i in mine])
             outputs = [f"tracks/{part}", f"scenarios/{part}"]
             (old.path / "tracks" / part).parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(tracks, old.path / "tracks" / part)

@@ -22,9 +22,14 @@ CFG = FeatureConfig(history_steps=10, future_steps=10, max_agents=8, raster=Rast
 
 @pytest.fixture(scope="module")
 def store(sumo_runs, tmp_path_factory):
-    """The tiny runs with small batches, so that scenarios span several files and row groups."""
+    """The tiny runs with small batches and row groups of two scenarios, so that scenarios span
+    several files and row groups, and share row groups."""
+    from forecast.data import batch
+
     s = Store(tmp_path_factory.mktemp("ds") / "store")
-    run_ingest(SumoAdapter(5.0), sumo_runs, s, progress=False, batch_scenarios=3)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(batch, "GROUP_SCENARIOS", 2)
+        run_ingest(SumoAdapter(5.0), sumo_runs, s, progress=False, batch_scenarios=3)
     return s
 
 
@@ -45,7 +50,8 @@ def _same(a, b) -> None:
 def test_streaming_equals_in_memory(store):
     infos, tracks, rasters, index = _reference(store, "train")
     scenes = SceneSet(store, infos, CFG, 10, full_future=True, tracks_cache=2)
-    assert len(scenes) == len(index) > 0 and len({i.row_group for i in infos}) > 1
+    assert len(scenes) == len(index) > 0 and len({(i.tracks_file, i.row_group) for i in infos}) > 1
+    assert any(i.row_offset > 0 for i in infos)  # row groups of several scenarios
     for k in range(len(scenes)):
         idx = index[k]
         assert (scenes.index[k].scenario, scenes.index[k].t0) == (idx.scenario, idx.t0)
