@@ -226,6 +226,8 @@ def main() -> None:
 
         def add(what: str, p50: float, p99: float, cpu: float = float("nan"), a: int = a) -> None:
             rows.append({"agents": a, "what": what, "p50_ms": p50, "p99_ms": p99, "cpu_p50_ms": cpu})
+            # each row as it comes: a run cut short by its time limit (a GPU lease) still shows what it measured
+            print(f"  {a} agents, {what}: p50 {p50:.3f} ms, p99 {p99:.3f} ms", flush=True)
 
         def tick(a=a, tracks=tracks, t0=t0):
             tracker, det = tick_replay(tracks, t0, SceneTracker, pred1)

@@ -162,12 +162,20 @@ def _sorted_codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.nd
     """``(keys, code)`` as ``np.unique(strings, return_inverse=True)`` gives them: the distinct values
     sorted, and each row's position among them, from Arrow's dictionary encoding (no per-row str)."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    enc = arr.dictionary_encode()
-    values = np.asarray(enc.dictionary.to_pylist(), dtype=str)
+    enc = arr.dictionary_encode()  # a column read as a dictionary stays one
+    index = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    dictionary = enc.dictionary
+    if len(dictionary) and len(index):
+        # a slice of a row group read as a dictionary has the whole group's values: keep those it uses
+        used = np.bincount(index, minlength=len(dictionary)) > 0
+        if not used.all():
+            dictionary = dictionary.filter(pa.array(used))
+            index = (np.cumsum(used) - 1)[index]
+    values = np.asarray(dictionary.to_pylist(), dtype=str)
     order = np.argsort(values, kind="stable")
     rank = np.empty(len(values), dtype=np.int64)
     rank[order] = np.arange(len(values))
-    return values[order], rank[enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+    return values[order], rank[index]
 
 
 def _empty(info: ScenarioInfo) -> Scenario:
