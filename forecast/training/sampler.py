@@ -73,7 +73,9 @@ class BlockShuffleSampler(DistributedSampler):
         if self.group_batches > 1 and len(mine):
             rng = np.random.default_rng([self.seed, self.epoch, self.rank, 1])
             mine = group_by_agents(mine, self.agents, self.batch_size, self.group_batches, rng)
-        return iter(mine.tolist())
+        # one Python int at a time: a list of them cost 40 B per sample (17 MB for the 440,000 samples
+        # of 8,000 AV2 scenarios, 440 MB for Argoverse 2's training split), held by every rank
+        return (int(i) for i in mine)
 
     def __len__(self) -> int:
         return self.num_samples
