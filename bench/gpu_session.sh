@@ -32,9 +32,9 @@ $PY -c "import torch, lightning, onnxruntime; print('torch', torch.__version__, 
 
 # Most wanted first: a lease can end mid-script.
 # 2. batch 256 per GPU (learning rate scaled by the trainer), the options that matter at that size
-# (2 x B batches: the first ~25 of a run allocate the pinned host memory their batches need, which
-# the 30-batch rows of 2026-11-27 mostly measured; the store has ~68 batches of 256 per epoch)
-run 150 $PY bench/train.py --config $CFG --device $DEV --batches $((2 * B)) --rows loader,step,fit \
+# (B + 20 batches: the 30-batch rows of 2026-11-27 mostly measured the first batches of a run, which
+# likely allocate the pinned host memory later batches reuse; the store has ~55 batches of 256 per epoch)
+run 150 $PY bench/train.py --config $CFG --device $DEV --batches $((B + 20)) --rows loader,step,fit \
     --options bf16+buckets,buckets --json "$OUT/train_full_b256.json" $STORE data.num_workers=$W data.batch_size=256
 # 5. latency: eager, fp16, CUDA graph, end to end, at 64 and 128 agents (the CPU and int8 rows are
 # measured on the dev machine; the image's onnxruntime 1.30 cannot quantise this graph). Export alone
@@ -49,6 +49,6 @@ run 50 $PY bench/train.py --config $CFG --device $DEV --batches 6 --rows step --
 cp bench/results/train-profile-*.txt "$OUT/" 2>/dev/null
 # 3. torch.compile through Lightning at batch 256 (one graph per agent bucket: six buckets did not
 # finish compiling in 200 s on the H200)
-run 300 $PY bench/train.py --config $CFG --device $DEV --batches $((2 * B)) --rows fit \
+run 300 $PY bench/train.py --config $CFG --device $DEV --batches $((B + 20)) --rows fit \
     --options bf16+compile --json "$OUT/train_full_b256_compile.json" $STORE data.num_workers=$W data.batch_size=256
 log done
