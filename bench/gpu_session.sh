@@ -16,8 +16,8 @@ if [ -z "${NOWHL:-}" ] && [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-DEV=cuda; B=30; RUNS=100; AG="64 128"; CFG=configs/train/full.yaml; GPU_ONLY=--skip-cpu
-if [ "${1:-}" = quick ]; then DEV=cpu; B=3; RUNS=3; AG="8"; CFG=configs/train/quickstart.yaml; GPU_ONLY=; fi
+DEV=cuda; B=30; B256=50; RUNS=100; AG="64 128"; CFG=configs/train/full.yaml; GPU_ONLY=--skip-cpu
+if [ "${1:-}" = quick ]; then DEV=cpu; B=3; B256=3; RUNS=3; AG="8"; CFG=configs/train/quickstart.yaml; GPU_ONLY=; fi
 # The limits below add up to more than one 600 s call: they are caps, and the measured runs took
 # 68 (30 batches) + 40 (export) + 60 + 26 s on the H200; the compile row is last, so a cap there loses
 # only itself.
@@ -32,9 +32,9 @@ $PY -c "import torch, lightning, onnxruntime; print('torch', torch.__version__, 
 
 # Most wanted first: a lease can end mid-script.
 # 2. batch 256 per GPU (learning rate scaled by the trainer), the options that matter at that size
-# (B + 20 batches: the 30-batch rows of 2026-11-27 mostly measured the first batches of a run, which
+# (B256 = 50 batches: the 30-batch rows of 2026-11-27 mostly measured the first batches of a run, which
 # likely allocate the pinned host memory later batches reuse; the store has ~55 batches of 256 per epoch)
-run 150 $PY bench/train.py --config $CFG --device $DEV --batches $((B + 20)) --rows loader,step,fit \
+run 150 $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows loader,step,fit \
     --options bf16+buckets,buckets --json "$OUT/train_full_b256.json" $STORE data.num_workers=$W data.batch_size=256
 # 5. latency: eager, fp16, CUDA graph, end to end, at 64 and 128 agents (the CPU and int8 rows are
 # measured on the dev machine; the image's onnxruntime 1.30 cannot quantise this graph). Export alone
@@ -49,6 +49,6 @@ run 50 $PY bench/train.py --config $CFG --device $DEV --batches 6 --rows step --
 cp bench/results/train-profile-*.txt "$OUT/" 2>/dev/null
 # 3. torch.compile through Lightning at batch 256 (one graph per agent bucket: six buckets did not
 # finish compiling in 200 s on the H200)
-run 300 $PY bench/train.py --config $CFG --device $DEV --batches $((B + 20)) --rows fit \
+run 300 $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows fit \
     --options bf16+compile --json "$OUT/train_full_b256_compile.json" $STORE data.num_workers=$W data.batch_size=256
 log done
