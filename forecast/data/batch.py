@@ -108,7 +108,7 @@ _DISTINCT = {"feature_id"}  # one value per row: a dictionary would only repeat 
 # row group per scenario that was 50 MB per 5,000-scenario tracks file in every loader worker, and most
 # of a worker's memory growth from 1,000 to 10,000 scenarios (issue 11). Decoding 8 AV2 scenarios
 # (28 k rows, strings as dictionaries) costs about 0.6 ms; a training worker reads each scenario about
-# once per epoch, and in-order readers (evaluation, planning) reuse the groups the Store keeps decoded.
+# once per epoch, and in-order readers (evaluation) reuse the groups the Store keeps decoded.
 GROUP_SCENARIOS = 8
 GROUP_ROWS = 32_768
 

@@ -37,7 +37,7 @@ from forecast.data.scenario import MapLocation, Scenario, ScenarioInfo, scenario
 from forecast.data.schema import MAP_SCHEMA, SCENARIOS_SCHEMA, TRACKS_SCHEMA
 
 FOOTER_CACHE = 8  # parsed Parquet footers kept per process (a few MB each for a full batch file)
-GROUP_CACHE = 4  # decoded row groups kept per process, for readers that go through a file in order
+GROUP_CACHE = 4  # decoded row groups kept per process, for readers that go through a file in order (evaluation)
 TRACK_STRINGS = ("scenario_id", "track_id", "agent_type", "source_type")
 _HIVE = ds.partitioning(pa.schema([("source", pa.string()), ("split", pa.string())]), flavor="hive")
 
@@ -71,7 +71,7 @@ class Store:
 
     def row_group(self, rel: str, group: int, read_dictionary: tuple[str, ...] = ()) -> pa.Table:
         """Row group ``group`` of ``STORE/rel``, every column, through a small cache of decoded groups
-        (a group holds several scenarios; evaluation and planning read a file's scenarios in order).
+        (a group holds several scenarios; evaluation reads a file's scenarios in order).
         ``read_dictionary``: string columns kept as Parquet's dictionaries (a third of the decoding time)."""
         st = (self.path / rel).stat()
         key = (rel, int(group), st.st_size, st.st_mtime_ns, read_dictionary)  # a rewritten file is read again
