@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from _common import RESULTS, machine  # noqa: E402
 
-from tests.faults import cases_cli, cases_ingest, cases_long, cases_runtime  # noqa: E402
+from tests.faults import cases_cli, cases_ingest, cases_long, cases_runtime, cases_store  # noqa: E402
 from tests.faults.harness import Env, counts, run_case, table  # noqa: E402
 
 
@@ -62,7 +62,7 @@ def main() -> int:
     ap.add_argument("--keep", help="work in this folder and keep it (default: a temporary one, removed)")
     args = ap.parse_args()
 
-    cases = cases_runtime.cases() + cases_ingest.cases() + cases_cli.cases()
+    cases = cases_runtime.cases() + cases_ingest.cases() + cases_store.cases() + cases_cli.cases()
     if not args.quick:
         cases += cases_long.cases()
     if args.only:

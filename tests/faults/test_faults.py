@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults import cases_cli, cases_ingest, cases_runtime
+from tests.faults import cases_cli, cases_ingest, cases_runtime, cases_store
 from tests.faults.conftest import RESULTS
 from tests.faults.harness import GOOD, Env, run_case
 
-CASES = [c for c in cases_runtime.cases() + cases_ingest.cases() + cases_cli.cases() if not c.long]
+CASES = [c for c in cases_runtime.cases() + cases_ingest.cases() + cases_store.cases() + cases_cli.cases() if not c.long]
 
 
 def test_suite_is_large_enough():
