@@ -110,6 +110,39 @@ def test_row_groups_of_several_scenarios(tmp_path, monkeypatch):
         assert s.map_table(info.map_id, info.map_where).equals(one.map_table(info.map_id))
 
 
+def test_decoded_row_groups_follow_a_rewritten_file(tmp_path):
+    """The cache of decoded row groups is keyed by the file's size and mtime: a rewrite is read again."""
+    import os
+
+    import pyarrow as pa
+
+    store = Store(tmp_path)
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"a": [1, 2, 3]}), path)
+    assert store.row_group("t.parquet", 0).column("a").to_pylist() == [1, 2, 3]
+    st = path.stat()
+    pq.write_table(pa.table({"a": [7, 8, 9]}), path)  # same size
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert store.row_group("t.parquet", 0).column("a").to_pylist() == [7, 8, 9]
+
+
+def test_codes_of_a_dictionary_slice_use_only_its_values():
+    """A slice of a row group read as a dictionary carries the group's whole dictionary; its codes and keys
+    are those of the values it holds, as for plain strings."""
+    import pyarrow as pa
+
+    from forecast.data.scenario import _sorted_codes
+
+    whole = pa.array(["s2", "s1", "s2", "s3", "s1", "s3"]).dictionary_encode()
+    part = whole.slice(2, 3)  # s2, s3, s1 of a dictionary [s2, s1, s3]
+    keys, code = _sorted_codes(part)
+    plain_keys, plain_code = _sorted_codes(pa.array(["s2", "s3", "s1"]))
+    assert keys.tolist() == plain_keys.tolist() == ["s1", "s2", "s3"]
+    assert code.tolist() == plain_code.tolist() == [1, 2, 0]
+    keys, code = _sorted_codes(whole.slice(0, 3))  # s2, s1, s2: s3 unused
+    assert keys.tolist() == ["s1", "s2"] and code.tolist() == [1, 0, 1]
+
+
 def test_batch_size_does_not_change_content(tmp_path):
     root = _av2_inputs(tmp_path / "in")
     a, b = Store(tmp_path / "a"), Store(tmp_path / "b")
