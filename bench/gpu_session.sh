@@ -32,10 +32,10 @@ $PY -c "import torch, lightning, onnxruntime; print('torch', torch.__version__, 
 
 # Most wanted first: a lease can end mid-script.
 # 2. batch 256 per GPU (learning rate scaled by the trainer), the options that matter at that size
-# (B256 = 50 batches: the 30-batch rows of 2026-11-27 mostly measured the first batches of a run, which
-# likely allocate the pinned host memory later batches reuse; the store has ~55 batches of 256 per epoch)
+# (B256 = 50 batches: the second halves of the 30-batch rows of 2026-11-27 moved between 1,300 and 2,860
+# scenes/s; the store has ~55 batches of 256 per epoch)
 run 150 $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows loader,step,fit \
-    --options bf16+buckets,bf16+buckets+nopin,buckets --json "$OUT/train_full_b256.json" $STORE data.num_workers=$W data.batch_size=256
+    --options bf16+buckets,buckets --json "$OUT/train_full_b256.json" $STORE data.num_workers=$W data.batch_size=256
 # 5. latency: eager, fp16, CUDA graph, end to end, at 64 and 128 agents (the CPU and int8 rows are
 # measured on the dev machine; the image's onnxruntime 1.30 cannot quantise this graph). Export alone
 # took 40 s on the H200 (2026-11-27), so 100 s was too short there.
@@ -43,9 +43,10 @@ run 200 $PY bench/latency.py --agents $AG --runs $RUNS $GPU_ONLY --json "$OUT/la
 # 1. full config as configured (batch 32 per GPU, bf16 + agent buckets), one row per option
 run 80 $PY bench/train.py --config $CFG --device $DEV --batches $B --rows loader,step,fit \
     --options eager,bf16+buckets --json "$OUT/train_full_b32.json" $STORE data.num_workers=$W
-# 4. batch 512 (the step is launch-bound at 256: 84 ms for a bare step, as at batch 32)
+# 4. batch 512 (the step is launch-bound at 256: 84 ms for a bare step, as at batch 32). Unpinned
+# batches (nopin) were measured at 256 on 2026-11-27: slower (85 ms of copy between steps).
 run 90 $PY bench/train.py --config $CFG --device $DEV --batches $((B256 / 2 + 1)) --rows fit \
-    --options bf16+buckets,bf16+buckets+nopin --json "$OUT/train_full_b512.json" $STORE data.num_workers=$W data.batch_size=512
+    --options bf16+buckets --json "$OUT/train_full_b512.json" $STORE data.num_workers=$W data.batch_size=512
 # (the torch.profiler table of a step, --rows step --options eager --profile, was taken on 2026-11-27:
 # docs/measurements/train-profile-full-b32-h200.txt)
 # 3. torch.compile through Lightning at batch 256 (one graph per agent bucket: six buckets did not

@@ -51,8 +51,7 @@ OPTIONS = {  # option -> trainer overrides
     "buckets": {"agent_buckets": BUCKETS},
     "compile": {"agent_buckets": BUCKETS, "compile": True},
     "channels_last": {"channels_last": True},
-    # loader batches not pinned: on the H200 the main process spent 1.1 ms of CPU per scene taking
-    # batch-256 batches (0.01 ms on the CPU machine, where nothing is pinned)
+    # loader batches not pinned (H200, batch 256: 85 ms of copy between steps against 7 ms pinned)
     "nopin": {"pin_memory": False},
 }
 
