@@ -47,8 +47,13 @@ run 80 $PY bench/train.py --config $CFG --device $DEV --batches $B --rows loader
 # batches (nopin) were measured at 256 on 2026-11-27: slower (85 ms of copy between steps).
 run 90 $PY bench/train.py --config $CFG --device $DEV --batches $((B256 / 2 + 1)) --rows fit \
     --options bf16+buckets --json "$OUT/train_full_b512.json" $STORE data.num_workers=$W data.batch_size=512
-# (the torch.profiler table of a step, --rows step --options eager --profile, was taken on 2026-11-27:
-# docs/measurements/train-profile-full-b32-h200.txt)
+# 6. where the Lightning step's time goes at batch 256 (its host time was 141 to 220 ms against 84 ms for
+# the bare step on the H200): 3 profiled steps, host Python time by function and the operators
+run 60 $PY bench/train.py --config $CFG --device $DEV --batches 20 --rows fit --options bf16+buckets \
+    --profile-fit --json "$OUT/train_fitprofile.json" $STORE data.num_workers=$W data.batch_size=256
+cp bench/results/train-fitprofile-*.txt "$OUT/" 2>/dev/null
+# (the torch.profiler table of a bare step, --rows step --options eager --profile, was taken on
+# 2026-11-27: docs/measurements/train-profile-full-b32-h200.txt)
 # 3. torch.compile through Lightning at batch 256 (one graph per agent bucket: six buckets did not
 # finish compiling in 200 s on the H200)
 run 300 $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows fit \

@@ -3,7 +3,8 @@ Lightning ``Trainer.fit`` (the real DataModule and LightningModule) per option.
 
 Usage: python bench/train.py [--config configs/train/quickstart.yaml] [--device cpu|cuda] [--batches 20]
                              [--rows loader,step,fit] [--options eager,bf16,buckets,compile,channels_last,nopin]
-                             [--layouts packed,padded,grouped] [--profile] [--json PATH] [key=value overrides ...]
+                             [--layouts packed,padded,grouped] [--profile] [--profile-fit] [--json PATH]
+                             [key=value overrides ...]
 
 The loader row reports scenes/s (wall) and the CPU time per scene of the loader's worker processes
 and of the main process (the figure to read on a shared machine), and the agent slots the model
@@ -17,7 +18,10 @@ host-to-device copy, Lightning) and, on a GPU, reports its mean utilisation and 
 
 Options (join several with '+', e.g. bf16+buckets): eager (fp32, as collated), bf16 (autocast / ``bf16-mixed``), buckets (agent axis padded to
 8/16/32/64...), compile (``torch.compile`` + buckets), channels_last, nopin (loader batches not pinned). ``--profile`` writes a
-torch.profiler table of the bare eager step to bench/results/train-profile-<config>-<device>.txt.
+torch.profiler table of the bare eager step to bench/results/train-profile-<config>-<device>.txt;
+``--profile-fit`` profiles 3 steps of each fit row (host Python time by function, operators' CPU and
+GPU time) to bench/results/train-fitprofile-<config>-<device>-<option>.txt (that row's rates then
+include the profilers' cost).
 Uses the config's store if it exists, else simulates and ingests a small SUMO store under bench/results.
 """
 
@@ -257,10 +261,56 @@ class _Clock(L.Callback):
         self.util.stop()
 
 
-def fit_row(cfg: TrainConfig, option: str, steps: int, device: str) -> dict:
+class _FitProfile(L.Callback):
+    """Profiles ``active`` training steps of a ``fit`` from step ``first`` on: the host's Python time by
+    function (cProfile: where a launch-bound step spends it) and the operators' CPU and GPU time
+    (torch.profiler), written to ``path`` (.txt)."""
+
+    def __init__(self, first: int, active: int, path: Path):
+        self.first, self.last, self.path = first, first + active - 1, path
+        self.prof = self.host = None
+
+    # counted by optimizer steps, not batch_idx, which starts again with each epoch
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.first and self.host is None:
+            import cProfile
+
+            from torch.profiler import ProfilerActivity, profile
+
+            cuda = trainer.strategy.root_device.type == "cuda"
+            if cuda:
+                torch.cuda.synchronize()
+            self.prof = profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else []))
+            self.prof.__enter__()
+            self.host = cProfile.Profile()
+            self.host.enable()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.last + 1 and self.host is not None and self.prof is not None:
+            import io
+            import pstats
+
+            if trainer.strategy.root_device.type == "cuda":
+                torch.cuda.synchronize()
+            self.host.disable()
+            self.prof.__exit__(None, None, None)
+            text = io.StringIO()
+            pstats.Stats(self.host, stream=text).sort_stats("cumulative").print_stats(45)
+            sort = "cuda_time_total" if trainer.strategy.root_device.type == "cuda" else "cpu_time_total"
+            ops = self.prof.key_averages().table(sort_by=sort, row_limit=30)
+            self.path.write_text(f"# {self.last - self.first + 1} Lightning fit steps from batch {self.first}\n"
+                                 f"## host Python time (cProfile, cumulative)\n{text.getvalue()}\n"
+                                 f"## operators (torch.profiler, by {sort})\n{ops}\n")
+            print(f"wrote {self.path}")
+            self.prof = None
+
+
+def fit_row(cfg: TrainConfig, option: str, steps: int, device: str, profile: Path | None = None) -> dict:
     c = with_option(cfg, option, device)
     clock = _Clock()
     callbacks = [clock] + ([AgentBuckets(c.trainer.agent_buckets)] if c.trainer.agent_buckets else [])
+    if profile is not None:  # a few steps past the middle: buckets met, allocator warm
+        callbacks.append(_FitProfile(max(1, steps // 2), 3, profile))
     trainer = L.Trainer(accelerator=device if device != "cuda" else "gpu", devices=1, precision=c.trainer.precision,
                         max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
@@ -315,6 +365,9 @@ def main() -> None:
     ap.add_argument("--layouts", default="packed",
                     help="loader rows: packed, padded (raster layouts), grouped (packed, data.group_batches=16 unless set)")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--profile-fit", action="store_true",
+                    help="fit rows: profile 3 steps from the middle of the run (host Python time and operators) to "
+                         "bench/results/train-fitprofile-<config>-<device>-<option>.txt")
     ap.add_argument("--json")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
@@ -347,7 +400,8 @@ def main() -> None:
         if "step" in rows_wanted:
             rows.append(step_row(cfg, option, batches, args.device))
         if "fit" in rows_wanted:
-            rows.append(fit_row(cfg, option, args.batches, args.device))
+            where = RESULTS / f"train-fitprofile-{Path(args.config).stem}-{args.device}-{option.replace('+', '_')}.txt"
+            rows.append(fit_row(cfg, option, args.batches, args.device, where if args.profile_fit else None))
     agents = float(sum(int(b.agent_mask.sum()) for b in batches)) / max(1, len(batches))
     print(f"config {args.config}: batch {cfg.data.batch_size}, ~{agents:.0f} agents/batch, raster "
           f"{cfg.features.raster.size}px, hidden {cfg.model.hidden}, torch threads {torch.get_num_threads()}")
