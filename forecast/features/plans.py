@@ -247,7 +247,7 @@ def _scenario_codes(table: pa.Table, infos: list[ScenarioInfo]) -> tuple[pa.Tabl
         return table, np.zeros(0, np.int64), np.zeros(0, np.int64)
     if table.column("scenario_id").null_count:
         raise ValueError("tracks table has a null scenario_id")
-    keys, code = _codes(table.column("scenario_id"))
+    keys, code = _sorted_codes(table.column("scenario_id"))
     pos = {info.scenario_id: k for k, info in enumerate(infos)}
     at = np.array([pos.get(k, -1) for k in keys.tolist()], np.int64)
     wanted = at >= 0
@@ -264,7 +264,7 @@ def _stack(table: pa.Table, infos: list[ScenarioInfo], which: np.ndarray, dt: fl
     ``infos[s_info[code]]``) padded, agents in track-id order within each (as ``scenarios_from_tracks``)."""
     if table.num_rows and table.column("track_id").null_count:
         raise ValueError("tracks table has a null track_id")
-    t_keys, t_code = _codes(table.column("track_id")) if table.num_rows else (np.zeros(0, str), np.zeros(0, np.int64))
+    t_keys, t_code = _sorted_codes(table.column("track_id")) if table.num_rows else (np.zeros(0, str), np.zeros(0, np.int64))
     # agent p = the p-th (scenario, track) pair in sorted order; a scenario's agents are contiguous
     pair = s_code * max(1, len(t_keys)) + t_code
     if len(s_info) * len(t_keys) <= 1 << 24:  # rank by marking the pairs seen (no sort)
@@ -293,7 +293,7 @@ def _stack(table: pa.Table, infos: list[ScenarioInfo], which: np.ndarray, dt: fl
         row_at = np.empty(n_agents * width, np.int64)
         row_at[cell[::-1]] = np.arange(len(cell) - 1, -1, -1)  # of equal cells the first row
         first_row = row_at[np.arange(n_agents) * width + present.argmax(1)]
-        labels, type_code = _codes(table.column("agent_type").take(pa.array(first_row)))
+        labels, type_code = _sorted_codes(table.column("agent_type").take(pa.array(first_row)))
         label_to_code = {label: i for i, label in enumerate(AGENT_TYPE_LABELS)}
         agent_type = np.array([label_to_code[v] for v in labels.tolist()], np.int64)[type_code]
         np.maximum.at(last, scen_of, width - 1 - present[:, ::-1].argmax(1))  # each scenario's last step
@@ -316,13 +316,3 @@ def _stack(table: pa.Table, infos: list[ScenarioInfo], which: np.ndarray, dt: fl
         out.append(Stacked(which[members], present[rows, :total:n], xy[rows, :total:n], agent_type[rows],
                            np.r_[0, np.cumsum(count[members])]))
     return out
-
-
-def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """``(keys, code)`` of a string column as ``np.unique(strings, return_inverse=True)`` gives them (what
-    ``scenarios_from_tracks`` orders agents by); a dictionary column's values are sorted, not its rows."""
-    if not pa.types.is_dictionary(column.type):
-        return _sorted_codes(column)
-    arr = column.combine_chunks()  # one dictionary for every row group (4x faster than unify_dictionaries)
-    keys, rank = np.unique(np.asarray(arr.dictionary.to_pylist(), dtype=str), return_inverse=True)
-    return keys, rank.reshape(-1)[arr.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
