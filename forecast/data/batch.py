@@ -215,8 +215,7 @@ class BatchWriter:
                       [pa.Table.from_pylist(self.scen_rows, schema=SCENARIO_FILE_SCHEMA)])
         if self.map_writer is not None:
             # GeoParquet metadata: GIS tools (geopandas, QGIS, DuckDB) read the WKB column as geometry
-            self.map_writer.flush()  # before the metadata: the footer is written by close
-            self.map_writer.writer.add_key_value_metadata(self._map_metadata())
+            self.map_writer.writer.add_key_value_metadata(self._map_metadata())  # goes into the footer at close
             self.map_writer.close()
             with open(self.map_tmp, "rb") as fh:
                 os.fsync(fh.fileno())
