@@ -5,6 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 
+def ragged_positions(counts: np.ndarray) -> np.ndarray:
+    """``[sum(counts)]`` int64: ``0, 1, ..., counts[i] - 1`` for each i, in order (each row's place in its segment)."""
+    counts = np.asarray(counts, np.int64)
+    return np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
 def ragged_rows(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """``[sum(counts)]`` int64: ``starts[i], starts[i] + 1, ..., starts[i] + counts[i] - 1`` for each i, in order.
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from forecast.data.ragged import ragged_rows
+from forecast.data.ragged import ragged_positions, ragged_rows
 from forecast.data.types import TARGET_TYPES, AgentType
 from forecast.features.config import FeatureConfig
 from forecast.features.frames import rotate_to_local, to_local, wrap_angle
@@ -217,7 +217,7 @@ def plan_many(present: np.ndarray, xy: np.ndarray, agent_type: np.ndarray, bound
         return z, z, z, z, np.zeros(0, bool)
     cat = np.concatenate
     n = np.bincount(p_of, minlength=n_prob)  # agents present per problem
-    col = np.arange(len(p_of)) - np.r_[0, np.cumsum(n)[:-1]][p_of]
+    col = ragged_positions(n)  # p_of is sorted: each pair's place among its problem's agents
     # problems of similar size together (less padding), at most GROUP_BATCH agent slots at once
     by_size = np.argsort(n, kind="stable")
     groups: list[tuple] = []

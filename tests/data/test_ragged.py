@@ -13,3 +13,11 @@ def test_rows_of_each_segment_in_order():
 def test_empty():
     assert ragged_rows(np.zeros(0, np.int64), np.zeros(0, np.int64)).shape == (0,)
     assert ragged_rows(np.array([4]), np.array([0])).shape == (0,)
+
+
+def test_positions_within_each_segment():
+    from forecast.data.ragged import ragged_positions
+
+    counts = np.array([2, 0, 3, 1])
+    np.testing.assert_array_equal(ragged_positions(counts), [0, 1, 0, 1, 2, 0])
+    assert ragged_positions(np.zeros(0, np.int64)).shape == (0,)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from forecast.data.ragged import ragged_rows
+from forecast.data.ragged import ragged_positions, ragged_rows
 
 NUM_CENTERLINE_POINTS = 10  # av2-api's NUM_CENTERLINE_INTERP_PTS
 
@@ -77,7 +77,7 @@ def interp_arcs(points: np.ndarray, offsets: np.ndarray, num_points: int) -> np.
     distinct = start | np.r_[True, np.any(np.diff(pts, axis=0) != 0.0, axis=1)]  # per polyline, as interp_arc
     poly = np.repeat(np.arange(k), n)[distinct]
     m = np.bincount(poly, minlength=k)  # distinct points per polyline
-    pos = np.arange(len(poly)) - np.repeat(np.cumsum(m) - m, m)
+    pos = ragged_positions(m)  # poly is sorted: each point's place among its polyline's distinct points
     width = int(m.max())
     pad = np.empty((k, width, pts.shape[1]))
     pad[poly, pos] = pts[distinct]
@@ -128,7 +128,7 @@ def midpoint_lines(left: np.ndarray, lo: np.ndarray, right: np.ndarray, ro: np.n
         f = np.flatnonzero(full)
         mid = (interp_arcs(left[ragged_rows(lo[f], nl[f])], np.r_[0, np.cumsum(nl[f])], num_points)
                + interp_arcs(right[ragged_rows(ro[f], nr[f])], np.r_[0, np.cumsum(nr[f])], num_points)) / 2.0
-        out[(first[f][:, None] + np.arange(num_points)).ravel()] = mid.reshape(-1, mid.shape[2])
+        out[ragged_rows(first[f], counts[f])] = mid.reshape(-1, mid.shape[2])
     for mask, pivot, pivot_off, other, other_off, other_n in ((pivot_l, left, lo, right, ro, nr),
                                                              (pivot_r, right, ro, left, lo, nl)):
         if mask.any():
