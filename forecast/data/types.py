@@ -12,6 +12,9 @@ class AgentType(IntEnum):
     PEDESTRIAN = 1
     CYCLIST = 2
     OTHER = 3
+    # A closed traffic-signal approach: a stationary stop wall at its stop line (forecast.sim.signals).
+    # Context only, and not a physical object: no collisions, overlaps or near misses with it.
+    TRAFFIC_SIGNAL = 4
 
     @property
     def label(self) -> str:
@@ -35,4 +38,7 @@ MAX_SPEED = {
     AgentType.PEDESTRIAN: 12.0,
     AgentType.CYCLIST: 25.0,
     AgentType.OTHER: 70.0,
+    AgentType.TRAFFIC_SIGNAL: 0.5,  # it never moves
 }
+# Classes that are physical objects (collisions, overlaps, near misses are about these).
+PHYSICAL_TYPES = (AgentType.VEHICLE, AgentType.PEDESTRIAN, AgentType.CYCLIST, AgentType.OTHER)

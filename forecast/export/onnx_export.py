@@ -19,6 +19,7 @@ import onnx
 import torch
 
 from forecast.data.schema import AgentType
+from forecast.data.types import PHYSICAL_TYPES
 from forecast.export.tensorrt import lower_for_tensorrt
 from forecast.features.config import FeatureConfig
 from forecast.features.raster import MapRaster, rasterize_map_layers
@@ -60,7 +61,7 @@ def synthetic_tracks(num_agents: int, cfg: FeatureConfig, seed: int = 0, extra_s
     t = cfg.history_steps + cfg.future_steps + extra_steps
     t0 = cfg.history_steps - 1 + extra_steps
     a = num_agents
-    types = rng.choice([int(x) for x in AgentType], size=a, p=[0.55, 0.25, 0.15, 0.05]).astype(np.int64)
+    types = rng.choice([int(x) for x in PHYSICAL_TYPES], size=a, p=[0.55, 0.25, 0.15, 0.05]).astype(np.int64)
     speed0 = np.where(types == AgentType.PEDESTRIAN, 1.4, np.where(types == AgentType.CYCLIST, 4.5, 9.0))
     speed = np.abs(speed0[:, None] * (0.6 + 0.8 * rng.random((a, 1))) + 0.3 * rng.standard_normal((a, t)).cumsum(1)
                    * np.sqrt(cfg.dt))

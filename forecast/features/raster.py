@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import shapely
 
+from forecast.data.types import AgentType
 from forecast.features.config import MAP_CHANNELS, MOTION_CHANNELS, RasterConfig
 
 _SHIFT = 2  # sub-pixel bits for cv2 drawing
@@ -196,7 +197,7 @@ def _motion_points(hist_xy: np.ndarray, hist_valid: np.ndarray, agent_type: np.n
     """History points on the grid: (col, row, channel, intensity) of every valid step of a drawn type."""
     a, t_h, _ = hist_xy.shape
     channel_of = np.array([MOTION_CHANNELS.index(n) if n in MOTION_CHANNELS else -1
-                           for n in ("vehicle", "pedestrian", "cyclist", "other")])
+                           for n in (t.label for t in AgentType)])
     channel = np.broadcast_to(channel_of[agent_type][:, None], (a, t_h))
     intensity = np.broadcast_to(np.linspace(255 / t_h, 255, t_h).astype(np.uint8)[None], (a, t_h))
     ok = hist_valid & (channel >= 0)

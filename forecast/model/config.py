@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from forecast.data.types import AgentType
+
 
 @dataclass
 class ModelConfig:
@@ -16,7 +18,7 @@ class ModelConfig:
     history_features: int = 7  # F of the history
     future_steps: int = 30  # T_f output steps
     rollout_stride: int = 5  # output steps decoded per latent step (future_steps must be a multiple)
-    num_agent_types: int = 4
+    num_agent_types: int = len(AgentType)  # type embedding rows (5 with traffic signals)
     dropout: float = 0.0
     min_scale: float = 0.01  # metres: floor of the Laplace scale
     dt: float = 0.1  # seconds per rollout step (tied to the features' dt)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from forecast.data.types import AgentType
+from forecast.data.types import PHYSICAL_TYPES, AgentType
 
 TAGS = ("pedestrian_crossing", "braking_or_yielding", "cut_in", "junction_turn", "cyclist_in_lane", "stop_and_go",
         "near_miss", "occluded_or_new")
@@ -31,6 +31,7 @@ VEH, PED, CYC = int(AgentType.VEHICLE), int(AgentType.PEDESTRIAN), int(AgentType
 # Disc radii (metres) for time to collision: half widths, so cars passing in adjacent lanes do not touch.
 TTC_RADIUS = {VEH: 1.0, PED: 0.3, CYC: 0.5, int(AgentType.OTHER): 1.0}
 _RADIUS_BY_TYPE = np.array([TTC_RADIUS.get(int(t), 1.0) for t in AgentType])
+_PHYSICAL = np.isin(np.arange(len(AgentType)), [int(t) for t in PHYSICAL_TYPES])
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,8 @@ def junction_turn(m: Motion, cfg: TagConfig, in_junction: np.ndarray) -> np.ndar
 def occluded_or_new(m: Motion) -> np.ndarray:
     """An agent appears, or reappears after missing frames (occluded), at this step; never at step 0,
     where every agent of a cut scenario starts."""
-    out = m.present & ~_shift(m.present, 1, fill=True).astype(bool)
-    out[:, 0] = False
+    out = m.present & ~_shift(m.present, 1, fill=True).astype(bool) & _PHYSICAL[m.agent_type][:, None]
+    out[:, 0] = False  # a traffic signal's wall appears with each red light: not an occlusion (_PHYSICAL)
     return out
 
 
@@ -200,7 +201,8 @@ def near_miss_pairs(m: Motion, pr: Pairs, t: int, cfg: TagConfig) -> np.ndarray:
     """
     ti, tj = m.agent_type[pr.i], m.agent_type[pr.j]
     radius = _RADIUS_BY_TYPE[ti] + _RADIUS_BY_TYPE[tj]
-    return ((ti == VEH) | (tj == VEH)) & (time_to_collision(pr.dp, pr.dv, radius) < cfg.ttc_s)
+    physical = _PHYSICAL[ti] & _PHYSICAL[tj]  # a closed signal's stop wall is not something to hit
+    return physical & ((ti == VEH) | (tj == VEH)) & (time_to_collision(pr.dp, pr.dv, radius) < cfg.ttc_s)
 
 
 def pedestrian_crossing_pairs(m: Motion, pr: Pairs, t: int, cfg: TagConfig, on_crosswalk: np.ndarray) -> np.ndarray:

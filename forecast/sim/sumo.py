@@ -1,7 +1,8 @@
 """Seeded SUMO traffic generation: networks (netgenerate), demand (randomTrips.py), FCD at 10 Hz.
 
 Each network of the config becomes a run directory ``OUT/<split>/<network>/`` with
-``<network>.net.xml``, ``fcd.parquet`` and ``run.json``. Train, val and test use different
+``<network>.net.xml``, ``fcd.parquet`` (with the closed traffic-signal approaches as stationary
+objects, ``forecast.sim.signals``) and ``run.json``. Train, val and test use different
 networks, and a network type can be kept for test alone to measure generalisation to unseen maps.
 """
 
@@ -17,9 +18,18 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from forecast.data.atomic import sha256_text
+from forecast.sim.signals import (
+    SIGNAL_VCLASS,
+    SIGNAL_VTYPE,
+    TLS_ADDITIONAL,
+    approaches,
+    read_switches,
+    signal_rows,
+)
 
 COMMON_NET_OPTS = [
     "--sidewalks.guess",
@@ -66,6 +76,7 @@ class SumoOptions:
     time_to_teleport_s: float = 60.0  # a vehicle waiting this long is stuck (gridlock) ...
     stuck: str = "remove"  # ... and is then removed (its track ends) or teleported (its track jumps)
     walkingarea_detail: int = 16  # intermediate points of pedestrian paths inside walking areas
+    signals: bool = True  # closed traffic-signal approaches as stationary objects in the FCD (forecast.sim.signals)
 
     def __post_init__(self) -> None:
         if self.stuck not in ("remove", "teleport"):
@@ -143,10 +154,14 @@ def simulate_network(cfg: SimConfig, net: NetworkConfig, out: Path) -> Path:
              "--end", str(cfg.duration_s), "--seed", str(seed), "--fcd-output", "fcd.parquet",
              "--fcd-output.attributes", "x,y,angle,type,speed,lane",
              "--device.fcd.begin", str(cfg.warmup_s),
-             "--no-step-log", "true", "--no-warnings", "true", *cfg.sumo.args()],
+             "--no-step-log", "true", "--no-warnings", "true", *cfg.sumo.args(),
+             *(["-a", _write_tls_additional(tmp)] if cfg.sumo.signals else [])],
             tmp,
         )
         vtypes, lengths = _vtypes([tmp / t for t in trips])
+        if cfg.sumo.signals:
+            _add_signal_objects(tmp, tmp / net_file)
+            vtypes[SIGNAL_VTYPE] = SIGNAL_VCLASS
         meta = {"network": net.name, "split": net.split, "kind": net.kind, "seed": seed,
                 "config_hash": config_hash, "vtypes": vtypes, "vtype_lengths": lengths, "spec": spec}
         (tmp / "run.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -160,6 +175,27 @@ def simulate_network(cfg: SimConfig, net: NetworkConfig, out: Path) -> Path:
         os.replace(tmp, run_dir)
         tmp.mkdir()  # TemporaryDirectory cleans up the (now empty) placeholder
     return run_dir
+
+
+def _write_tls_additional(tmp: Path) -> str:
+    (tmp / "tls.add.xml").write_text(TLS_ADDITIONAL)
+    return "tls.add.xml"
+
+
+def _add_signal_objects(tmp: Path, net_path: Path) -> None:
+    """Append the closed signal approaches to ``fcd.parquet`` at the FCD's own time steps, rows in time order."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    fcd = pq.read_table(tmp / "fcd.parquet")
+    times = np.unique(fcd.column("timestep_time").to_numpy())
+    rows = signal_rows(approaches(net_path), read_switches(tmp / "tls.xml"), times, fcd.schema)
+    both = pa.concat_tables([fcd, rows])
+    order = pc.sort_indices(both, sort_keys=[("timestep_time", "ascending")])  # stable: FCD rows first per step
+    pq.write_table(both.take(order), tmp / "fcd.parquet")
+    for f in ("tls.xml", "tls.add.xml"):
+        (tmp / f).unlink()
 
 
 def _netgenerate_cmd(net: NetworkConfig, seed: int, net_file: str) -> list[str]:

@@ -48,7 +48,7 @@ def test_store_contents(sumo_store):
     table = ds.dataset(sumo_store.tracks_dir, partitioning="hive").to_table()
     assert {"source", "split", "scenario_id", "track_id", "agent_type", "timestep", "x", "y", "heading",
             "vx", "vy", "observed", "source_type"} <= set(table.column_names)
-    assert set(table["agent_type"].to_pylist()) == {"vehicle", "pedestrian", "cyclist"}
+    assert set(table["agent_type"].to_pylist()) == {"vehicle", "pedestrian", "cyclist", "traffic_signal"}
     scen = sumo_store.load_scenario(infos[len(infos) // 2].scenario_id)
     a, t = scen.present.shape
     assert scen.xy.shape == (a, t, 2) and scen.velocity.shape == (a, t, 2)

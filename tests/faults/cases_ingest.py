@@ -178,7 +178,12 @@ SUMO_BAD_ROW = 100
 
 
 def _sumo_run(env: Env) -> Path:
-    src = sorted(env.sumo_runs.rglob("fcd.parquet"))[0].parent
+    """A copy of the first run whose row ``SUMO_BAD_ROW`` is a car's, so that the faults go through the
+    centre conversion of vehicles (in a run where the signals' stop walls fill the first steps, it is a wall's)."""
+    import pyarrow.parquet as pq
+
+    src = next(f.parent for f in sorted(env.sumo_runs.rglob("fcd.parquet"))
+               if pq.read_table(f, columns=["vehicle_type"]).column(0)[SUMO_BAD_ROW].as_py() == "DEFAULT_VEHTYPE")
     dst = env.tmp / "in" / src.parent.name / src.name
     shutil.copytree(src, dst)
     return dst

@@ -85,6 +85,19 @@ def test_occluded_or_new():
     assert np.flatnonzero(ev[2]).tolist() == [35]
 
 
+def test_traffic_signals_are_neither_new_agents_nor_near_misses():
+    sig = int(G.AgentType.TRAFFIC_SIGNAL)
+    present = np.ones((2, T), bool)
+    present[1, :25] = False  # the light turns red at step 25: its stop wall appears
+    car = line(0, 0, 10, 0)  # drives at 10 m/s straight through where the wall stands
+    m = scene(car, line(40, 0, 0, 0), types=[VEH, sig], present=present)
+    assert not G.occluded_or_new(m).any()
+    assert not _pair_events(m)["near_miss"].any()
+    # the same stationary thing as an ``other`` object is a near miss, and new when it appears
+    m = scene(car, line(40, 0, 0, 0), types=[VEH, int(G.AgentType.OTHER)], present=present)
+    assert _pair_events(m)["near_miss"].any() and G.occluded_or_new(m)[1, 25]
+
+
 def test_time_to_collision_hand_worked():
     # 10 m apart, closing at 5 m/s, radii summing to 2 m: contact after (10 - 2) / 5 = 1.6 s
     ttc = G.time_to_collision(np.array([[10.0, 0]]), np.array([[-5.0, 0]]), np.array([2.0]))

@@ -5,7 +5,8 @@ and ``run.json`` (split, network name, seed, vType classes and lengths).
 
 SUMO reports a vehicle's position at the centre of its FRONT bumper; the store holds the
 vehicle's centre, half its length back along the path the front has driven
-(``sumo_centre``). Persons are reported at their centre and kept there.
+(``sumo_centre``). Persons are reported at their centre and kept there, as are the stationary
+traffic-signal objects the simulator adds (class ``traffic_signal``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from forecast.data.ingest import ParsedUnit, Unit
 from forecast.data.schema import MAX_SPEED, AgentType
 from forecast.data.sources.sumo_centre import centre_from_front
 from forecast.data.validate import Quarantine, RawRows, dictionary_code
+from forecast.sim.signals import SIGNAL_VCLASS
 
 FCD_COLUMNS = {
     "timestep_time": pa.float64(),
@@ -57,6 +59,7 @@ VCLASS_TO_TYPE = {
     "wheelchair": AgentType.PEDESTRIAN,
     "tram": AgentType.OTHER,
     "rail_urban": AgentType.OTHER,
+    SIGNAL_VCLASS: AgentType.TRAFFIC_SIGNAL,  # a closed traffic-signal approach (forecast.sim.signals)
 }
 # SUMO's built-in type ids and their classes, used when run.json does not list a type.
 DEFAULT_VTYPES = {
@@ -78,7 +81,7 @@ DEFAULT_LENGTH = {
     "bicycle": 1.6, "scooter": 1.2, "pedestrian": 0.215, "wheelchair": 1.2, "tram": 22.0, "rail_urban": 109.5,
 }
 # Classes SUMO reports at their centre (persons); every other class at its front bumper.
-CENTRE_REFERENCED = {"pedestrian", "wheelchair"}
+CENTRE_REFERENCED = {"pedestrian", "wheelchair", SIGNAL_VCLASS}
 
 
 def sumo_angle_to_heading(angle_deg: np.ndarray) -> np.ndarray:
