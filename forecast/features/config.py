@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 MAP_CHANNELS = ("drivable_area", "lane", "lane_centerline", "crosswalk", "sidewalk")
 MOTION_CHANNELS = ("vehicle", "pedestrian", "cyclist")
+# Closed traffic-signal approaches present at t0, each a bar across its stop line (AgentType.TRAFFIC_SIGNAL).
+SIGNAL_CHANNELS = ("traffic_signal",)
 # Per-step agent features of the history, in the agent's own frame at t0.
 HIST_FEATURES = ("x", "y", "vx", "vy", "cos_dh", "sin_dh", "valid")
 
@@ -20,7 +22,7 @@ class RasterConfig:
 
     @property
     def channels(self) -> tuple[str, ...]:
-        return MAP_CHANNELS + MOTION_CHANNELS
+        return MAP_CHANNELS + MOTION_CHANNELS + SIGNAL_CHANNELS
 
 
 @dataclass

@@ -16,7 +16,7 @@ import numpy as np
 import shapely
 
 from forecast.data.types import AgentType
-from forecast.features.config import MAP_CHANNELS, MOTION_CHANNELS, RasterConfig
+from forecast.features.config import MAP_CHANNELS, MOTION_CHANNELS, SIGNAL_CHANNELS, RasterConfig
 
 _SHIFT = 2  # sub-pixel bits for cv2 drawing
 LAYER_TO_CHANNEL = {
@@ -27,6 +27,9 @@ LAYER_TO_CHANNEL = {
     "sidewalk": "sidewalk",
     "walking_area": "sidewalk",
 }
+# A closed signal is drawn as a bar this far either side of its stop-line point, across its heading:
+# about the width of a two-lane approach with its bike lane, and of a crossing.
+SIGNAL_HALF_WIDTH_M = 3.5
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,7 @@ _WARP = {"flags": cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, "borderMode": cv2.BOR
 
 def rasterize_agents(m: MapRaster | None, hist_xy: np.ndarray, hist_valid: np.ndarray, agent_type: np.ndarray,
                      origins: np.ndarray, headings: np.ndarray, cfg: RasterConfig) -> np.ndarray:
-    """Every agent's raster ``[A, C, S, S]`` uint8 (map channels, then motion channels), linear in A.
+    """Every agent's raster ``[A, C, S, S]`` uint8 (map, motion, then signal channels), linear in A.
 
     The map is drawn once per map; the recent motion of every included agent (by type, brighter
     is more recent) is drawn once per scene, world-aligned, in a window around the agents. Each
@@ -123,13 +126,15 @@ def rasterize_agents(m: MapRaster | None, hist_xy: np.ndarray, hist_valid: np.nd
 
     Two 4-channel warps per agent (OpenCV's fast path): the map's first four channels, and a
     window holding the map's fifth channel with the three motion channels (the motion is drawn on
-    the map's grid, so the two line up pixel for pixel).
+    the map's grid, so the two line up pixel for pixel). Closed traffic signals (agents of type
+    ``TRAFFIC_SIGNAL`` present at t0) are bars across their stop lines in a last channel, one more
+    1-channel warp per agent, only in scenes that have one.
     """
     a, s = len(origins), cfg.size
     n_head = 4
-    if len(MAP_CHANNELS) != n_head + 1 or len(MOTION_CHANNELS) != 3:
-        raise AssertionError("the warp layout assumes 5 map and 3 motion channels")
-    out = np.empty((a, len(MAP_CHANNELS) + len(MOTION_CHANNELS), s, s), np.uint8)
+    if len(MAP_CHANNELS) != n_head + 1 or len(MOTION_CHANNELS) != 3 or len(SIGNAL_CHANNELS) != 1:
+        raise AssertionError("the warp layout assumes 5 map, 3 motion and 1 signal channel")
+    out = np.empty((a, len(MAP_CHANNELS) + len(MOTION_CHANNELS) + len(SIGNAL_CHANNELS), s, s), np.uint8)
     if a == 0:
         return out
     head_crops = np.empty((a, s, s, n_head), np.uint8)
@@ -156,16 +161,42 @@ def rasterize_agents(m: MapRaster | None, hist_xy: np.ndarray, hist_valid: np.nd
         inverse = inverse.ravel()
         groups = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
     pts = _motion_points(hist_xy, hist_valid, agent_type, gx, gy, res)
+    signals = np.flatnonzero((np.asarray(agent_type) == AgentType.TRAFFIC_SIGNAL) & hist_valid[:, -1])
+    if len(signals) and len(origins) != len(hist_xy):
+        raise ValueError("closed traffic signals are drawn at their own t0 pose (origins, headings): crop every "
+                         f"agent's raster when the scene has one (got {len(origins)} origins for {len(hist_xy)} agents)")
     tail_crops = np.empty((a, s, s, 4), np.uint8)
+    sig_ch = n_head + 4
+    out[:, sig_ch] = 0
     for g in groups:
         c0, c1, r0, r1 = lo_c[g].min(), hi_c[g].max(), lo_r[g].min(), hi_r[g].max()
         window = _tail_and_motion_window(tail, pts, c0, c1, r0, r1)
         affines = _agent_affines(origins[g], headings[g], cfg, gx + c0 * res, gy + r0 * res, res)
         for k, i in enumerate(g):
             cv2.warpAffine(window, affines[k], (s, s), dst=tail_crops[i], **_WARP)
+        if len(signals):
+            bars = _signal_window(origins[signals], headings[signals], gx + c0 * res, gy + r0 * res, res,
+                                  int(c1 - c0), int(r1 - r0))
+            for k, i in enumerate(g):
+                cv2.warpAffine(bars, affines[k], (s, s), dst=out[i, sig_ch], **_WARP)
     out[:, :n_head] = head_crops.transpose(0, 3, 1, 2)
-    out[:, n_head:] = tail_crops.transpose(0, 3, 1, 2)
+    out[:, n_head:sig_ch] = tail_crops.transpose(0, 3, 1, 2)
     return out
+
+
+def _signal_window(origins: np.ndarray, headings: np.ndarray, x0: float, y0: float, res: float, w: int,
+                   h: int) -> np.ndarray:
+    """``[h, w]`` uint8 grid at (x0, y0): a bar ``2 * SIGNAL_HALF_WIDTH_M`` long across each closed signal's
+    heading, through its stop-line point (origins [N, 2] world metres, headings [N] radians), about 1 m thick."""
+    window = np.zeros((h, w), np.uint8)
+    across = np.stack([-np.sin(headings), np.cos(headings)], 1) * SIGNAL_HALF_WIDTH_M
+    scale = (1 << _SHIFT) / res
+    p = np.round((origins - across - (x0, y0)) * scale).astype(np.int64)
+    q = np.round((origins + across - (x0, y0)) * scale).astype(np.int64)
+    thick = max(1, int(round(1.0 / res)))
+    for (pc, pr), (qc, qr) in zip(p.tolist(), q.tolist(), strict=True):
+        cv2.line(window, (pc, pr), (qc, qr), 255, thick, cv2.LINE_8, _SHIFT)
+    return window
 
 
 def crop_map(m: MapRaster | None, origins: np.ndarray, headings: np.ndarray, cfg: RasterConfig) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from forecast.data.types import AgentType
+from forecast.features.config import RasterConfig
 
 
 @dataclass
@@ -13,7 +14,7 @@ class ModelConfig:
     modes: int = 6  # K futures per agent
     heads: int = 4  # attention heads
     interaction_layers: int = 2  # agent-agent attention layers in the encoder
-    raster_channels: int = 8  # C of the per-agent raster
+    raster_channels: int = len(RasterConfig().channels)  # C of the per-agent raster (map, motion, signals)
     raster_width: int = 32  # widest CNN layer
     history_features: int = 7  # F of the history
     future_steps: int = 30  # T_f output steps

@@ -295,7 +295,7 @@ def _stand_still_bundle(path, features: FeatureConfig):
     shapes = {"hist": (TensorProto.FLOAT, [1, "A", features.history_steps, 7]),
               "hist_mask": (TensorProto.BOOL, [1, "A", features.history_steps]),
               "agent_type": (TensorProto.INT64, [1, "A"]), "pose": (TensorProto.FLOAT, [1, "A", 4]),
-              "raster": (TensorProto.UINT8, [1, "A", 8, features.raster.size, features.raster.size]),
+              "raster": (TensorProto.UINT8, [1, "A", len(features.raster.channels), features.raster.size, features.raster.size]),
               "agent_mask": (TensorProto.BOOL, [1, "A"]), "plan": (TensorProto.FLOAT, [1, "A", features.future_steps, 2]),
               "plan_mask": (TensorProto.BOOL, [1, "A"])}
     inputs = [helper.make_tensor_value_info(n, *shapes[n]) for n in MODEL_INPUT_NAMES]

@@ -52,7 +52,7 @@ def test_bundle_json_fields_and_hashes(exported):
     assert [i["name"] for i in m["inputs"]] == list(MODEL_INPUT_NAMES)
     assert [o["name"] for o in m["outputs"]] == list(MODEL_OUTPUT_NAMES)
     shapes = {i["name"]: i["shape"] for i in m["inputs"] + m["outputs"]}
-    assert shapes["hist"] == [1, "A", 8, 7] and shapes["raster"] == [1, "A", 8, 16, 16]
+    assert shapes["hist"] == [1, "A", 8, 7] and shapes["raster"] == [1, "A", 9, 16, 16]
     assert shapes["plan"] == [1, "A", 6, 2] and shapes["traj"] == [1, "A", 3, 6, 2] and shapes["prob"] == [1, "A", 3]
     dtypes = {i["name"]: i["dtype"] for i in m["inputs"]}
     assert dtypes == {"hist": "float32", "hist_mask": "bool", "agent_type": "int64", "pose": "float32",
@@ -64,7 +64,7 @@ def test_bundle_json_fields_and_hashes(exported):
     assert s["feature_config"] == json.loads(json.dumps(to_dict(FEATURES)))
     assert s["dt"] == 0.1 and s["history_steps"] == 8 and s["future_steps"] == 6 and s["modes"] == 3
     assert s["agent_types"] == {t.label: int(t) for t in AgentType}
-    assert s["raster"]["size"] == 16 and len(s["raster"]["channels"]) == 8 and s["scene_scale"] == 50.0
+    assert s["raster"]["size"] == 16 and s["raster"]["channels"][-1] == "traffic_signal" and len(s["raster"]["channels"]) == 9 and s["scene_scale"] == 50.0
     assert m["model_version"] == forecast.__version__ and m["training_run_id"] == "run-tiny"
     assert m["max_agents"] == 256
     assert m["models"] == {"fp32": "model.onnx", "fp16": "model_fp16.onnx", "int8": "model_int8.onnx"}

@@ -67,7 +67,7 @@ def test_profiles_span_the_agent_axis(exported):
     m = json.loads((exported / "bundle" / "bundle.json").read_text())
     (profile,) = m["tensorrt"]["profiles"]
     assert (profile["min_agents"], profile["opt_agents"], profile["max_agents"]) == (1, 64, 256)
-    assert profile["max_shapes"]["raster"] == [1, 256, 8, 16, 16] and profile["min_shapes"]["hist"] == [1, 1, 8, 7]
+    assert profile["max_shapes"]["raster"] == [1, 256, 9, 16, 16] and profile["min_shapes"]["hist"] == [1, 1, 8, 7]
     assert "--optShapes=hist:1x64x8x7" in profile["trtexec"]
     assert optimization_profiles(m["inputs"], 32)["opt_agents"] == 32
     with pytest.raises(KeyError):

@@ -97,7 +97,7 @@ def test_legacy_store_is_read(sumo_store):
     """The session store is read whatever its layout; the SceneSet works on it."""
     infos = select_scenarios(sumo_store, "test")
     scenes = SceneSet(sumo_store, infos, CFG, 10, full_future=True)
-    assert len(scenes) > 0 and scenes.sample(0).raster.shape[1:] == (8, 16, 16)
+    assert len(scenes) > 0 and scenes.sample(0).raster.shape[1:] == (len(CFG.raster.channels), 16, 16) == (9, 16, 16)
 
 
 def test_block_sampler_is_seeded_local_and_split_across_ranks():

@@ -5,7 +5,13 @@ import pytest
 from shapely.geometry import LineString, box
 
 from forecast.data.schema import AgentType
-from forecast.features.config import MAP_CHANNELS, MOTION_CHANNELS, FeatureConfig, RasterConfig
+from forecast.features.config import (
+    MAP_CHANNELS,
+    MOTION_CHANNELS,
+    SIGNAL_CHANNELS,
+    FeatureConfig,
+    RasterConfig,
+)
 from forecast.features.frames import to_local, to_world
 from forecast.features.raster import rasterize_map_layers
 from forecast.features.sample import build_sample, plan_samples
@@ -70,7 +76,7 @@ def test_occlusion_stays_missing():
     # the velocity after the gap is the difference over the gap (steps 2 -> 4), from the past only
     expected = (s.hist[1, 4, :2] - s.hist[1, 2, :2]) / 0.2
     np.testing.assert_allclose(s.hist[1, 4, 2:4], expected, atol=1e-4)
-    assert s.hist.shape == (5, 10, 7) and s.raster.shape == (5, len(MAP_CHANNELS) + len(MOTION_CHANNELS), 41, 41)
+    assert s.hist.shape == (5, 10, 7) and s.raster.shape == (5, len(MAP_CHANNELS) + len(MOTION_CHANNELS) + len(SIGNAL_CHANNELS), 41, 41)
 
 
 def test_history_before_start_is_padding():
@@ -189,6 +195,33 @@ def test_motion_rasters_are_one_scene_drawing_cropped_per_agent():
     r = rasterize_agents(None, far, valid, types, far[:, -1], heading, cfg)
     mine = rasterize_agents(None, far[:1], valid[:1], types[:1], far[:1, -1], heading[:1], cfg)
     assert np.abs(r[0].astype(int) - mine[0]).max() <= 1 and mine[0].any()
+
+
+def test_a_closed_signal_is_a_bar_across_its_stop_line_in_its_own_channel():
+    from forecast.data.types import AgentType
+    from forecast.features.raster import SIGNAL_HALF_WIDTH_M, rasterize_agents
+
+    cfg = RasterConfig(size=41, resolution=0.5, ahead=0.0)
+    sig = int(AgentType.TRAFFIC_SIGNAL)
+    xy = np.zeros((3, 5, 2))
+    xy[0, :, 0] = np.arange(-4.0, 1.0)  # a car driving +x to the origin
+    xy[1] = (10.0, 0.0)  # its approach's signal, closed, 10 m ahead
+    xy[2] = (0.0, -8.0)  # another signal, open at t0 (seen earlier only): not drawn
+    valid = np.ones((3, 5), bool)
+    valid[2, -1] = False
+    types = np.array([int(AgentType.VEHICLE), sig, sig])
+    r = rasterize_agents(None, xy, valid, types, xy[:, -1], np.zeros(3), cfg)
+    ch = cfg.channels.index("traffic_signal")
+    rows, cols = np.nonzero(r[0, ch])
+    # 10 m ahead is 20 px up from the centre (row 20): rows 0-1; across the lane, +-3.5 m = +-7 px around col 20
+    assert rows.min() == 0 and rows.max() <= 2
+    half = SIGNAL_HALF_WIDTH_M / cfg.resolution
+    assert 20 - half - 1 <= cols.min() <= 20 - half + 1 and 20 + half - 1 <= cols.max() <= 20 + half + 1
+    # the signals draw nothing in the motion channels, the car nothing in the signal channel
+    no_sig = rasterize_agents(None, xy, valid, np.array([0, 3, 3]), xy[:, -1], np.zeros(3), cfg)
+    np.testing.assert_array_equal(no_sig[:, :ch], r[:, :ch])
+    assert not no_sig[:, ch].any() and not rasterize_agents(None, xy[:1], valid[:1], types[:1], xy[:1, -1],
+                                                             np.zeros(1), cfg)[0, ch].any()
 
 
 def test_tiled_windows_equal_one_window(monkeypatch):
