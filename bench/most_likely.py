@@ -10,7 +10,8 @@ model's own probabilities (a minimum-Bayes-risk choice), the probability-weighte
 constant velocity and the best of K; each also as a ratio to constant velocity. Then how constant
 velocity's own error is spread: its median, the share of agents it puts within 0.1 m and 0.5 m, and
 the share of its summed error that the worst 20 % of agents carry, and brier-minFDE@K minus minFDE@K. Agents scored as the evaluation
-scores them (``target_mask``), endpoint at their last valid future step.
+scores them (``target_mask``), endpoint at their last valid future step. Vehicles are also split by
+whether a closed traffic signal of the sample stands ahead of them at t0 (``bench/signal_rule.py``'s test).
 """
 
 from __future__ import annotations
@@ -23,11 +24,28 @@ from _common import report
 
 from forecast import metrics as M
 from forecast.data.store import Store
+from forecast.data.types import AgentType
 from forecast.features.dataset import SceneSet, select_scenarios
 from forecast.model.baselines import BaselinePredictor
 from forecast.model.predictor import TorchPredictor
 
 CLASSES = {0: "vehicle", 1: "pedestrian", 2: "cyclist"}
+# Vehicles split by a closed traffic signal ahead (as bench/signal_rule.py): 0-50 m along the axis,
+# within 6 m of it, heading within 30 degrees (the vehicle's own approach).
+AHEAD_M, LATERAL_M, ALIGNED_RAD = 50.0, 6.0, np.pi / 6
+
+
+def signal_ahead(s, rows: np.ndarray) -> np.ndarray:
+    """[len(rows)] bool: a closed traffic signal of the sample stands ahead of agent ``rows`` at t0."""
+    walls = np.flatnonzero(s.agent_type == AgentType.TRAFFIC_SIGNAL)
+    out = np.zeros(len(rows), bool)
+    for n, a in enumerate(rows):
+        axis = np.array([np.cos(s.heading[a]), np.sin(s.heading[a])])
+        d = s.origin[walls] - s.origin[a]
+        lon, lat = d @ axis, d @ np.array([-axis[1], axis[0]])
+        aligned = np.abs((s.heading[walls] - s.heading[a] + np.pi) % (2 * np.pi) - np.pi) < ALIGNED_RAD
+        out[n] = bool(((lon > 0) & (lon < AHEAD_M) & (np.abs(lat) < LATERAL_M) & aligned).any())
+    return out
 CHOICES = ("most_likely", "mode0", "least_expected_fde", "prob_mean", "constant_velocity", "best_of_k")
 
 
@@ -81,12 +99,19 @@ def main() -> None:
         if not scored.any():
             continue
         errs = endpoint_errors(traj[scored], prob[scored], cv_traj[scored, 0], s.future[scored], s.future_mask[scored])
-        for c in np.unique(s.agent_type[scored]):
-            sel = s.agent_type[scored] == c
-            per_class.setdefault(int(c), []).append({key: v[sel] for key, v in errs.items()})
-            top_is_mode0.setdefault(int(c), []).append(prob[scored][sel].argmax(-1) == 0)
+        groups = [(int(c), s.agent_type[scored] == c) for c in np.unique(s.agent_type[scored])]
+        veh = s.agent_type[scored] == AgentType.VEHICLE
+        if veh.any():
+            ahead = np.zeros(len(veh), bool)
+            ahead[veh] = signal_ahead(s, np.flatnonzero(scored)[veh])
+            groups += [("vehicle, signal ahead", veh & ahead), ("vehicle, no signal ahead", veh & ~ahead)]
+        for c, sel in groups:
+            if not sel.any():
+                continue
+            per_class.setdefault(c, []).append({key: v[sel] for key, v in errs.items()})
+            top_is_mode0.setdefault(c, []).append(prob[scored][sel].argmax(-1) == 0)
     rows = []
-    for c in sorted(per_class):
+    for c in sorted(per_class, key=str):
         errs = {k: np.concatenate([e[k] for e in per_class[c]]) for k in (*CHOICES, "brier_gap")}
         cv_mean = errs["constant_velocity"].mean()
         row = {"class": CLASSES.get(c, str(c)), "agents": len(errs["best_of_k"])}

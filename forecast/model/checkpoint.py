@@ -44,11 +44,16 @@ def load_model(path: str | Path, map_location: str = "cpu") -> LoadedModel:
         if missing:
             raise KeyError(f"no {missing} (a bare state dict or another program's checkpoint?)")
         features = from_dict(FeatureConfig, payload["feature_config"])
-        model = WorldModel(from_dict(ModelConfig, payload["model_config"]), pose_scale=features.scene_scale)
+        cfg = from_dict(ModelConfig, payload["model_config"])
+        model = WorldModel(cfg, pose_scale=features.scene_scale)
         model.load_state_dict(payload["state_dict"])
     except Exception as exc:  # torch.load raises anything from EOFError to RuntimeError on a damaged file
         raise ModelFileError(f"cannot load model {path}: not a readable forecast model.pt ({type(exc).__name__}: "
                              f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else 'no details'})") from exc
+    if cfg.raster_channels != len(features.raster.channels):
+        raise ModelFileError(f"model {path} was trained on {cfg.raster_channels}-channel rasters; this version of "
+                             f"forecast builds {len(features.raster.channels)} ({', '.join(features.raster.channels)}): "
+                             "retrain it (a model from before the traffic-signal channel has 8)")
     model.eval()
     return LoadedModel(model, features, payload.get("meta", {}))
 

@@ -11,7 +11,9 @@ From real SUMO scenes we build pairs through the shared sample builder:
   the cyclist;
 * ``queued_leader_removed``: a queued (slow or stopped) vehicle with a slow leader close ahead in
   its lane, with and without that leader: the cause whose removal should make the largest
-  difference (the follower can move up).
+  difference (the follower can move up). Not a queue held by a closed traffic signal ahead of the
+  follower (within ``HELD_BY_SIGNAL_M``): there the light, not the leader, keeps it standing, and
+  a model that reads the light right predicts no change.
 
 What the selection leaves out, and why: a pedestrian *waiting* beside a crossing (within a metre of
 it, not walking on it), or a cyclist standing crosswise in the lane ahead, is no obstacle but a
@@ -50,6 +52,7 @@ CORRIDOR_M = 2.0  # metres either side of a vehicle's axis: its path (a lane is 
 LOOKAHEAD_S = 2.0  # a pedestrian entering the path within this long counts as in it
 SAME_WAY_RAD = 0.5  # a cyclist "in the lane" heads within this of the vehicle's heading
 BRAKE_MS2 = 3.0  # deceleration of the braking leader (SUMO's passenger cars brake at up to 4.5)
+HELD_BY_SIGNAL_M = 30.0  # a closed signal this far ahead of a queued vehicle, on its way, holds the queue
 
 
 @dataclass(frozen=True)
@@ -146,8 +149,12 @@ def _pairs_in_sample(tracks: AgentTracks, t0: int, agents: np.ndarray, cfg, m, c
     atype = tracks.agent_type[agents]
     rel_heading = np.abs(np.angle(np.exp(1j * (base.heading[None, :] - base.heading[:, None]))))  # [A, A]
     vehicle = atype == AgentType.VEHICLE
+    signal = atype == AgentType.TRAFFIC_SIGNAL
     for i in np.flatnonzero(vehicle & (speed < QUEUE_SPEED) & base.target_mask):
         local = to_local(xy0[None], base.origin[i : i + 1], base.heading[i : i + 1])[0]
+        held = signal & (local[:, 0] > 0.0) & (local[:, 0] < HELD_BY_SIGNAL_M) & (np.abs(local[:, 1]) < 6.0)
+        if (held & (rel_heading[i] < np.pi / 6)).any():
+            continue
         lead = (local[:, 0] > 2.0) & (local[:, 0] < 15.0) & (np.abs(local[:, 1]) < 1.5) & vehicle
         lead &= (rel_heading[i] < 0.35) & (speed < QUEUE_SPEED)
         if lead.any():

@@ -101,3 +101,20 @@ def test_ctrv_follows_a_circle():
     err_ctrv = np.abs(ctrv(s.hist, s.hist_mask, 12, 0.1) - s.future).max()
     err_cv = np.abs(constant_velocity(s.hist, 12, 0.1) - s.future).max()
     assert err_ctrv < 0.1 < err_cv
+
+
+def test_a_model_of_other_raster_channels_is_refused_by_name(tmp_path):
+    from dataclasses import replace
+
+    import pytest
+
+    from forecast.model.checkpoint import ModelFileError, load_model, save_model
+
+    feats = FeatureConfig(history_steps=8, future_steps=12, raster=RasterConfig(size=16, resolution=1.0))
+    good = tmp_path / "good.pt"
+    save_model(good, WorldModel(replace(MCFG, raster_channels=len(feats.raster.channels))), feats, {})
+    assert load_model(good).model.cfg.raster_channels == len(feats.raster.channels)
+    old = tmp_path / "old.pt"  # from before the traffic-signal channel
+    save_model(old, WorldModel(replace(MCFG, raster_channels=8)), feats, {})
+    with pytest.raises(ModelFileError, match=r"old\.pt was trained on 8-channel rasters.*builds 9.*traffic_signal"):
+        load_model(old)

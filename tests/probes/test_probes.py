@@ -95,6 +95,24 @@ def test_queued_vehicle_probe_finds_the_leader_and_removes_it():
     np.testing.assert_allclose(without_cause.origin, with_cause.origin[[0, 2]])
 
 
+def test_a_queue_held_by_a_closed_signal_is_no_queued_vehicle_pair():
+    from forecast.data.types import AgentType
+    from forecast.probes.interaction import _pairs_in_sample
+
+    q = _queue()
+    t = q.xy.shape[1]
+    wall = np.tile([12.0, 1.5], (t, 1))[None]  # the stop line 6 m past the leader, heading the queue's way
+    held = AgentTracks(np.concatenate([q.xy, wall]), np.zeros((4, t)), np.ones((4, t), bool),
+                       np.array([0, 0, 1, int(AgentType.TRAFFIC_SIGNAL)]), 0.1)
+    queued = lambda tr: [p for p in _pairs_in_sample(tr, 12, np.arange(tr.num_agents), CFG, None, None)  # noqa: E731
+                         if p.probe == "queued_leader_removed"]
+    assert queued(held) == []
+    # the same signal for the cross traffic (heading north) holds nobody here
+    cross = AgentTracks(held.xy, np.where(np.arange(4)[:, None] == 3, np.pi / 2, 0.0) * np.ones((4, t)),
+                        held.present, held.agent_type, 0.1)
+    assert len(queued(cross)) == 1
+
+
 def test_effect_sizes_in_metres():
     cv = BaselinePredictor("constant_velocity", CFG.future_steps, CFG.dt)
 
