@@ -26,6 +26,7 @@ from forecast import metrics as M
 from forecast.data.store import Store
 from forecast.data.types import AgentType
 from forecast.features.dataset import SceneSet, select_scenarios
+from forecast.features.frames import ahead_on_its_way
 from forecast.model.baselines import BaselinePredictor
 from forecast.model.predictor import TorchPredictor
 
@@ -38,14 +39,8 @@ AHEAD_M, LATERAL_M, ALIGNED_RAD = 50.0, 6.0, np.pi / 6
 def signal_ahead(s, rows: np.ndarray) -> np.ndarray:
     """[len(rows)] bool: a closed traffic signal of the sample stands ahead of agent ``rows`` at t0."""
     walls = np.flatnonzero(s.agent_type == AgentType.TRAFFIC_SIGNAL)
-    out = np.zeros(len(rows), bool)
-    for n, a in enumerate(rows):
-        axis = np.array([np.cos(s.heading[a]), np.sin(s.heading[a])])
-        d = s.origin[walls] - s.origin[a]
-        lon, lat = d @ axis, d @ np.array([-axis[1], axis[0]])
-        aligned = np.abs((s.heading[walls] - s.heading[a] + np.pi) % (2 * np.pi) - np.pi) < ALIGNED_RAD
-        out[n] = bool(((lon > 0) & (lon < AHEAD_M) & (np.abs(lat) < LATERAL_M) & aligned).any())
-    return out
+    return np.array([ahead_on_its_way(s.origin[a], s.heading[a], s.origin[walls], s.heading[walls], AHEAD_M,
+                                      LATERAL_M, ALIGNED_RAD).any() for a in rows], bool)
 CHOICES = ("most_likely", "mode0", "least_expected_fde", "prob_mean", "constant_velocity", "best_of_k")
 
 

@@ -20,6 +20,7 @@ from _common import report
 
 from forecast.data.store import Store
 from forecast.data.types import AgentType
+from forecast.features.frames import ahead_on_its_way
 
 HISTORY, FUTURE, DT = 20, 30, 0.1
 STOP_BEFORE_M, AHEAD_M, LATERAL_M, ALIGNED_RAD = 3.0, 50.0, 6.0, np.pi / 6
@@ -43,11 +44,9 @@ def vehicle_rows(store: Store, split: str, stride: int) -> np.ndarray:
                 speed = float(np.hypot(*v))
                 h = np.arctan2(v[1], v[0]) if speed > 0.5 else s.heading[a, t0]
                 axis = np.array([np.cos(h), np.sin(h)])
-                d = xy[walls, t0] - xy[a, t0]
-                lon, lat = d @ axis, d @ np.array([-axis[1], axis[0]])
-                aligned = np.abs((s.heading[walls, t0] - h + np.pi) % (2 * np.pi) - np.pi) < ALIGNED_RAD
-                ahead = (lon > 0) & (lon < AHEAD_M) & (np.abs(lat) < LATERAL_M) & aligned
-                wall = lon[ahead].min() if ahead.any() else np.inf
+                ahead = ahead_on_its_way(xy[a, t0], h, xy[walls, t0], s.heading[walls, t0], AHEAD_M, LATERAL_M,
+                                         ALIGNED_RAD)
+                wall = ((xy[walls[ahead], t0] - xy[a, t0]) @ axis).min() if ahead.any() else np.inf
                 travel = min(speed * FUTURE * DT, max(0.0, wall - STOP_BEFORE_M))
                 gt = xy[a, t0 + FUTURE]
                 cv = np.hypot(*(xy[a, t0] + v * FUTURE * DT - gt))

@@ -37,3 +37,13 @@ def to_world(local: np.ndarray, origin: np.ndarray, heading: np.ndarray) -> np.n
     s = s.reshape(-1, *extra)
     x, y = local[..., 0], local[..., 1]
     return np.stack([c * x - s * y, s * x + c * y], axis=-1) + origin.reshape(-1, *extra, 2)
+
+
+def ahead_on_its_way(origin: np.ndarray, heading: float, xy: np.ndarray, headings: np.ndarray, max_ahead: float,
+                     max_lateral: float, max_angle: float) -> np.ndarray:
+    """``[N]`` bool: which of N points ``xy [N, 2]`` (headings [N]) lie 0 to ``max_ahead`` metres ahead of
+    an agent at ``origin [2]`` heading ``heading``, within ``max_lateral`` of its axis, and face its way
+    (heading within ``max_angle`` radians): e.g. the closed signals of the agent's own approach."""
+    local = to_local(np.asarray(xy, np.float64)[None], np.asarray(origin, np.float64)[None], np.array([heading]))[0]
+    facing = np.abs(wrap_angle(np.asarray(headings, np.float64) - heading)) < max_angle
+    return (local[:, 0] > 0) & (local[:, 0] < max_ahead) & (np.abs(local[:, 1]) < max_lateral) & facing

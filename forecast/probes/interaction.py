@@ -40,7 +40,7 @@ import shapely
 
 from forecast.data.schema import AgentType
 from forecast.features.dataset import SceneSet
-from forecast.features.frames import to_local
+from forecast.features.frames import ahead_on_its_way, to_local
 from forecast.features.sample import Sample, build_sample
 from forecast.features.tracks import AgentTracks
 
@@ -152,8 +152,8 @@ def _pairs_in_sample(tracks: AgentTracks, t0: int, agents: np.ndarray, cfg, m, c
     signal = atype == AgentType.TRAFFIC_SIGNAL
     for i in np.flatnonzero(vehicle & (speed < QUEUE_SPEED) & base.target_mask):
         local = to_local(xy0[None], base.origin[i : i + 1], base.heading[i : i + 1])[0]
-        held = signal & (local[:, 0] > 0.0) & (local[:, 0] < HELD_BY_SIGNAL_M) & (np.abs(local[:, 1]) < 6.0)
-        if (held & (rel_heading[i] < np.pi / 6)).any():
+        if (signal & ahead_on_its_way(xy0[i], base.heading[i], xy0, base.heading, HELD_BY_SIGNAL_M, 6.0,
+                                      np.pi / 6)).any():
             continue
         lead = (local[:, 0] > 2.0) & (local[:, 0] < 15.0) & (np.abs(local[:, 1]) < 1.5) & vehicle
         lead &= (rel_heading[i] < 0.35) & (speed < QUEUE_SPEED)

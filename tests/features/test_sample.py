@@ -237,3 +237,15 @@ def test_tiled_windows_equal_one_window(monkeypatch):
     tiled = raster.rasterize_agents(m, xy, valid, types, origin, heading, cfg)
     assert np.abs(one.astype(int) - tiled).max() <= 1 and (one != tiled).mean() < 1e-3
     assert one[:, len(MAP_CHANNELS):].any() and one[:, : len(MAP_CHANNELS)].any()
+
+
+def test_ahead_on_its_way_hand_worked():
+    from forecast.features.frames import ahead_on_its_way
+
+    # an agent at (10, 0) heading north; points (x, y) with their headings
+    xy = np.array([[10.0, 20.0], [10.0, -5.0], [14.0, 20.0], [10.0, 60.0], [10.0, 20.0], [7.0, 10.0]])
+    headings = np.array([np.pi / 2, np.pi / 2, np.pi / 2, np.pi / 2, 0.0, np.pi / 2 + 0.4])
+    got = ahead_on_its_way(np.array([10.0, 0.0]), np.pi / 2, xy, headings, 50.0, 3.0, 0.5)
+    # ahead; behind; 4 m to the side; too far; facing across; 3 m to the left but within 0.5 rad: out (< 3 m only)
+    assert got.tolist() == [True, False, False, False, False, False]
+    assert ahead_on_its_way(np.array([10.0, 0.0]), np.pi / 2, xy[5:], headings[5:], 50.0, 3.5, 0.5).tolist() == [True]
