@@ -54,7 +54,7 @@ def _fmt(v) -> str:
 
 
 def sumo_store(name: str, networks: str, seed: int, duration_s: float, train_grid: int) -> Path:
-    """A SUMO store at ``RESULTS/store_<name>``, simulated and ingested the first time: a
+    """A SUMO store at ``RESULTS/store_<name>``, simulated and ingested when missing or stale: a
     ``train_grid`` x ``train_grid`` grid for training and a 3 x 3 one for validation, networks named
     ``<networks>_train`` / ``<networks>_val``. Returns its path."""
     from forecast.data.ingest import run_ingest
@@ -68,7 +68,8 @@ def sumo_store(name: str, networks: str, seed: int, duration_s: float, train_gri
                                             {"grid.number": train_grid, "grid.length": 120}, 1),
                               NetworkConfig(f"{networks}_val", "val", "grid", {"grid.number": 3, "grid.length": 120}, 2)])
     store = Store(RESULTS / f"store_{name}")
-    if not store.exists():
-        simulate(sim, RESULTS / f"sim_{name}", progress=False)
-        run_ingest(SumoAdapter(10.0), RESULTS / f"sim_{name}", store, progress=False)
+    # both skip what is up to date (the simulation by its config hash, ingest by its inputs' sha256), and
+    # redo what a code change made stale (e.g. the simulator's traffic-signal objects)
+    simulate(sim, RESULTS / f"sim_{name}", progress=False)
+    run_ingest(SumoAdapter(10.0), RESULTS / f"sim_{name}", store, progress=False)
     return store.path

@@ -4,9 +4,9 @@ Usage: python bench/latency.py [--model model.pt | --bundle DIR] [--config confi
                                [--runs 50] [--agents 8 32 64 128] [--skip-cpu] [--json PATH]
 
 Rows: the streaming runtime's per-tick state update (``SceneTracker.update``); preprocessing alone
-(``build_sample``, the runtime's code path); onnxruntime CPU one thread for every variant of the
-bundle (the plain graph and the one onnxruntime optimised at export, int8 when present) and with
-default threads; end to end (tick update + ``SceneTracker.predict``, 1 thread); torch eager (CPU, 1
+(``build_sample``, the runtime's code path, with ``--signals`` closed traffic signals among the agents);
+onnxruntime CPU one thread for every variant of the bundle (the plain graph and the one onnxruntime
+optimised at export, int8 when present) and with default threads; end to end (tick update + ``SceneTracker.predict``, 1 thread); torch eager (CPU, 1
 thread and all threads); and on a GPU when one is present: torch eager fp32 and fp16 autocast, a
 CUDA-graph replay (``torch.compile(mode="reduce-overhead")``), end to end on the GPU (tick update and
 preprocessing on the CPU, the CUDA-graph model, outputs back to the CPU), and onnxruntime's CUDA
@@ -161,6 +161,23 @@ def int8_accuracy(bundle: Path, store_path: str, split: str, samples: int, seed:
             "int8_cost_pct": 100.0 * (m8 - m32) / m32, "store": store_path, "split": split}
 
 
+def with_signals(tracks, t0: int, k: int):
+    """``tracks`` with its last ``k`` agents turned into closed traffic signals, standing where they are at t0
+    (the raster's signal channel and its warp are then part of what preprocessing costs), and ``t0``."""
+    if k <= 0:
+        return tracks, t0
+    from dataclasses import replace
+
+    from forecast.data.types import AgentType
+
+    xy, heading, types = tracks.xy.copy(), tracks.heading.copy(), tracks.agent_type.copy()
+    idx = np.arange(tracks.num_agents - k, tracks.num_agents)
+    xy[idx] = xy[idx, t0][:, None]
+    heading[idx] = np.nan_to_num(heading[idx, t0])[:, None]
+    types[idx] = int(AgentType.TRAFFIC_SIGNAL)
+    return replace(tracks, xy=xy, heading=heading, agent_type=types), t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model")
@@ -173,6 +190,8 @@ def main() -> None:
     ap.add_argument("--accuracy-samples", type=int, default=300)
     ap.add_argument("--skip-cpu", action="store_true",
                     help="GPU rows only (torch eager, CUDA graph, end to end, onnxruntime CUDA); needs a GPU")
+    ap.add_argument("--signals", type=int, default=8,
+                    help="closed traffic signals per scene (at most a quarter of its agents): a signalised junction's")
     ap.add_argument("--json")
     args = ap.parse_args()
     cuda = torch.cuda.is_available()
@@ -220,7 +239,7 @@ def main() -> None:
     rows = []
     all_threads = torch.get_num_threads()
     for a in args.agents:
-        tracks, t0 = synthetic_tracks(a, feats, seed=a)
+        tracks, t0 = with_signals(*synthetic_tracks(a, feats, seed=a), min(args.signals, a // 4))
         sample = build_sample(tracks, t0, feats, m, with_future=False)
         feed = pred1.inputs(sample)
 

@@ -127,8 +127,9 @@ def rasterize_agents(m: MapRaster | None, hist_xy: np.ndarray, hist_valid: np.nd
     Two 4-channel warps per agent (OpenCV's fast path): the map's first four channels, and a
     window holding the map's fifth channel with the three motion channels (the motion is drawn on
     the map's grid, so the two line up pixel for pixel). Closed traffic signals (agents of type
-    ``TRAFFIC_SIGNAL`` present at t0) are bars across their stop lines in a last channel, one more
-    1-channel warp per agent, only in scenes that have one.
+    ``TRAFFIC_SIGNAL`` present at t0) are bars across their stop lines in a last channel, drawn
+    straight into each agent's raster that can see one (one OpenCV call per such agent: a few short
+    segments cost less than another warp of the whole raster). A signal's own raster is empty.
     """
     a, s = len(origins), cfg.size
     n_head = 4
@@ -137,11 +138,21 @@ def rasterize_agents(m: MapRaster | None, hist_xy: np.ndarray, hist_valid: np.nd
     out = np.empty((a, len(MAP_CHANNELS) + len(MOTION_CHANNELS) + len(SIGNAL_CHANNELS), s, s), np.uint8)
     if a == 0:
         return out
+    signals = np.flatnonzero((np.asarray(agent_type) == AgentType.TRAFFIC_SIGNAL) & hist_valid[:, -1])
+    aligned = len(origins) == len(hist_xy)
+    if len(signals) and not aligned:
+        raise ValueError("closed traffic signals are drawn at their own t0 pose (origins, headings): crop every "
+                         f"agent's raster when the scene has one (got {len(origins)} origins for {len(hist_xy)} agents)")
+    # A signal's own raster stays empty: it is context whose place the model has from its pose, and its
+    # crops were a fifth of the warps of a signalised scene (the loader's budget, issue 12).
+    drawn = np.flatnonzero(np.asarray(agent_type) != AgentType.TRAFFIC_SIGNAL) if aligned else np.arange(a)
     head_crops = np.empty((a, s, s, n_head), np.uint8)
+    blank = np.setdiff1d(np.arange(a), drawn)
+    head_crops[blank] = 0
     if m is not None:
         head, tail = m.split
         affines = _agent_affines(origins, headings, cfg, m.x0, m.y0, m.resolution)
-        for i in range(a):
+        for i in drawn:
             cv2.warpAffine(head, affines[i], (s, s), dst=head_crops[i], **_WARP)
     else:
         head_crops[:] = 0
@@ -154,49 +165,51 @@ def rasterize_agents(m: MapRaster | None, hist_xy: np.ndarray, hist_valid: np.nd
     row = (origins[:, 1] - gy) / res
     lo_c, hi_c = np.floor(col - rad).astype(np.int64), np.ceil(col + rad).astype(np.int64) + 1
     lo_r, hi_r = np.floor(row - rad).astype(np.int64), np.ceil(row + rad).astype(np.int64) + 1
-    if (hi_c.max() - lo_c.min()) * (hi_r.max() - lo_r.min()) <= MAX_WINDOW_PIXELS:
-        groups = [np.arange(a)]
+    if not len(drawn):
+        groups = []
+    elif (hi_c[drawn].max() - lo_c[drawn].min()) * (hi_r[drawn].max() - lo_r[drawn].min()) <= MAX_WINDOW_PIXELS:
+        groups = [drawn]
     else:
-        _, inverse = np.unique(np.stack([col, row], 1) // _TILE_PIXELS, axis=0, return_inverse=True)
+        _, inverse = np.unique(np.stack([col, row], 1)[drawn] // _TILE_PIXELS, axis=0, return_inverse=True)
         inverse = inverse.ravel()
-        groups = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
+        groups = [drawn[inverse == g] for g in range(inverse.max() + 1)]
     pts = _motion_points(hist_xy, hist_valid, agent_type, gx, gy, res)
-    signals = np.flatnonzero((np.asarray(agent_type) == AgentType.TRAFFIC_SIGNAL) & hist_valid[:, -1])
-    if len(signals) and len(origins) != len(hist_xy):
-        raise ValueError("closed traffic signals are drawn at their own t0 pose (origins, headings): crop every "
-                         f"agent's raster when the scene has one (got {len(origins)} origins for {len(hist_xy)} agents)")
     tail_crops = np.empty((a, s, s, 4), np.uint8)
-    sig_ch = n_head + 4
-    out[:, sig_ch] = 0
+    tail_crops[blank] = 0
     for g in groups:
         c0, c1, r0, r1 = lo_c[g].min(), hi_c[g].max(), lo_r[g].min(), hi_r[g].max()
         window = _tail_and_motion_window(tail, pts, c0, c1, r0, r1)
         affines = _agent_affines(origins[g], headings[g], cfg, gx + c0 * res, gy + r0 * res, res)
         for k, i in enumerate(g):
             cv2.warpAffine(window, affines[k], (s, s), dst=tail_crops[i], **_WARP)
-        if len(signals):
-            bars = _signal_window(origins[signals], headings[signals], gx + c0 * res, gy + r0 * res, res,
-                                  int(c1 - c0), int(r1 - r0))
-            for k, i in enumerate(g):
-                cv2.warpAffine(bars, affines[k], (s, s), dst=out[i, sig_ch], **_WARP)
     out[:, :n_head] = head_crops.transpose(0, 3, 1, 2)
-    out[:, n_head:sig_ch] = tail_crops.transpose(0, 3, 1, 2)
+    out[:, n_head : n_head + 4] = tail_crops.transpose(0, 3, 1, 2)
+    out[:, n_head + 4] = 0
+    if len(signals) and len(drawn):
+        _draw_signals(out[:, n_head + 4], drawn, origins, headings, origins[signals], headings[signals], cfg)
     return out
 
 
-def _signal_window(origins: np.ndarray, headings: np.ndarray, x0: float, y0: float, res: float, w: int,
-                   h: int) -> np.ndarray:
-    """``[h, w]`` uint8 grid at (x0, y0): a bar ``2 * SIGNAL_HALF_WIDTH_M`` long across each closed signal's
-    heading, through its stop-line point (origins [N, 2] world metres, headings [N] radians), about 1 m thick."""
-    window = np.zeros((h, w), np.uint8)
-    across = np.stack([-np.sin(headings), np.cos(headings)], 1) * SIGNAL_HALF_WIDTH_M
-    scale = (1 << _SHIFT) / res
-    p = np.round((origins - across - (x0, y0)) * scale).astype(np.int64)
-    q = np.round((origins + across - (x0, y0)) * scale).astype(np.int64)
-    thick = max(1, int(round(1.0 / res)))
-    for (pc, pr), (qc, qr) in zip(p.tolist(), q.tolist(), strict=True):
-        cv2.line(window, (pc, pr), (qc, qr), 255, thick, cv2.LINE_8, _SHIFT)
-    return window
+def _draw_signals(out: np.ndarray, agents: np.ndarray, origins: np.ndarray, headings: np.ndarray,
+                  sig_xy: np.ndarray, sig_heading: np.ndarray, cfg: RasterConfig) -> None:
+    """Draw into ``out [A, S, S]`` (each agent's signal channel, zeros), for the agents ``agents``, a bar
+    ``2 * SIGNAL_HALF_WIDTH_M`` long across each closed signal's heading through its stop-line point (sig_xy
+    [N, 2] world metres, sig_heading [N]), about 1 m thick, in the frames of the agents at ``origins [A, 2]``,
+    ``headings [A]``."""
+    r, c = cfg.resolution, (cfg.size - 1) / 2.0
+    across = np.stack([-np.sin(sig_heading), np.cos(sig_heading)], 1) * SIGNAL_HALF_WIDTH_M
+    ends = np.stack([sig_xy - across, sig_xy + across], 1)  # [N, 2 ends, 2]
+    o, h = origins[agents], headings[agents]
+    near = np.hypot(*(sig_xy[None] - o[:, None]).transpose(2, 0, 1)) < footprint_radius(cfg) + SIGNAL_HALF_WIDTH_M
+    d = ends[None] - o[:, None, None]  # [n_agents, N, 2, 2]
+    ch, sh = np.cos(h)[:, None, None], np.sin(h)[:, None, None]
+    u = d[..., 0] * ch + d[..., 1] * sh  # ahead, metres
+    v = -d[..., 0] * sh + d[..., 1] * ch  # to the left
+    # the inverse of _agent_affines' pixel -> metres: u = ahead + (c - row) r, v = (c - col) r
+    px = np.round(np.stack([c - v / r, c - (u - cfg.ahead) / r], -1) * (1 << _SHIFT)).astype(np.int32)
+    thick = max(1, int(round(1.0 / r)))
+    for k in np.flatnonzero(near.any(1)):
+        cv2.polylines(out[agents[k]], px[k, near[k]], False, 255, thick, cv2.LINE_8, _SHIFT)
 
 
 def crop_map(m: MapRaster | None, origins: np.ndarray, headings: np.ndarray, cfg: RasterConfig) -> np.ndarray:

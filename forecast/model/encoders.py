@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from forecast.model.batch import packed_rows
+from forecast.model.batch import packed_rows, raster_mask
 from forecast.model.config import ModelConfig
 
 
@@ -66,23 +66,24 @@ class SceneEncoder(nn.Module):
         b, a = agent_type.shape
         t_h, f = hist.shape[2], hist.shape[3]
         track = self.tracks(hist.reshape(b * a, t_h, f), agent_type.reshape(b * a)).reshape(b, a, -1)
-        ras = self.raster_features(raster, agent_mask)
+        ras = self.raster_features(raster, agent_mask, agent_type)
         tokens = self.fuse(torch.cat([track, ras, self.pose(pose)], dim=-1))
         tokens = self.interaction(tokens, src_key_padding_mask=~agent_mask)
         m = agent_mask.unsqueeze(-1).float()
         scene = (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)
         return tokens, scene
 
-    def raster_features(self, raster: torch.Tensor, agent_mask: torch.Tensor) -> torch.Tensor:
+    def raster_features(self, raster: torch.Tensor, agent_mask: torch.Tensor, agent_type: torch.Tensor) -> torch.Tensor:
         """[B, A, D] from padded ``[B, A, C, S, S]`` or packed ``[N, C, S, S]`` rasters (``forecast.model.batch``).
 
-        Packed, the CNN sees the real agents only; a padding slot gets the features of an empty
-        raster, which is what it gets in the padded layout, so both layouts give the same tokens.
+        Packed, the CNN sees the real agents only, traffic signals left out (``raster_mask``); a padding
+        or signal slot gets the features of an empty raster, which is what it gets in the padded
+        layout, so both layouts give the same tokens.
         """
         b, a = agent_mask.shape
         if raster.dim() == 5:
             return self.raster(raster.reshape(b * a, *raster.shape[2:])).reshape(b, a, -1)
-        real, rows = packed_rows(agent_mask)
+        real, rows = packed_rows(raster_mask(agent_mask, agent_type))
         feats = self.raster(raster)  # [N, D]
         empty = self.raster(raster.new_zeros(1, *raster.shape[1:]))  # [1, D]
         return torch.where(real[:, None], feats[rows], empty).reshape(b, a, -1)

@@ -217,9 +217,10 @@ def test_a_closed_signal_is_a_bar_across_its_stop_line_in_its_own_channel():
     assert rows.min() == 0 and rows.max() <= 2
     half = SIGNAL_HALF_WIDTH_M / cfg.resolution
     assert 20 - half - 1 <= cols.min() <= 20 - half + 1 and 20 + half - 1 <= cols.max() <= 20 + half + 1
+    assert not r[1:].any()  # a signal's own raster is empty (its place is in its pose)
     # the signals draw nothing in the motion channels, the car nothing in the signal channel
     no_sig = rasterize_agents(None, xy, valid, np.array([0, 3, 3]), xy[:, -1], np.zeros(3), cfg)
-    np.testing.assert_array_equal(no_sig[:, :ch], r[:, :ch])
+    np.testing.assert_array_equal(no_sig[0, :ch], r[0, :ch])
     assert not no_sig[:, ch].any() and not rasterize_agents(None, xy[:1], valid[:1], types[:1], xy[:1, -1],
                                                              np.zeros(1), cfg)[0, ch].any()
 

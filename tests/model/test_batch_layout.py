@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from forecast.export.onnx_export import synthetic_map_layers, synthetic_sample
+from forecast.export.onnx_export import synthetic_map_layers, synthetic_sample, synthetic_tracks
 from forecast.features.raster import crop_map, rasterize_agents, rasterize_map_layers
 from forecast.model.batch import collate, padded_rasters
 from forecast.model.world_model import WorldModel
@@ -42,8 +42,8 @@ def test_packed_collate_holds_the_real_agents_rasters_in_mask_order(setup):
     assert packed.raster.any()  # the synthetic map shows in the rasters: the comparisons below are not of zeros
     np.testing.assert_array_equal(packed.raster.numpy(), np.concatenate([x.raster for x in samples]))
     np.testing.assert_array_equal(padded.raster[padded.agent_mask].numpy(), packed.raster.numpy())
-    torch.testing.assert_close(padded_rasters(packed.raster, packed.agent_mask), padded.raster, rtol=0, atol=0)
-    assert padded_rasters(padded.raster, padded.agent_mask) is padded.raster
+    torch.testing.assert_close(padded_rasters(packed.raster, packed.agent_mask, packed.agent_type), padded.raster, rtol=0, atol=0)
+    assert padded_rasters(padded.raster, padded.agent_mask, padded.agent_type) is padded.raster
     for f in dataclasses.fields(padded):  # every other field is the same in both layouts
         if f.name != "raster":
             torch.testing.assert_close(getattr(packed, f.name), getattr(padded, f.name), rtol=0, atol=0)
@@ -123,3 +123,35 @@ def test_agent_rasters_carry_the_map_crops(setup):
     assert ref.any()
     np.testing.assert_array_equal(ras[:, : n_map - 1], ref[:, : n_map - 1])
     assert np.abs(ras[:, n_map - 1].astype(int) - ref[:, n_map - 1]).max() <= 1
+
+
+def test_traffic_signals_ship_no_raster_and_the_layouts_still_agree(setup):
+    """A closed signal's raster is empty, so the packed layout leaves it out; the model gives it the empty
+    raster's features either way."""
+    from dataclasses import replace
+
+    from forecast.data.types import AgentType
+    from forecast.features.sample import build_sample
+
+    features, _, model = setup
+    m = rasterize_map_layers(synthetic_map_layers(), features.raster.resolution)
+    samples = []
+    for n in (4, 6):
+        tracks, t0 = synthetic_tracks(n, features, seed=n)
+        types = tracks.agent_type.copy()
+        types[-2:] = int(AgentType.TRAFFIC_SIGNAL)  # the last two stand where they are at t0, closed
+        xy = tracks.xy.copy()
+        xy[-2:] = xy[-2:, t0][:, None]
+        heading = tracks.heading.copy()
+        heading[-2:] = 0.0
+        samples.append(build_sample(replace(tracks, agent_type=types, xy=xy, heading=heading), t0, features, m,
+                                    with_future=False))
+    assert all(not s.raster[-2:].any() and s.raster[:-2].any() for s in samples)
+    padded = collate(samples, features.future_steps)
+    packed = collate(samples, features.future_steps, pack_rasters=True)
+    assert packed.raster.shape[0] == 2 + 4  # the signals' rows are not shipped
+    torch.testing.assert_close(padded_rasters(packed.raster, packed.agent_mask, packed.agent_type), padded.raster,
+                               rtol=0, atol=0)
+    with torch.no_grad():
+        for r, o in zip(model(*padded.model_inputs()), model(*packed.model_inputs()), strict=True):
+            torch.testing.assert_close(o, r, atol=1e-5, rtol=1e-5)
