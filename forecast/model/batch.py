@@ -107,11 +107,8 @@ def collate(samples: list[Sample], future_steps: int | None = None, pack_rasters
         keep = [np.flatnonzero(s.agent_type != SIGNAL) for s in samples]  # a signal's raster is empty: not shipped
         raster = _empty((sum(len(k) for k in keep), *s0.raster.shape[1:]), torch.uint8)
         out, at = raster.numpy(), 0
-        for s, k in zip(samples, keep, strict=True):  # one copy, straight into the (shared-memory) batch
-            if len(k) == len(s.raster):
-                out[at : at + len(k)] = s.raster
-            else:
-                out[at : at + len(k)] = s.raster[k]
+        for s, k in zip(samples, keep, strict=True):  # straight into the (shared-memory) batch
+            out[at : at + len(k)] = s.raster if len(k) == len(s.raster) else s.raster[k]  # no gather without signals
             at += len(k)
     else:
         raster = pad(lambda s: s.raster, s0.raster.shape[1:], np.uint8)
