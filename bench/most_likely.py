@@ -21,6 +21,7 @@ import argparse
 import numpy as np
 import torch
 from _common import report
+from signal_rule import AHEAD_M, ALIGNED_RAD, LATERAL_M  # vehicles split by a closed signal ahead, as there
 
 from forecast import metrics as M
 from forecast.data.store import Store
@@ -31,9 +32,6 @@ from forecast.model.baselines import BaselinePredictor
 from forecast.model.predictor import TorchPredictor
 
 CLASSES = {0: "vehicle", 1: "pedestrian", 2: "cyclist"}
-# Vehicles split by a closed traffic signal ahead (as bench/signal_rule.py): 0-50 m along the axis,
-# within 6 m of it, heading within 30 degrees (the vehicle's own approach).
-AHEAD_M, LATERAL_M, ALIGNED_RAD = 50.0, 6.0, np.pi / 6
 
 
 def signal_ahead(s, rows: np.ndarray) -> np.ndarray:

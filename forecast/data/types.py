@@ -42,3 +42,5 @@ MAX_SPEED = {
 }
 # Classes that are physical objects (collisions, overlaps, near misses are about these).
 PHYSICAL_TYPES = (AgentType.VEHICLE, AgentType.PEDESTRIAN, AgentType.CYCLIST, AgentType.OTHER)
+# IS_PHYSICAL[code]: whether type ``code`` is one of them (index it with an array of codes as np.array(IS_PHYSICAL)).
+IS_PHYSICAL = tuple(t in PHYSICAL_TYPES for t in AgentType)

@@ -12,13 +12,15 @@ import sys
 import numpy as np
 
 from forecast import metrics as M
-from forecast.data.types import PHYSICAL_TYPES, AgentType
+from forecast.data.types import IS_PHYSICAL, AgentType
 from forecast.evaluation.predictors import _SampleSource
 from forecast.evaluation.results import OVERLAP_RADIUS, AgentTable, Outputs
 from forecast.evaluation.spill import Spill
 from forecast.features.config import FeatureConfig
 from forecast.features.dataset import SceneSet
 from forecast.features.frames import to_world
+
+_PHYSICAL = np.array(IS_PHYSICAL)
 
 
 def _radius(agent_type: np.ndarray) -> np.ndarray:
@@ -54,7 +56,7 @@ def collect(scenes: SceneSet, predictors: dict[str, object], progress: bool = Tr
             continue
         info = scenes.infos[scenes.index[k].scenario]
         radius = _radius(s.agent_type)
-        physical = np.isin(s.agent_type, [int(t) for t in PHYSICAL_TYPES])[:, None]  # [A, 1]: no overlap with a stop wall
+        physical = _PHYSICAL[s.agent_type][:, None]  # [A, 1]: no overlap with a stop wall
         assert s.future is not None and s.future_mask is not None
         gt_world = to_world(s.future.astype(np.float64), s.origin, s.heading)
         n = len(sel)
@@ -86,7 +88,7 @@ def collect(scenes: SceneSet, predictors: dict[str, object], progress: bool = Tr
             spill.append(f"{name}.pred", traj[sel])
             spill.append(f"{name}.prob", prob[sel])
             spill.append(f"{name}.end_world", best_world[sel, -1], np.float64)
-            spill.append(f"{name}.overlap", M.overlap_rate(best_world, radius, valid=np.broadcast_to(physical, best_world.shape[:2]).copy())[sel], np.float64)
+            spill.append(f"{name}.overlap", M.overlap_rate(best_world, radius, valid=np.broadcast_to(physical, best_world.shape[:2]))[sel], np.float64)
     if not text["source"]:
         raise ValueError(f"no scored agent in the {len(scenes)} samples (each needs its whole future of "
                          f"{tf} steps and {scenes.cfg.min_history_steps} history steps)")

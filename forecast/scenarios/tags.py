@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from forecast.data.types import PHYSICAL_TYPES, AgentType
+from forecast.data.types import IS_PHYSICAL, AgentType
 
 TAGS = ("pedestrian_crossing", "braking_or_yielding", "cut_in", "junction_turn", "cyclist_in_lane", "stop_and_go",
         "near_miss", "occluded_or_new")
@@ -31,7 +31,7 @@ VEH, PED, CYC = int(AgentType.VEHICLE), int(AgentType.PEDESTRIAN), int(AgentType
 # Disc radii (metres) for time to collision: half widths, so cars passing in adjacent lanes do not touch.
 TTC_RADIUS = {VEH: 1.0, PED: 0.3, CYC: 0.5, int(AgentType.OTHER): 1.0}
 _RADIUS_BY_TYPE = np.array([TTC_RADIUS.get(int(t), 1.0) for t in AgentType])
-_PHYSICAL = np.isin(np.arange(len(AgentType)), [int(t) for t in PHYSICAL_TYPES])
+_PHYSICAL = np.array(IS_PHYSICAL)
 
 
 @dataclass(frozen=True)

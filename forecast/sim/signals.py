@@ -50,16 +50,14 @@ def approaches(net_path: Path) -> list[Approach]:
     groups: dict[tuple[str, str], dict] = {}
     for tls in net.getTrafficLights():
         for in_lane, out_lane, link in tls.getConnections():
-            if out_lane.getEdge().getFunction() == "crossing":
-                key, lanes = out_lane.getID(), [out_lane]
-            elif in_lane.getEdge().getFunction() == "":
-                key, lanes = in_lane.getEdge().getID(), [in_lane]
-            else:
-                continue
-            g = groups.setdefault((tls.getID(), key), {"links": set(), "lanes": {}, "crossing": out_lane is lanes[0]})
+            crossing = out_lane.getEdge().getFunction() == "crossing"
+            if not crossing and in_lane.getEdge().getFunction() != "":
+                continue  # a link from inside the junction: no approach of its own
+            lane = out_lane if crossing else in_lane
+            key = lane.getID() if crossing else lane.getEdge().getID()
+            g = groups.setdefault((tls.getID(), key), {"links": set(), "lanes": {}, "crossing": crossing})
             g["links"].add(int(link))
-            for lane in lanes:
-                g["lanes"][lane.getID()] = lane
+            g["lanes"][lane.getID()] = lane
     out = []
     for (tls_id, key), g in sorted(groups.items()):
         shapes = [np.asarray(lane.getShape(), float) for _, lane in sorted(g["lanes"].items())]
