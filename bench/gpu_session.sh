@@ -30,32 +30,27 @@ run() { local limit=$1; shift; log "$*"; timeout "$limit" "$@" 2>&1 | grep -v -i
 log "machine"; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv 2>&1 | tail -2
 $PY -c "import torch, lightning, onnxruntime; print('torch', torch.__version__, 'lightning', lightning.__version__, 'ort', onnxruntime.__version__, 'cpus', __import__('os').cpu_count())"
 
-# Most wanted first: a lease can end mid-script.
-# 2. batch 256 per GPU (learning rate scaled by the trainer), the options that matter at that size
+# Most wanted first: a lease can end mid-script, and one session's device time (15 min, start-up
+# included) holds one ~9-minute call. Caps add up to 570 s.
+# 1. torch.compile through Lightning at batch 256, one static graph per agent bucket (8/16/32/64: 77 s
+# of compilation on the H100 before grouped batches; six buckets did not finish in 200 s on the H200).
+# The second-half rate is the steady one, once every bucket's graph is built.
+run 210 $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows fit \
+    --options bf16+compile --json "$OUT/train_full_b256_compile.json" $STORE data.num_workers=$W data.batch_size=256
+# 2. batch 256 per GPU (learning rate scaled by the trainer), eager, the same machine as row 1
 # (B256 = 50 batches: the second halves of the 30-batch rows of 2026-11-27 moved between 1,300 and 2,860
 # scenes/s; the store has ~55 batches of 256 per epoch)
-run 150 $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows loader,step,fit \
-    --options bf16+buckets,buckets --json "$OUT/train_full_b256.json" $STORE data.num_workers=$W data.batch_size=256
-# 5. latency: eager, fp16, CUDA graph, end to end, at 64 and 128 agents (the CPU and int8 rows are
+run 120 $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows loader,step,fit \
+    --options bf16+buckets --json "$OUT/train_full_b256.json" $STORE data.num_workers=$W data.batch_size=256
+# 3. latency: eager, fp16, CUDA graph, end to end, at 64 and 128 agents (the CPU and int8 rows are
 # measured on the dev machine; the image's onnxruntime 1.30 cannot quantise this graph). Export alone
-# took 40 s on the H200 (2026-11-27), so 100 s was too short there.
-run 200 $PY bench/latency.py --agents $AG --runs $RUNS $GPU_ONLY --json "$OUT/latency_gpu.json"
-# 1. full config as configured (batch 32 per GPU, bf16 + agent buckets), one row per option
-run 80 $PY bench/train.py --config $CFG --device $DEV --batches $B --rows loader,step,fit \
-    --options eager,bf16+buckets --json "$OUT/train_full_b32.json" $STORE data.num_workers=$W
-# 4. batch 512 (the step is launch-bound at 256: 84 ms for a bare step, as at batch 32). Unpinned
-# batches (nopin) were measured at 256 on 2026-11-27: slower (85 ms of copy between steps).
-run 90 $PY bench/train.py --config $CFG --device $DEV --batches $((B256 / 2 + 1)) --rows fit \
+# took 40 s on the H200 (2026-11-27).
+run 170 $PY bench/latency.py --agents $AG --runs $RUNS $GPU_ONLY --json "$OUT/latency_gpu.json"
+# 4. batch 512 (the step is launch-bound at 256: 84 ms for a bare step, as at batch 32)
+run 70 $PY bench/train.py --config $CFG --device $DEV --batches $((B256 / 2 + 1)) --rows fit \
     --options bf16+buckets --json "$OUT/train_full_b512.json" $STORE data.num_workers=$W data.batch_size=512
-# 6. where the Lightning step's time goes at batch 256 (its host time was 141 to 220 ms against 84 ms for
-# the bare step on the H200): 3 profiled steps, host Python time by function and the operators
-run 60 $PY bench/train.py --config $CFG --device $DEV --batches 20 --rows fit --options bf16+buckets \
-    --profile-fit --json "$OUT/train_fitprofile.json" $STORE data.num_workers=$W data.batch_size=256
-cp bench/results/train-fitprofile-*.txt "$OUT/" 2>/dev/null
-# (the torch.profiler table of a bare step, --rows step --options eager --profile, was taken on
-# 2026-11-27: docs/measurements/train-profile-full-b32-h200.txt)
-# 3. torch.compile through Lightning at batch 256 (one graph per agent bucket: six buckets did not
-# finish compiling in 200 s on the H200)
-run 300 $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows fit \
-    --options bf16+compile --json "$OUT/train_full_b256_compile.json" $STORE data.num_workers=$W data.batch_size=256
+# Measured in earlier sessions and left out here for time: batch 32 per option (H100 and H200), the
+# torch.profiler table of a bare step (docs/measurements/train-profile-full-b32-h200.txt), pinned vs
+# unpinned batches; `--profile-fit` (host time by function in Lightning's step) is the next one to take:
+#   bench/train.py ... --rows fit --options bf16+buckets --profile-fit data.batch_size=256
 log done

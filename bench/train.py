@@ -17,7 +17,8 @@ host-to-device copy, Lightning) and, on a GPU, reports its mean utilisation and 
 (``GpuUtilisation``: NVML, else nvidia-smi).
 
 Options (join several with '+', e.g. bf16+buckets): eager (fp32, as collated), bf16 (autocast / ``bf16-mixed``), buckets (agent axis padded to
-8/16/32/64...), compile (``torch.compile`` + buckets), channels_last, nopin (loader batches not pinned). ``--profile`` writes a
+8/16/32/64...), compile (``torch.compile`` + buckets, a static graph per bucket), dynamic (compile, one graph
+with symbolic agent counts), channels_last, nopin (loader batches not pinned). ``--profile`` writes a
 torch.profiler table of the bare eager step to bench/results/train-profile-<config>-<device>.txt;
 ``--profile-fit`` profiles 3 steps of each fit row (host Python time by function, operators' CPU and
 GPU time) to bench/results/train-fitprofile-<config>-<device>-<option>.txt (that row's rates then
@@ -54,6 +55,8 @@ OPTIONS = {  # option -> trainer overrides
     "bf16": {"precision": "bf16-mixed"},
     "buckets": {"agent_buckets": BUCKETS},
     "compile": {"agent_buckets": BUCKETS, "compile": True},
+    # one graph with symbolic agent counts (static graphs: one compilation per bucket)
+    "dynamic": {"agent_buckets": BUCKETS, "compile": True, "compile_dynamic": True},
     "channels_last": {"channels_last": True},
     # loader batches not pinned (H200, batch 256: 85 ms of copy between steps against 7 ms pinned)
     "nopin": {"pin_memory": False},
@@ -131,8 +134,7 @@ def loader_row(dm: ForecastDataModule, batches: int) -> tuple[dict, list]:
 def step_row(cfg: TrainConfig, option: str, batches: list, device: str) -> dict:
     c = with_option(cfg, option, device)
     module = ForecastModule(c).to(device)
-    apply_model_options(module.model, c.trainer.compile, c.trainer.compile_mode, c.trainer.compile_backend,
-                        c.trainer.channels_last)
+    apply_model_options(module.model, c.trainer)
     opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
     amp = "bf16" in c.trainer.precision
     dev = []
@@ -316,8 +318,7 @@ def fit_row(cfg: TrainConfig, option: str, steps: int, device: str, profile: Pat
                         enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
                         num_sanity_val_steps=0)
     module = ForecastModule(c)
-    apply_model_options(module.model, c.trainer.compile, c.trainer.compile_mode, c.trainer.compile_backend,
-                        c.trainer.channels_last)
+    apply_model_options(module.model, c.trainer)
     t = time.perf_counter()
     trainer.fit(module, datamodule=ForecastDataModule(c))
     total = time.perf_counter() - t

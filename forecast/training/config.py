@@ -68,6 +68,7 @@ class TrainerConfig:
     compile: bool = False  # torch.compile the model's forward (use with agent_buckets: one graph per bucket)
     compile_mode: str | None = None  # torch.compile mode: None (default), "reduce-overhead" (CUDA graphs), ...
     compile_backend: str = "inductor"
+    compile_dynamic: bool = False  # one graph with symbolic agent counts instead of one per bucket
     channels_last: bool = False  # convolution weights in channels-last memory format
     pin_memory: bool | None = None  # pinned batches, non-blocking copies; None: on when training on a GPU
 

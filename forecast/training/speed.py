@@ -24,6 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from forecast.model.batch import Batch, collate
+from forecast.training.config import TrainerConfig
 
 
 class LoaderBatch(Batch):
@@ -126,22 +127,23 @@ class AgentBuckets(L.Callback):
         self._pad(batch)
 
 
-def apply_model_options(model: torch.nn.Module, compile: bool = False, compile_mode: str | None = None,
-                        compile_backend: str = "inductor", channels_last: bool = False) -> None:
+def apply_model_options(model: torch.nn.Module, t: TrainerConfig) -> None:
     """In place on the ``WorldModel``: channels-last convolution weights, compiled forwards.
 
     The compiled functions are instance attributes over the same parameters, so ``state_dict``
-    keys, checkpoints and export are those of the plain module. ``dynamic=False``: a new agent
-    bucket compiles a new graph once rather than one generic dynamic graph.
+    keys, checkpoints and export are those of the plain module. ``compile_dynamic=False``: a new
+    agent bucket compiles a new static graph once (six buckets: minutes of compilation before a
+    run's steady rate); ``True``: one graph with symbolic agent and raster-row counts serves every
+    bucket.
     """
-    if channels_last:
+    if t.channels_last:
         for m in model.modules():
             if isinstance(m, torch.nn.Conv2d):
                 m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
-    if compile:
-        kwargs = {"dynamic": False, "backend": compile_backend}
-        if compile_mode:
-            kwargs["mode"] = compile_mode
+    if t.compile:
+        kwargs = {"dynamic": t.compile_dynamic, "backend": t.compile_backend}
+        if t.compile_mode:
+            kwargs["mode"] = t.compile_mode
         model.forward_logits = torch.compile(model.forward_logits, **kwargs)
         model.forward = torch.compile(model.forward, **kwargs)
 

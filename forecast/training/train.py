@@ -86,7 +86,7 @@ def _run_training(cfg: TrainConfig, progress: bool, extra_callbacks: list | None
                                  cfg.optim.lr_reference_batch_size)
         cfg.optim.lr_reference_batch_size = None
     module = ForecastModule(cfg)
-    apply_model_options(module.model, t.compile, t.compile_mode, t.compile_backend, t.channels_last)
+    apply_model_options(module.model, t)
     data = ForecastDataModule(cfg)
     last = ckpt_dir / "last.ckpt"
     resume = str(last) if last.exists() else None
