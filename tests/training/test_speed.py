@@ -78,3 +78,25 @@ def test_compiled_bucketed_training_runs_and_saves_a_plain_model(sumo_store, tmp
     assert not any("_orig_mod" in k for k in loaded.model.state_dict())
     saved = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
     assert saved["meta"]["train_config"]["optim"]["lr"] == pytest.approx(1e-3 * 4 / 2)
+
+
+@pytest.mark.parametrize("bar", [False, True])
+def test_training_steps_turn_no_tensor_into_a_number_without_a_progress_bar(sumo_store, tmp_path, monkeypatch, bar):
+    """Progress-bar values are converted to Python numbers after every batch (a GPU sync per step,
+    issue 12); a scheduled run has no bar, so its steps must log nothing to one."""
+    import lightning as L
+    from lightning.pytorch.trainer.connectors.logger_connector import result
+
+    from forecast.training.datamodule import ForecastDataModule
+    from forecast.training.module import ForecastModule
+
+    converted = []
+    real = result.convert_tensors_to_scalars
+    monkeypatch.setattr(result, "convert_tensors_to_scalars", lambda v: converted.append(v) or real(v))
+    cfg = tiny_train_config(sumo_store.path, tmp_path / "run").resolved()
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=3, limit_val_batches=0, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=bar, enable_model_summary=False,
+                        num_sanity_val_steps=0)
+    trainer.fit(ForecastModule(cfg), datamodule=ForecastDataModule(cfg))
+    assert trainer.global_step == 3
+    assert bool(converted) == bar
