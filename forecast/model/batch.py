@@ -104,7 +104,7 @@ def collate(samples: list[Sample], future_steps: int | None = None, pack_rasters
         return t
 
     if pack_rasters:
-        keep = [np.flatnonzero(s.agent_type != SIGNAL) for s in samples]  # a signal's raster is empty: not shipped
+        keep = [np.flatnonzero(raster_mask(s.agent_mask, s.agent_type)) for s in samples]  # the rows the model unpacks
         raster = _empty((sum(len(k) for k in keep), *s0.raster.shape[1:]), torch.uint8)
         out, at = raster.numpy(), 0
         for s, k in zip(samples, keep, strict=True):  # straight into the (shared-memory) batch
@@ -129,8 +129,9 @@ def collate(samples: list[Sample], future_steps: int | None = None, pack_rasters
     )
 
 
-def raster_mask(agent_mask: torch.Tensor, agent_type: torch.Tensor) -> torch.Tensor:
-    """[B, A] bool: the slots whose rasters the packed layout ships: real agents other than traffic signals.
+def raster_mask(agent_mask: torch.Tensor | np.ndarray, agent_type: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """[B, A] (or a sample's [A]) bool: the slots whose rasters the packed layout ships: real agents other
+    than traffic signals. ``collate`` packs by it and the model unpacks by it, so the two cannot disagree.
 
     A closed signal's own raster is empty (``forecast.features.raster``), so the model gives it the
     features of an empty raster, as it does padding, without the loader shipping its zeros: in a
