@@ -1,8 +1,10 @@
-"""Agent classes, shared by the store, the model and the vehicle runtime (pure Python: no pyarrow)."""
+"""Agent classes, shared by the store, the model and the vehicle runtime (numpy only: no pyarrow)."""
 
 from __future__ import annotations
 
 from enum import IntEnum
+
+import numpy as np
 
 
 class AgentType(IntEnum):
@@ -42,5 +44,6 @@ MAX_SPEED = {
 }
 # Classes that are physical objects (collisions, overlaps, near misses are about these).
 PHYSICAL_TYPES = (AgentType.VEHICLE, AgentType.PEDESTRIAN, AgentType.CYCLIST, AgentType.OTHER)
-# IS_PHYSICAL[code]: whether type ``code`` is one of them (index it with an array of codes as np.array(IS_PHYSICAL)).
-IS_PHYSICAL = tuple(t in PHYSICAL_TYPES for t in AgentType)
+# IS_PHYSICAL[codes]: whether each type code is one of them ([len(AgentType)] bool, read-only; index it with an array of codes).
+IS_PHYSICAL = np.array([t in PHYSICAL_TYPES for t in AgentType])
+IS_PHYSICAL.flags.writeable = False

@@ -20,8 +20,6 @@ from forecast.features.config import FeatureConfig
 from forecast.features.dataset import SceneSet
 from forecast.features.frames import to_world
 
-_PHYSICAL = np.array(IS_PHYSICAL)
-
 
 def _radius(agent_type: np.ndarray) -> np.ndarray:
     return np.array([OVERLAP_RADIUS.get(AgentType(int(t)), 2.0) for t in agent_type], dtype=np.float64)
@@ -56,7 +54,7 @@ def collect(scenes: SceneSet, predictors: dict[str, object], progress: bool = Tr
             continue
         info = scenes.infos[scenes.index[k].scenario]
         radius = _radius(s.agent_type)
-        physical = _PHYSICAL[s.agent_type][:, None]  # [A, 1]: no overlap with a stop wall
+        physical = IS_PHYSICAL[s.agent_type][:, None]  # [A, 1]: no overlap with a stop wall
         assert s.future is not None and s.future_mask is not None
         gt_world = to_world(s.future.astype(np.float64), s.origin, s.heading)
         n = len(sel)

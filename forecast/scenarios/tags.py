@@ -31,7 +31,6 @@ VEH, PED, CYC = int(AgentType.VEHICLE), int(AgentType.PEDESTRIAN), int(AgentType
 # Disc radii (metres) for time to collision: half widths, so cars passing in adjacent lanes do not touch.
 TTC_RADIUS = {VEH: 1.0, PED: 0.3, CYC: 0.5, int(AgentType.OTHER): 1.0}
 _RADIUS_BY_TYPE = np.array([TTC_RADIUS.get(int(t), 1.0) for t in AgentType])
-_PHYSICAL = np.array(IS_PHYSICAL)
 
 
 @dataclass(frozen=True)
@@ -144,8 +143,8 @@ def junction_turn(m: Motion, cfg: TagConfig, in_junction: np.ndarray) -> np.ndar
 def occluded_or_new(m: Motion) -> np.ndarray:
     """An agent appears, or reappears after missing frames (occluded), at this step; never at step 0,
     where every agent of a cut scenario starts."""
-    out = m.present & ~_shift(m.present, 1, fill=True).astype(bool) & _PHYSICAL[m.agent_type][:, None]
-    out[:, 0] = False  # a traffic signal's wall appears with each red light: not an occlusion (_PHYSICAL)
+    out = m.present & ~_shift(m.present, 1, fill=True).astype(bool) & IS_PHYSICAL[m.agent_type][:, None]
+    out[:, 0] = False  # a traffic signal's wall appears with each red light: not an occlusion (IS_PHYSICAL)
     return out
 
 
@@ -201,7 +200,7 @@ def near_miss_pairs(m: Motion, pr: Pairs, t: int, cfg: TagConfig) -> np.ndarray:
     """
     ti, tj = m.agent_type[pr.i], m.agent_type[pr.j]
     radius = _RADIUS_BY_TYPE[ti] + _RADIUS_BY_TYPE[tj]
-    physical = _PHYSICAL[ti] & _PHYSICAL[tj]  # a closed signal's stop wall is not something to hit
+    physical = IS_PHYSICAL[ti] & IS_PHYSICAL[tj]  # a closed signal's stop wall is not something to hit
     return physical & ((ti == VEH) | (tj == VEH)) & (time_to_collision(pr.dp, pr.dv, radius) < cfg.ttc_s)
 
 
