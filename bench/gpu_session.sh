@@ -32,21 +32,25 @@ $PY -c "import torch, lightning, onnxruntime; print('torch', torch.__version__, 
 
 # Most wanted first: a lease can end mid-script, and one session's device time (15 min, start-up
 # included) holds one ~9-minute call. Caps add up to 580 s.
-# 1. torch.compile through Lightning at batch 256, one static graph per agent bucket (8/16/32/64: 77 s
-# of compilation on the H100 before grouped batches; not finished within 210 s on the H100 at 3a194d1,
-# nor six buckets within 200 s on the H200). The second-half rate is the steady one.
-run 300 $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows fit \
-    --options bf16+compile --json "$OUT/train_full_b256_compile.json" $STORE data.num_workers=$W data.batch_size=256
-# 2. batch 256 per GPU, eager, the same machine as row 1 (the fit rows of 3a194d1 synchronised the GPU
-# after every step through Lightning's progress-bar metrics: 1,628 / 2,758 scenes/s at batch 256 / 512)
+# 1. batch 256, eager (the fit rows of 3a194d1 synchronised the GPU after every step through
+# Lightning's progress-bar metrics: 1,628 / 2,758 scenes/s at batch 256 / 512, second half)
 run 120 $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows loader,step,fit \
     --options bf16+buckets --json "$OUT/train_full_b256.json" $STORE data.num_workers=$W data.batch_size=256
+# 2. the same with channels-last rasters padded to 8 channels (3a194d1's profile: 11 % of the GPU time
+# in NCHW -> NHWC conversions, the 9-channel first convolution in a fallback kernel)
+run 100 $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows step,fit \
+    --options bf16+buckets+channels_last --json "$OUT/train_full_b256_cl.json" $STORE data.num_workers=$W data.batch_size=256
 # 3. batch 512 (the step is launch-bound at 256)
 run 70 $PY bench/train.py --config $CFG --device $DEV --batches $((B256 / 2 + 1)) --rows fit \
-    --options bf16+buckets --json "$OUT/train_full_b512.json" $STORE data.num_workers=$W data.batch_size=512
+    --options bf16+buckets+channels_last --json "$OUT/train_full_b512.json" $STORE data.num_workers=$W data.batch_size=512
 # 4. latency (measured in full at 3a194d1: 141 s with a 37 s export; rows print as they come, so a cut
 # run still returns the first ones)
 run 90 $PY bench/latency.py --agents $AG --runs $RUNS $GPU_ONLY --json "$OUT/latency_gpu.json"
+# 5. torch.compile through Lightning at batch 256, one static graph per agent bucket (77 s of compilation
+# on the H100 before grouped batches; not finished within 210 s on the H100 at 3a194d1, nor six buckets
+# within 200 s on the H200): last, so that its cap loses only itself. The second-half rate is the steady one.
+run 200 $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows fit \
+    --options bf16+compile --json "$OUT/train_full_b256_compile.json" $STORE data.num_workers=$W data.batch_size=256
 # Measured in earlier sessions and left out here for time: batch 32 per option (H100 and H200), the
 # torch.profiler table of a bare step (docs/measurements/train-profile-full-b32-h200.txt), pinned vs
 # unpinned batches; `--profile-fit` (host time by function in Lightning's step) is the next one to take:

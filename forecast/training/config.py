@@ -69,7 +69,7 @@ class TrainerConfig:
     compile_mode: str | None = None  # torch.compile mode: None (default), "reduce-overhead" (CUDA graphs), ...
     compile_backend: str = "inductor"
     compile_dynamic: bool = False  # one graph with symbolic agent counts instead of one per bucket
-    channels_last: bool = False  # convolution weights in channels-last memory format
+    channels_last: bool = False  # convolutions in channels-last memory format, the raster input padded to 8 channels
     pin_memory: bool | None = None  # pinned batches, non-blocking copies; None: on when training on a GPU
 
 

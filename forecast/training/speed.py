@@ -10,7 +10,8 @@ what the model computes for the real agents: padded agents are masked everywhere
   batch size, so the raster CNN too sees a handful of shapes, and fewer rows than padded rasters.
 * ``compile``: ``torch.compile`` of the model's forward (the weights and their state-dict keys
   stay those of the plain module, so checkpoints and ``model.pt`` do not change).
-* ``channels_last``: the convolutions' weights in channels-last memory format.
+* ``channels_last``: the convolutions' weights in channels-last memory format, and the raster CNN's
+  input too, its channels padded to a multiple of 8 (``forecast.model.encoders.channels_last_input``).
 * ``pin_memory``: batches are pinned by the loader (``LoaderBatch.pin_memory``) and Lightning copies
   them to the GPU with ``non_blocking=True``.
 """
@@ -140,6 +141,7 @@ def apply_model_options(model: torch.nn.Module, t: TrainerConfig) -> None:
         for m in model.modules():
             if isinstance(m, torch.nn.Conv2d):
                 m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
+        model.encoder.raster.channels_last = True
     if t.compile:
         kwargs = {"dynamic": t.compile_dynamic, "backend": t.compile_backend}
         if t.compile_mode:

@@ -48,6 +48,38 @@ def test_padding_agents_leaves_the_real_agents_unchanged():
         pad_agents(padded, 4)
 
 
+def test_channels_last_computes_the_same_outputs_and_gradients():
+    """trainer.channels_last pads the raster input to 8 channels in NHWC memory (for cuDNN's tensor
+    cores): the same function, and the padded channels' weights are not parameters."""
+    import copy
+
+    from forecast.model.encoders import channels_last_input
+    from forecast.training.config import TrainerConfig
+    from forecast.training.speed import apply_model_options
+
+    features, model_cfg = tiny_features_and_model()
+    torch.manual_seed(0)
+    plain = WorldModel(model_cfg, features.scene_scale)
+    torch.nn.init.normal_(plain.rollout.head[-1].weight, std=0.05)
+    fast = copy.deepcopy(plain)
+    apply_model_options(fast, TrainerConfig(channels_last=True))
+    assert fast.encoder.raster.channels_last and not plain.encoder.raster.channels_last
+    samples = [synthetic_sample(n, features, seed=n)[0] for n in (3, 5)]
+    inputs = collate(samples, features.future_steps, pack_rasters=True).model_inputs()
+    x, w = channels_last_input(inputs[4], plain.encoder.raster.net[0].weight)
+    c = inputs[4].shape[1]
+    assert x.shape[1] % 8 == 0 and x.shape[1] >= c and x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x[:, :c], inputs[4].float()) and not x[:, c:].any() and not w[:, c:].any()
+    outs = []
+    for m in (plain, fast):
+        traj, scale, logits = m.forward_logits(*inputs)
+        (traj.sum() + scale.sum() + logits.sum()).backward()
+        outs.append((traj, scale, logits, m.encoder.raster.net[0].weight.grad))
+    for r, o in zip(*outs, strict=True):
+        torch.testing.assert_close(o, r, atol=1e-5, rtol=1e-4)
+    assert fast.encoder.raster.net[0].weight.shape[1] == c
+
+
 def test_loader_batches_pin_and_copy_like_batches():
     features, _ = tiny_features_and_model()
     b = collate_for_loader([synthetic_sample(4, features, seed=1)[0]], features.future_steps)
