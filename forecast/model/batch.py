@@ -97,10 +97,10 @@ def collate(samples: list[Sample], future_steps: int | None = None, pack_rasters
     def pad(get, shape, dtype, fill=0):
         t = _empty((b, a, *shape), dtype)
         out = t.numpy()
-        out[...] = fill
-        for i, s in enumerate(samples):
+        for i, s in enumerate(samples):  # every byte written once: the rows, then only the padding
             v = get(s)
             out[i, : len(v)] = v
+            out[i, len(v) :] = fill
         return t
 
     if pack_rasters:
