@@ -43,7 +43,6 @@ class OptimConfig:
     near_plan_weight: float = 1.0  # extra loss weight of agents near a teacher-forced plan (their response)
     near_plan_radius: float = 20.0  # metres: "near" a planned agent
     plan_follower_bonus: float = 0.0  # > 0: plans go preferably to agents with a scored vehicle following them
-    ema_decay: float = 0.0  # > 0: validate and save an exponential moving average of the weights (e.g. 0.995)
     # Linear LR scaling: when set, lr applies to this many scenes per optimiser step and is scaled by
     # batch_size * world_size / lr_reference_batch_size (larger per-GPU batches keep their dynamics).
     lr_reference_batch_size: int | None = None
