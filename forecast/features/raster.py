@@ -182,29 +182,12 @@ def rasterize_agents(m: MapRaster | None, hist_xy: np.ndarray, hist_valid: np.nd
         affines = _agent_affines(origins[g], headings[g], cfg, gx + c0 * res, gy + r0 * res, res)
         for k, i in enumerate(g):
             cv2.warpAffine(window, affines[k], (s, s), dst=tail_crops[i], **_WARP)
-    to_planar(head_crops, out[:, :n_head])
-    to_planar(tail_crops, out[:, n_head : n_head + 4])
+    out[:, :n_head] = head_crops.transpose(0, 3, 1, 2)
+    out[:, n_head : n_head + 4] = tail_crops.transpose(0, 3, 1, 2)
     out[:, n_head + 4] = 0
     if len(signals) and len(drawn):
         _draw_signals(out[:, n_head + 4], drawn, origins, headings, origins[signals], headings[signals], cfg)
     return out
-
-
-def to_planar(src: np.ndarray, dst: np.ndarray) -> None:
-    """Interleaved 4-channel crops ``src [A, S, S, 4]`` uint8 (OpenCV's layout) into planar ``dst [A, 4, S, S]``.
-
-    Each pixel's four bytes read as one little-endian uint32 and shifted, channel by channel: about half
-    the time of numpy's strided transposing copy (0.6 ms at 128 agents of 48 px, issue 13's preprocessing).
-    """
-    if src.shape[-1] != 4 or not src.flags.c_contiguous or not np.little_endian:
-        dst[...] = src.transpose(0, 3, 1, 2)
-        return
-    pixels = src.view(np.uint32)[..., 0]  # [A, S, S]
-    dst[:, 0] = pixels  # the cast keeps the low byte
-    shifted = np.empty_like(pixels)
-    for c in range(1, 4):
-        np.right_shift(pixels, 8 * c, out=shifted)
-        dst[:, c] = shifted
 
 
 def _draw_signals(out: np.ndarray, agents: np.ndarray, origins: np.ndarray, headings: np.ndarray,
@@ -250,7 +233,7 @@ def _crop_map_into(m: MapRaster | None, origins: np.ndarray, headings: np.ndarra
     for i in range(len(origins)):
         cv2.warpAffine(head, affines[i], (s, s), dst=crops[i], **_WARP)
         cv2.warpAffine(tail, affines[i], (s, s), dst=out[i, -1], **_WARP)
-    to_planar(crops, out[:, : head.shape[2]])
+    out[:, : head.shape[2]] = crops.transpose(0, 3, 1, 2)
 
 
 def _motion_points(hist_xy: np.ndarray, hist_valid: np.ndarray, agent_type: np.ndarray, gx: float, gy: float,

@@ -250,17 +250,3 @@ def test_ahead_on_its_way_hand_worked():
     # ahead; behind; 4 m to the side; too far; facing across; 3 m to the left but within 0.5 rad: out (< 3 m only)
     assert got.tolist() == [True, False, False, False, False, False]
     assert ahead_on_its_way(np.array([10.0, 0.0]), np.pi / 2, xy[5:], headings[5:], 50.0, 3.5, 0.5).tolist() == [True]
-
-
-@pytest.mark.parametrize("shape", [(0, 4, 4, 4), (3, 5, 7, 4), (2, 6, 6, 3)])
-def test_to_planar_is_the_channel_transpose(shape):
-    from forecast.features.raster import to_planar
-
-    src = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    dst = np.full((shape[0], shape[3], shape[1], shape[2]), 7, np.uint8)
-    to_planar(src, dst)
-    np.testing.assert_array_equal(dst, src.transpose(0, 3, 1, 2))
-    strided = np.zeros((shape[0], shape[3] + 2, shape[1], shape[2]), np.uint8)  # a slice of a larger raster
-    to_planar(src, strided[:, 1 : 1 + shape[3]])
-    np.testing.assert_array_equal(strided[:, 1 : 1 + shape[3]], src.transpose(0, 3, 1, 2))
-    assert not strided[:, 0].any() and not strided[:, -1].any()
