@@ -16,8 +16,8 @@ if [ -z "${NOWHL:-}" ] && [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-DEV=cuda; B=30; B256=50; RUNS=100; AG="64 128"; CFG=configs/train/full.yaml; GPU_ONLY=--skip-cpu
-if [ "${1:-}" = quick ]; then DEV=cpu; B=3; B256=3; RUNS=3; AG="8"; CFG=configs/train/quickstart.yaml; GPU_ONLY=; fi
+DEV=cuda; B=30; B256=50; RUNS=100; AG="64 128"; CFG=configs/train/full.yaml; GPU_ONLY=--skip-cpu; BS=256
+if [ "${1:-}" = quick ]; then DEV=cpu; B=3; B256=3; RUNS=3; AG="8"; CFG=configs/train/quickstart.yaml; GPU_ONLY=; BS=16; fi
 # The limits below add up to more than one 600 s call: they are caps, and the measured runs took
 # 68 (30 batches) + 40 (export) + 60 + 26 s on the H200; the compile row is last, so a cap there loses
 # only itself.
@@ -35,14 +35,14 @@ $PY -c "import torch, lightning, onnxruntime; print('torch', torch.__version__, 
 # 1. batch 256, eager (the fit rows of 3a194d1 synchronised the GPU after every step through
 # Lightning's progress-bar metrics: 1,628 / 2,758 scenes/s at batch 256 / 512, second half)
 run 120 $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows loader,step,fit \
-    --options bf16+buckets --json "$OUT/train_full_b256.json" $STORE data.num_workers=$W data.batch_size=256
+    --options bf16+buckets --json "$OUT/train_full_b256.json" $STORE data.num_workers=$W data.batch_size=$BS
 # 2. the same with channels-last rasters padded to 8 channels (3a194d1's profile: 11 % of the GPU time
 # in NCHW -> NHWC conversions, the 9-channel first convolution in a fallback kernel)
 run 100 $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows step,fit \
-    --options bf16+buckets+channels_last --json "$OUT/train_full_b256_cl.json" $STORE data.num_workers=$W data.batch_size=256
+    --options bf16+buckets+channels_last --json "$OUT/train_full_b256_cl.json" $STORE data.num_workers=$W data.batch_size=$BS
 # 3. batch 512 (the step is launch-bound at 256)
 run 70 $PY bench/train.py --config $CFG --device $DEV --batches $((B256 / 2 + 1)) --rows fit \
-    --options bf16+buckets+channels_last --json "$OUT/train_full_b512.json" $STORE data.num_workers=$W data.batch_size=512
+    --options bf16+buckets+channels_last --json "$OUT/train_full_b512.json" $STORE data.num_workers=$W data.batch_size=$((2 * BS))
 # 4. latency (measured in full at 3a194d1: 141 s with a 37 s export; rows print as they come, so a cut
 # run still returns the first ones)
 run 90 $PY bench/latency.py --agents $AG --runs $RUNS $GPU_ONLY --json "$OUT/latency_gpu.json"
@@ -50,7 +50,7 @@ run 90 $PY bench/latency.py --agents $AG --runs $RUNS $GPU_ONLY --json "$OUT/lat
 # on the H100 before grouped batches; not finished within 210 s on the H100 at 3a194d1, nor six buckets
 # within 200 s on the H200): last, so that its cap loses only itself. The second-half rate is the steady one.
 run 200 $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows fit \
-    --options bf16+compile --json "$OUT/train_full_b256_compile.json" $STORE data.num_workers=$W data.batch_size=256
+    --options bf16+compile --json "$OUT/train_full_b256_compile.json" $STORE data.num_workers=$W data.batch_size=$BS
 # Measured in earlier sessions and left out here for time: batch 32 per option (H100 and H200), the
 # torch.profiler table of a bare step (docs/measurements/train-profile-full-b32-h200.txt), pinned vs
 # unpinned batches; `--profile-fit` (host time by function in Lightning's step) is the next one to take:
