@@ -40,7 +40,7 @@ run 120 $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows lo
 # in NCHW -> NHWC conversions, the 9-channel first convolution in a fallback kernel)
 run 100 $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows step,fit \
     --options bf16+buckets+channels_last --json "$OUT/train_full_b256_cl.json" $STORE data.num_workers=$W data.batch_size=$BS
-# 3. batch 512 (the step is launch-bound at 256)
+# 3. batch 512 (amortises the host's per-step work; at 256 the bare step is close to GPU-bound: 90 of 98 ms)
 run 70 $PY bench/train.py --config $CFG --device $DEV --batches $((B256 / 2 + 1)) --rows fit \
     --options bf16+buckets+channels_last --json "$OUT/train_full_b512.json" $STORE data.num_workers=$W data.batch_size=$((2 * BS))
 # 4. latency (measured in full at 3a194d1: 141 s with a 37 s export; rows print as they come, so a cut
