@@ -25,6 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from forecast.model.batch import Batch, collate
+from forecast.model.encoders import RasterEncoder
 from forecast.training.config import TrainerConfig
 
 
@@ -141,7 +142,8 @@ def apply_model_options(model: torch.nn.Module, t: TrainerConfig) -> None:
         for m in model.modules():
             if isinstance(m, torch.nn.Conv2d):
                 m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
-        model.encoder.raster.channels_last = True
+            elif isinstance(m, RasterEncoder):
+                m.channels_last = True
     if t.compile:
         kwargs = {"dynamic": t.compile_dynamic, "backend": t.compile_backend}
         if t.compile_mode:
