@@ -23,3 +23,4 @@ class ModelConfig:
     dropout: float = 0.0
     min_scale: float = 0.01  # metres: floor of the Laplace scale
     dt: float = 0.1  # seconds per rollout step (tied to the features' dt)
+    edge_hidden: int | None = None  # width of the rollout's edge MLP (None: 2 x heads + 16, the first layout)

@@ -143,13 +143,14 @@ class GeometricAttention(nn.Module):
     ``sum_j a_hij e_ij`` ([H, N, A, E]) instead of an [N, A, A, D] tensor.
     """
 
-    def __init__(self, d: int, heads: int, edges: int = EDGE_FEATURES):
+    def __init__(self, d: int, heads: int, edges: int = EDGE_FEATURES, edge_hidden: int | None = None):
         super().__init__()
         if d % heads:
             raise ValueError(f"hidden={d} must be a multiple of heads={heads}")
         self.h, self.dh = heads, d // heads
         self.qkv = nn.Linear(d, 3 * d)
-        self.bias = nn.Sequential(nn.Linear(edges, 2 * heads + 16), nn.ReLU(), nn.Linear(2 * heads + 16, heads))
+        eh = edge_hidden or 2 * heads + 16  # the edge MLP runs on every pair of agents at every step: its width costs
+        self.bias = nn.Sequential(nn.Linear(edges, eh), nn.ReLU(), nn.Linear(eh, heads))
         self.edge_value = nn.Parameter(torch.randn(heads, edges, self.dh) / math.sqrt(edges))
         self.out = nn.Linear(d, d)
 

@@ -39,7 +39,7 @@ class LatentRollout(nn.Module):
         self.init = nn.Sequential(nn.Linear(2 * d, d), nn.ReLU(), nn.Linear(d, d))
         self.where = nn.Linear(6, d)  # scene-frame position, heading and local position so far
         self.action = nn.Linear(2 * self.stride + 1, d)  # the planned positions of this latent step, and a flag
-        self.attn = GeometricAttention(d, cfg.heads)
+        self.attn = GeometricAttention(d, cfg.heads, edge_hidden=cfg.edge_hidden)
         self.norm = nn.LayerNorm(d)
         self.cell = nn.GRUCell(d, d)
         self.head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 4 * self.stride))

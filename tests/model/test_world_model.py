@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -65,6 +67,16 @@ def test_overfits_one_small_batch():
         loss.backward()
         opt.step()
     assert min_ade() < 0.3 * start, (start, min_ade())
+
+
+def test_edge_mlp_width_is_a_setting_and_its_default_keeps_the_first_layout():
+    default = WorldModel(MCFG).rollout.attn.bias
+    assert default[0].out_features == 2 * MCFG.heads + 16  # every checkpoint trained before loads as it was
+    narrow = WorldModel(dataclasses.replace(MCFG, edge_hidden=6)).eval()
+    assert narrow.rollout.attn.bias[0].out_features == 6 and narrow.rollout.attn.bias[2].in_features == 6
+    traj, _, prob = narrow(*_batch(2).model_inputs())
+    assert traj.shape == (2, 4, 3, 12, 2) and torch.isfinite(traj).all()
+    torch.testing.assert_close(prob.sum(-1), torch.ones(2, 4))
 
 
 def test_plan_is_followed_and_conditions_the_others():
