@@ -149,7 +149,8 @@ class GeometricAttention(nn.Module):
             raise ValueError(f"hidden={d} must be a multiple of heads={heads}")
         self.h, self.dh = heads, d // heads
         self.qkv = nn.Linear(d, 3 * d)
-        eh = edge_hidden or 2 * heads + 16  # the edge MLP runs on every pair of agents at every step: its width costs
+        # The edge MLP runs on every pair of agents at every latent step: its width is paid A^2 times per step.
+        eh = 2 * heads + 16 if edge_hidden is None else edge_hidden
         self.bias = nn.Sequential(nn.Linear(edges, eh), nn.ReLU(), nn.Linear(eh, heads))
         self.edge_value = nn.Parameter(torch.randn(heads, edges, self.dh) / math.sqrt(edges))
         self.out = nn.Linear(d, d)
