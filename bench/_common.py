@@ -36,6 +36,21 @@ def best_of(fn, repeat: int = 3) -> float:
     return min(times)
 
 
+def models_on_split_parser(doc: str):
+    """The arguments of a bench that compares trained models on one split of a store (validation by
+    default: what may choose a setting): --model M [M ...], --store, --split, --source, --seed, --json."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", nargs="+", required=True)
+    ap.add_argument("--store", required=True)
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--source", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json")
+    return ap
+
+
 def report(name: str, rows: list[dict], extra: dict | None = None, out: str | None = None) -> Path:
     cols = list(dict.fromkeys(c for r in rows for c in r))  # every row's columns, first seen first
     width = {c: max(len(c), *(len(_fmt(r.get(c, ""))) for r in rows)) for c in cols}

@@ -17,11 +17,9 @@ Per model two measurements, each without and with the focal agent's true future 
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import torch
-from _common import report
+from _common import models_on_split_parser, report
 
 from forecast import metrics
 from forecast.data.store import Store
@@ -84,15 +82,9 @@ def follower_split(scenes: SceneSet, predict, max_samples: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", nargs="+", required=True)
-    ap.add_argument("--store", required=True)
-    ap.add_argument("--split", default="val")
-    ap.add_argument("--source", default=None)
+    ap = models_on_split_parser(__doc__)
     ap.add_argument("--samples", type=int, default=150, help="samples of the metrics.json measurement")
     ap.add_argument("--split-samples", type=int, default=300, help="samples with a near agent for the follower split")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(1)
     store = Store(args.store)

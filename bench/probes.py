@@ -11,11 +11,10 @@ right direction (goal >= 85 %), mean and median effect (m; braking goal > 0.3 m)
 
 from __future__ import annotations
 
-import argparse
 import functools
 
 import torch
-from _common import report
+from _common import models_on_split_parser, report
 
 from forecast.data.store import Store
 from forecast.features.dataset import SceneSet, select_scenarios
@@ -24,16 +23,10 @@ from forecast.probes.interaction import find_pairs, pair_samples, score_pairs
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", nargs="+", required=True)
-    ap.add_argument("--store", required=True)
-    ap.add_argument("--split", default="val")
-    ap.add_argument("--source", default=None)
+    ap = models_on_split_parser(__doc__)
     ap.add_argument("--samples", type=int, default=4000, help="samples scanned for pairs (as the demo's evaluation)")
     ap.add_argument("--t0-stride", type=int, default=10)
     ap.add_argument("--pairs", type=int, default=200, help="at most this many pairs per probe")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(1)
     store = Store(args.store)
