@@ -27,7 +27,7 @@ from forecast.data.types import AgentType
 from forecast.features.dataset import SceneSet, select_scenarios
 from forecast.features.frames import ahead_on_its_way
 from forecast.model.predictor import TorchPredictor
-from forecast.probes.action import NEAR_RADIUS, evaluate_action_conditioning
+from forecast.probes.action import NEAR_RADIUS, evaluate_action_conditioning, focal_plan, near_others
 
 FOLLOW_LATERAL_M = 2.0
 FOLLOW_ANGLE_RAD = 0.5
@@ -55,14 +55,10 @@ def follower_split(scenes: SceneSet, predict, max_samples: int) -> dict:
         s = scenes.sample(k)
         if not s.future_mask[0].all():
             continue
-        near = s.target_mask & s.future_mask.all(1) & (np.linalg.norm(s.origin - s.origin[0], axis=-1) < NEAR_RADIUS)
-        near[0] = False
+        _, near = near_others(s)
         if not near.any():
             continue
-        plan = np.zeros_like(s.future)
-        plan[0] = s.future[0]
-        mask = np.zeros(s.num_agents, bool)
-        mask[0] = True
+        plan, mask = focal_plan(s)
         free.append(metrics.min_fde(predict(s)[0][near], s.future[near]))
         planned.append(metrics.min_fde(predict(s, plan=plan, plan_mask=mask)[0][near], s.future[near]))
         is_follower.append(followers(s.origin, s.heading, s.agent_type)[near])
@@ -88,10 +84,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     store = Store(args.store)
+    scenario_ids = select_scenarios(store, args.split, args.source)
     rows = []
     for path in args.model:
         model = TorchPredictor(path)
-        scenario_ids = select_scenarios(store, args.split, args.source)
         scenes = SceneSet(store, scenario_ids, model.features, t0_stride=20, max_samples=3 * args.samples,
                           seed=args.seed)
         card = evaluate_action_conditioning(scenes, model.predict, max_samples=args.samples, seed=args.seed)

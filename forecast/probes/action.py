@@ -21,6 +21,23 @@ from forecast.features.dataset import SceneSet
 NEAR_RADIUS = 20.0  # metres
 
 
+def near_others(s) -> tuple[np.ndarray, np.ndarray]:
+    """[A] bool each: the other scored agents of sample ``s`` with a full future (not the focal agent 0),
+    and those of them within ``NEAR_RADIUS`` of the focal agent at t0."""
+    others = s.target_mask & s.future_mask.all(1)
+    others[0] = False
+    return others, others & (np.linalg.norm(s.origin - s.origin[0], axis=-1) < NEAR_RADIUS)
+
+
+def focal_plan(s) -> tuple[np.ndarray, np.ndarray]:
+    """The focal agent's true future as its plan: plan [A, T_f, 2] (zeros elsewhere) and plan_mask [A]."""
+    plan = np.zeros_like(s.future)
+    plan[0] = s.future[0]
+    mask = np.zeros(s.num_agents, bool)
+    mask[0] = True
+    return plan, mask
+
+
 def evaluate_action_conditioning(scenes: SceneSet, predict: Callable, max_samples: int = 200, seed: int = 0) -> dict:
     """``predict(sample, plan=None, plan_mask=None) -> (traj, prob)``; plan [A, T_f, 2] agent frame.
 
@@ -36,18 +53,13 @@ def evaluate_action_conditioning(scenes: SceneSet, predict: Callable, max_sample
         s = scenes.sample(int(k))
         if not s.future_mask[0].all():
             continue
-        others = s.target_mask & s.future_mask.all(1)
-        others[0] = False
+        others, close = near_others(s)
         if not others.any():
             continue
-        close = others & (np.linalg.norm(s.origin - s.origin[0], axis=-1) < NEAR_RADIUS)
         (candidates if close.any() else far).append((int(k), others, close))  # the sample is rebuilt when used
     for k, others, close in (candidates + far)[:max_samples]:
         s = scenes.sample(k)
-        plan = np.zeros_like(s.future)
-        plan[0] = s.future[0]
-        mask = np.zeros(s.num_agents, bool)
-        mask[0] = True
+        plan, mask = focal_plan(s)
         for key, kwargs in (("free", {}), ("planned", {"plan": plan, "plan_mask": mask})):
             traj, prob = predict(s, **kwargs)
             rows[key][0].append(traj[others])
