@@ -9,7 +9,8 @@ marginal mode, ``optim.marginal_mode_weight``), the mode of least expected displ
 model's own probabilities (a minimum-Bayes-risk choice), the probability-weighted mean endpoint,
 constant velocity and the best of K; each also as a ratio to constant velocity. Then how constant
 velocity's own error is spread: its median, the share of agents it puts within 0.1 m and 0.5 m, and
-the share of its summed error that the worst 20 % of agents carry, and brier-minFDE@K minus minFDE@K. Agents scored as the evaluation
+the share of its summed error that the worst 20 % of agents carry, and brier-minFDE@K minus minFDE@K,
+and how often each mode wins (ends closest): a mode that wins for under 1 % of a class is dead weight there. Agents scored as the evaluation
 scores them (``target_mask``), endpoint at their last valid future step. Vehicles are also split by
 whether a closed traffic signal of the sample stands ahead of them at t0 (``bench/signal_rule.py``'s test).
 """
@@ -57,7 +58,8 @@ def endpoint_errors(traj: np.ndarray, prob: np.ndarray, cv: np.ndarray, gt: np.n
     pairwise = np.linalg.norm(ends[:, :, None] - ends[:, None], axis=-1)  # [N, K, K]
     least = (pairwise * prob[:, None, :]).sum(-1).argmin(-1)  # [N]
     best = M.min_fde(traj, gt, valid=valid)
-    return {"most_likely": M.min_fde(traj, gt, prob, k=1, valid=valid), "mode0": fde(traj[:, :1]),
+    winner = np.linalg.norm(ends - gt[rows, last][:, None], axis=-1).argmin(-1)
+    return {"winner": winner, "most_likely": M.min_fde(traj, gt, prob, k=1, valid=valid), "mode0": fde(traj[:, :1]),
             "least_expected_fde": fde(traj[rows, least][:, None]),
             "prob_mean": fde((prob[..., None, None] * traj).sum(1)[:, None]),
             "constant_velocity": fde(cv[:, None]), "best_of_k": best,
@@ -105,7 +107,8 @@ def main() -> None:
             top_is_mode0.setdefault(c, []).append(prob[scored][sel].argmax(-1) == 0)
     rows = []
     for c in sorted(per_class, key=str):
-        errs = {k: np.concatenate([e[k] for e in per_class[c]]) for k in (*CHOICES, "brier_gap")}
+        errs = {k: np.concatenate([e[k] for e in per_class[c]]) for k in (*CHOICES, "brier_gap", "winner")}
+        wins = np.bincount(errs["winner"], minlength=model.model.cfg.modes) / len(errs["winner"])
         cv_mean = errs["constant_velocity"].mean()
         row = {"class": CLASSES.get(c, str(c)), "agents": len(errs["best_of_k"])}
         for k in CHOICES:
@@ -113,7 +116,9 @@ def main() -> None:
             row[f"{k}_x_cv"] = float(errs[k].mean() / cv_mean) if cv_mean > 0 else float("nan")
         e = np.sort(errs["constant_velocity"])
         row.update({"brier_gap_m": float(errs["brier_gap"].mean()),
-                    "top_mode_is_mode0": float(np.concatenate(top_is_mode0[c]).mean()), "cv_median_m": float(np.median(e)),
+                    "top_mode_is_mode0": float(np.concatenate(top_is_mode0[c]).mean()),
+                    "modes_winning_under_1pct": int((wins < 0.01).sum()), "win_share_per_mode": wins.round(3).tolist(),
+                    "cv_median_m": float(np.median(e)),
                     "cv_within_0.1m": float((e < 0.1).mean()), "cv_within_0.5m": float((e < 0.5).mean()),
                     "cv_error_share_worst20pct": float(e[int(0.8 * len(e)) :].sum() / max(e.sum(), 1e-9))})
         rows.append(row)

@@ -72,7 +72,7 @@ def tiny_train_config(store_path, out_dir, **overrides):
 # and runtime tests share it.
 TINY_FEATURES_KW = {"history_steps": 8, "future_steps": 6, "raster": {"size": 16, "resolution": 1.0, "ahead": 4.0}}
 TINY_MODEL_KW = {"hidden": 16, "modes": 3, "heads": 4, "interaction_layers": 1, "raster_width": 8, "future_steps": 6,
-                 "rollout_stride": 3}
+                 "rollout_stride": 3, "class_modes": True}
 
 
 def tiny_features_and_model():

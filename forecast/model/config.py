@@ -24,3 +24,4 @@ class ModelConfig:
     min_scale: float = 0.01  # metres: floor of the Laplace scale
     dt: float = 0.1  # seconds per rollout step (tied to the features' dt)
     edge_hidden: int | None = None  # width of the rollout's edge MLP (None: 2 x heads + 16, the first layout)
+    class_modes: bool = False  # each agent type has its own K mode embeddings (False: K shared by all types)

@@ -35,7 +35,10 @@ class LatentRollout(nn.Module):
         self.cfg = cfg
         self.stride = cfg.rollout_stride
         self.pose_scale = pose_scale
-        self.mode_emb = nn.Parameter(torch.randn(cfg.modes, d) * 0.5)
+        # Shared modes: [K, D]. Per class ([types, K, D]): a pedestrian's modes compete only with other
+        # pedestrians' for winners, so a mode that became a vehicle's long shot is not dead weight for them.
+        shape = (cfg.num_agent_types, cfg.modes, d) if cfg.class_modes else (cfg.modes, d)
+        self.mode_emb = nn.Parameter(torch.randn(*shape) * 0.5)
         self.init = nn.Sequential(nn.Linear(2 * d, d), nn.ReLU(), nn.Linear(d, d))
         self.where = nn.Linear(6, d)  # scene-frame position, heading and local position so far
         self.action = nn.Linear(2 * self.stride + 1, d)  # the planned positions of this latent step, and a flag
@@ -47,9 +50,9 @@ class LatentRollout(nn.Module):
         nn.init.zeros_(self.head[-1].bias)
         self.scorer = ModeScorer(d, cfg.future_steps // self.stride)
 
-    def forward(self, tokens, scene, pose, velocity, agent_mask, plan, plan_mask):
+    def forward(self, tokens, scene, pose, velocity, agent_mask, plan, plan_mask, agent_type):
         """tokens [B, A, D], scene [B, D], pose [B, A, 4], velocity [B, A, 2] (agent frame at t0, m/s),
-        agent_mask [B, A], plan [B, A, T_f, 2], plan_mask [B, A].
+        agent_mask [B, A], plan [B, A, T_f, 2], plan_mask [B, A], agent_type [B, A] (int).
 
         Returns traj [B, A, K, T_f, 2] (agent frame, m), scale [B, A, K, T_f, 2] (Laplace, m) and
         mode logits [B, A, K] (uncalibrated). The latent state steps every ``rollout_stride``
@@ -62,7 +65,11 @@ class LatentRollout(nn.Module):
         # Layout [B, K, A, ...]: the modes are folded into the batch axis (N = B * K scenes of A
         # agents) for the whole rollout; what does not depend on the mode is [B, 1, A, ...] and broadcasts.
         ctx = torch.cat([tokens, scene[:, None, :].expand(b, a, d)], dim=-1)
-        h = (self.init(ctx)[:, None] + self.mode_emb[None, :, None]).reshape(n * a, d)  # rows (b, k, a)
+        if self.mode_emb.dim() == 3:
+            modes = self.mode_emb[agent_type].transpose(1, 2)  # [B, K, A, D]
+        else:
+            modes = self.mode_emb[None, :, None]  # [1, K, 1, D]
+        h = (self.init(ctx)[:, None] + modes).reshape(n * a, d)  # rows (b, k, a)
 
         # Each agent's frame: (cos, sin) of its heading, and its origin in the scene frame.
         cs = pose[:, None, :, 2:4]  # [B, 1, A, 2]

@@ -79,6 +79,26 @@ def test_edge_mlp_width_is_a_setting_and_its_default_keeps_the_first_layout():
     torch.testing.assert_close(prob.sum(-1), torch.ones(2, 4))
 
 
+def test_class_modes_give_each_agent_type_its_own_mode_embeddings():
+    torch.manual_seed(0)
+    shared = WorldModel(MCFG).eval()
+    per_class = WorldModel(dataclasses.replace(MCFG, class_modes=True)).eval()
+    for p in shared.parameters():  # an untrained head outputs zeros
+        p.data += 0.05 * torch.randn_like(p)
+    state = shared.state_dict()
+    state["rollout.mode_emb"] = state["rollout.mode_emb"][None].repeat(MCFG.num_agent_types, 1, 1)
+    per_class.load_state_dict(state)
+    b = _batch(2)
+    same = [m(*b.model_inputs())[0] for m in (shared, per_class)]
+    torch.testing.assert_close(same[0], same[1])  # every type given the shared table: the shared model
+    pedestrian = 1  # _scene's second agent
+    assert int(b.agent_type[0, pedestrian]) == pedestrian
+    with torch.no_grad():
+        per_class.rollout.mode_emb[pedestrian] += 1.0
+    moved = per_class(*b.model_inputs())[0]
+    assert not torch.allclose(moved[:, pedestrian], same[1][:, pedestrian])
+
+
 def test_plan_is_followed_and_conditions_the_others():
     torch.manual_seed(0)
     model = WorldModel(MCFG).eval()
