@@ -10,8 +10,9 @@ model's own probabilities (a minimum-Bayes-risk choice), the probability-weighte
 constant velocity and the best of K; each also as a ratio to constant velocity. Then how constant
 velocity's own error is spread: its median, the share of agents it puts within 0.1 m and 0.5 m, and
 the share of its summed error that the worst 20 % of agents carry, and brier-minFDE@K minus minFDE@K,
-and how often each mode wins (ends closest): a mode that wins for under 1 % of a class is dead weight there. Agents scored as the evaluation
-scores them (``target_mask``), endpoint at their last valid future step. Vehicles are also split by
+and how often each mode wins (ends closest): a mode that wins for under 1 % of a class is dead weight
+there. Agents scored as the evaluation scores them (``target_mask``), endpoint at their last valid
+future step. Vehicles are also split by
 whether a closed traffic signal of the sample stands ahead of them at t0 (``bench/signal_rule.py``'s test).
 """
 
