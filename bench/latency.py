@@ -199,7 +199,8 @@ def main() -> None:
         ap.error("--skip-cpu leaves only the GPU rows, and torch sees no GPU here")
     if args.skip_cpu and args.bundle and not args.model:
         ap.error("--skip-cpu with --bundle measures nothing: the GPU rows need the torch model (--model)")
-    tmp = Path(tempfile.mkdtemp(prefix="latency-"))
+    tmp_dir = tempfile.TemporaryDirectory(prefix="latency-")  # removed when the run ends, even on an error
+    tmp = Path(tmp_dir.name)
     model_path = args.model
     if not model_path and not args.bundle:
         cfg = from_dict(TrainConfig, load_yaml(args.config)).resolved()

@@ -46,6 +46,7 @@ the same measures on the ground truth (the floor a perfect model would get with 
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -105,12 +106,15 @@ def load_predictors(models: list[str], cfg: EvalConfig, features: FeatureConfig 
     if baseline is not None:
         champion = baseline
         if baseline not in BASELINES:
-            local = resolve_model(baseline, log)
             champion = None
-            if local is not None:
-                cname, cp = load_predictor(local, cfg.features or FeatureConfig(), cfg.device)
-                champion = _unique(f"champion:{cname}", set(names))
-                predictors[champion] = cp
+            # A registered champion is downloaded for loading only: the predictor holds the model in
+            # memory, and a scheduled pipeline must not leave a copy in the temp folder on every run.
+            with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
+                local = resolve_model(baseline, tmp, log)
+                if local is not None:
+                    cname, cp = load_predictor(local, cfg.features or FeatureConfig(), cfg.device)
+                    champion = _unique(f"champion:{cname}", set(names))
+                    predictors[champion] = cp
     return names, predictors, feats, champion
 
 

@@ -118,17 +118,16 @@ class _SampleSource:
         return s
 
 
-def resolve_model(spec: str, log=None) -> str | None:
+def resolve_model(spec: str, dst: str | Path, log=None) -> str | None:
     """A registered model ``models:/NAME@ALIAS`` (or ``models:/NAME/VERSION``) -> a local bundle directory
-    (MLflow downloads the registered bundle's artifacts into a temporary directory); anything else as is.
-    None when the registry has no such model yet (the first run of a pipeline).
+    (MLflow downloads the registered bundle's artifacts into ``dst``, an existing directory the caller
+    owns and removes); anything else as is. None when the registry has no such model yet (the first
+    run of a pipeline).
 
     The tracking server is ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` here (as training).
     """
     if not spec.startswith("models:/"):
         return spec
-    import tempfile
-
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
@@ -140,8 +139,7 @@ def resolve_model(spec: str, log=None) -> str | None:
         # models:/ URIs resolve through MLflow's process-wide registry URI, not the tracking_uri argument:
         # point it at this store for the download, then restore whatever an earlier caller had set.
         with tracking(uri):
-            local = mlflow.artifacts.download_artifacts(artifact_uri=spec,
-                                                        dst_path=tempfile.mkdtemp(prefix="champion-"), tracking_uri=uri)
+            local = mlflow.artifacts.download_artifacts(artifact_uri=spec, dst_path=str(dst), tracking_uri=uri)
     except MlflowException as exc:
         if log:
             log(f"no champion {spec} in the registry ({type(exc).__name__}): comparison skipped")

@@ -3,28 +3,70 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from forecast.evaluation.config import EvalConfig
+from forecast.evaluation.evaluate import load_predictors
 from forecast.evaluation.predictors import is_bundle, resolve_model
+from tests.conftest import tiny_features_and_model
 
 
-@pytest.mark.slow  # registers the tiny bundle in a SQLite MLflow store (seconds)
-def test_registered_champion_resolves_to_its_bundle(exported, tmp_path, monkeypatch):
+def _register(exported: Path, tmp_path: Path, monkeypatch, name: str) -> str:
     from forecast.pipeline.registry import MlflowRegistry
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.chdir(tmp_path)  # MLflow's default artifact root is ./mlruns
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    name = f"champ-{tmp_path.name}"
-    logs: list[str] = []
-    assert resolve_model(f"models:/{name}@champion", logs.append) is None  # first run: nothing registered
-    assert "comparison skipped" in logs[-1]
     bundle = tmp_path / "bundle"
     shutil.copytree(exported / "bundle", bundle)
     MlflowRegistry(uri, "test-champion").register(name, "champion", bundle, {"minFDE@6": 1.0},
                                                   {"pipeline.export_hash": "e1"})
-    local = resolve_model(f"models:/{name}@champion", logs.append)
-    assert local is not None and is_bundle(Path(local))
-    assert resolve_model("constant_velocity") == "constant_velocity"  # anything else passes through
+    return f"models:/{name}@champion"
+
+
+@pytest.mark.slow  # registers the tiny bundle in a SQLite MLflow store (seconds)
+def test_registered_champion_resolves_to_its_bundle(exported, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    name = f"champ-{tmp_path.name}"
+    logs: list[str] = []
+    dst = tmp_path / "download"
+    dst.mkdir()
+    assert resolve_model(f"models:/{name}@champion", dst, logs.append) is None  # first run: nothing registered
+    assert "comparison skipped" in logs[-1]
+    spec = _register(exported, tmp_path, monkeypatch, name)
+    local = resolve_model(spec, dst, logs.append)
+    assert local is not None and is_bundle(Path(local)) and Path(local).is_relative_to(dst)
+    assert resolve_model("constant_velocity", dst) == "constant_velocity"  # anything else passes through
+
+
+@pytest.mark.slow
+def test_champion_download_is_removed_once_loaded(exported, tmp_path, monkeypatch):
+    """A scheduled evaluation against the registered champion runs every day: its download must not pile up
+    in the temp folder (it did, 2.3 MB a run), and the loaded champion must still predict without it."""
+    from forecast.export.onnx_export import synthetic_map_layers, synthetic_tracks
+    from forecast.features.raster import rasterize_map_layers
+    from forecast.features.sample import build_sample
+
+    spec = _register(exported, tmp_path, monkeypatch, f"champ-{tmp_path.name}")
+    temp_root = tmp_path / "temp"
+    temp_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp_root))
+    feats, _ = tiny_features_and_model()
+    cfg = EvalConfig(features=feats)
+    logs: list[str] = []
+    names, predictors, _, champion = load_predictors([str(exported / "bundle")], cfg, None, spec, logs.append)
+    assert champion is not None and champion.startswith("champion:")
+    assert any(line.startswith(f"champion {spec} -> {temp_root}") for line in logs)  # downloaded under temp_root
+    assert list(temp_root.iterdir()) == []  # ... and removed once loaded
+    tracks, t0 = synthetic_tracks(5, feats, seed=3)
+    sample = build_sample(tracks, t0, feats, rasterize_map_layers(synthetic_map_layers(), feats.raster.resolution),
+                          with_future=False)
+    traj, prob = predictors[champion].predict(sample)
+    ref_traj, ref_prob = predictors[names[0]].predict(sample)  # the same bundle, loaded from its own folder
+    np.testing.assert_array_equal(traj, ref_traj)
+    np.testing.assert_array_equal(prob, ref_prob)
