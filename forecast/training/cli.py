@@ -11,7 +11,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = from_dict(TrainConfig, apply_overrides(load_yaml(args.config), args.overrides), where=args.config)
     from forecast.training.train import run_training  # torch and Lightning: only once the config is good
-    result = run_training(cfg, progress=not args.quiet)
+    result = run_training(cfg, progress=not args.quiet, fresh=args.fresh)
     print(f"model: {result.model_path}")
     print(f"mlflow run: {result.run_id}  (see it with: mlflow ui --backend-store-uri sqlite:///mlflow.db)")
     for k, v in sorted(result.metrics.items()):
@@ -22,5 +22,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     s = sub.add_parser("train", help="train the world model with Lightning; tracked in MLflow")
     s.add_argument("--config", required=True, help="configs/train/<name>.yaml")
+    s.add_argument("--fresh", action="store_true",
+                   help="discard the run out_dir holds (checkpoints, model.pt, its MLflow run id) and train from scratch; "
+                        "without it an interrupted run of the same config and data continues, a finished one is "
+                        "returned as it is, and a run of another config or other data is an error")
     s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.max_epochs=2 data.batch_size=4")
     s.set_defaults(func=_cmd_train)

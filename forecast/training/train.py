@@ -23,6 +23,7 @@ from forecast.training.calibration import calibrate
 from forecast.training.config import TrainConfig
 from forecast.training.datamodule import ForecastDataModule
 from forecast.training.module import ForecastModule
+from forecast.training.rundir import data_fingerprint, decide, write_state
 from forecast.training.speed import AgentBuckets, apply_model_options, scaled_lr
 
 
@@ -39,13 +40,20 @@ def tracking_uri(configured: str | None) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
 
 
-def run_training(cfg: TrainConfig, progress: bool = True, extra_callbacks: list | None = None) -> TrainResult:
-    """Train, write ``model.pt`` and ``train_summary.json`` into ``cfg.out_dir``, log to MLflow."""
+def run_training(cfg: TrainConfig, progress: bool = True, extra_callbacks: list | None = None,
+                 fresh: bool = False) -> TrainResult:
+    """Train, write ``model.pt`` and ``train_summary.json`` into ``cfg.out_dir``, log to MLflow.
+
+    What ``cfg.out_dir`` already holds decides what happens (``forecast.training.rundir``): an
+    interrupted run of the same config and data continues, a finished one is returned as it is (or
+    continued when ``max_epochs``/``max_steps`` grew), a run of another config or other data is an
+    error. ``fresh``: discard what the directory holds and train from scratch.
+    """
     # Lightning's MLFlowLogger calls mlflow.set_tracking_uri, which also sets $MLFLOW_TRACKING_URI
     # for the rest of the process; put it back so later steps see what the user set.
     env_uri = os.environ.get("MLFLOW_TRACKING_URI")
     try:
-        return _run_training(cfg, progress, extra_callbacks)
+        return _run_training(cfg, progress, extra_callbacks, fresh)
     finally:
         if env_uri is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -53,16 +61,24 @@ def run_training(cfg: TrainConfig, progress: bool = True, extra_callbacks: list 
             os.environ["MLFLOW_TRACKING_URI"] = env_uri
 
 
-def _run_training(cfg: TrainConfig, progress: bool, extra_callbacks: list | None) -> TrainResult:
+def _run_training(cfg: TrainConfig, progress: bool, extra_callbacks: list | None, fresh: bool) -> TrainResult:
     cfg = cfg.resolved()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    config, fingerprint = to_dict(cfg), data_fingerprint(cfg.data.store)
+    if decide(out, config, fingerprint, fresh) == "done":
+        summary = json.loads((out / "train_summary.json").read_text())
+        print(f"{out} holds the finished run of this config and data: nothing to train "
+              f"(--fresh trains it again)", file=sys.stderr)
+        return TrainResult(out / "model.pt", summary.get("run_id"), summary.get("metrics", {}),
+                           int(summary.get("global_step", 0)))
+    write_state(out, config, fingerprint)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.trainer.torch_threads:
         torch.set_num_threads(cfg.trainer.torch_threads)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*MLflow Model Registry.*")
-    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
     logger = MLFlowLogger(experiment_name=cfg.mlflow.experiment, tracking_uri=tracking_uri(cfg.mlflow.tracking_uri),
                           run_name=cfg.mlflow.run_name, run_id=_previous_run_id(out), log_model=False)

@@ -3,9 +3,11 @@ from __future__ import annotations
 import os
 
 import mlflow
+import pytest
 import torch
 
 from forecast.model.checkpoint import load_model
+from forecast.training.rundir import RunDirConflict
 from forecast.training.train import run_training
 from tests.conftest import tiny_train_config
 
@@ -40,3 +42,20 @@ def test_resume_continues_step_count_and_logs_to_mlflow(sumo_store, tmp_path, mo
     assert {"config.yaml", "model.pt"} <= names
     loaded = load_model(second.model_path)
     assert loaded.meta["run_id"] == first.run_id and loaded.features.future_steps == 10
+
+
+def test_rerun_returns_the_finished_run_and_refuses_another_config(sumo_store, tmp_path, monkeypatch):
+    """A scheduler reruns ``forecast train`` into the same out_dir: the finished run comes back untouched (it
+    used to be resumed at its last epoch, recalibrated and logged again), and a changed config is refused
+    rather than continued from the other run's checkpoint; ``fresh`` trains again from scratch."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "run"
+    first = run_training(tiny_train_config(sumo_store.path, out), progress=False)
+    stamp = (out / "model.pt").stat().st_mtime_ns
+    again = run_training(tiny_train_config(sumo_store.path, out), progress=False)
+    assert (again.run_id, again.global_step, again.metrics) == (first.run_id, first.global_step, first.metrics)
+    assert (out / "model.pt").stat().st_mtime_ns == stamp
+    with pytest.raises(RunDirConflict, match="optim.lr"):
+        run_training(tiny_train_config(sumo_store.path, out, **{"optim.lr": 0.05}), progress=False)
+    fresh = run_training(tiny_train_config(sumo_store.path, out, **{"optim.lr": 0.05}), progress=False, fresh=True)
+    assert fresh.run_id != first.run_id and fresh.global_step == first.global_step
