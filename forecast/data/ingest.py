@@ -20,7 +20,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from forecast.data.atomic import sha256_file, sha256_text, write_json_atomic
-from forecast.data.batch import BatchWriter, BuiltUnit, outputs_intact
+from forecast.data.batch import BatchWriter, BuiltUnit, batch_paths, outputs_intact
 from forecast.data.schema import AGENT_TYPE_LABELS, SCHEMA_VERSION, SPLITS, TRACKS_SCHEMA
 from forecast.data.store import Store, safe_name
 from forecast.data.validate import Quarantine, RawRows, sort_order, validate_rows
@@ -242,6 +242,15 @@ def _plan(store: Store, source: str, mine: list[Unit], hashes: dict[str, str]) -
     for m in store.unit_manifests(source):  # schema 1: one manifest and three files per unit
         if m.get("unit") in keys:
             store.remove_batch(m)
+    # A batch is named after its first unit, so a batch named after one of this shard's units is this
+    # shard's. One without a manifest was cut short between its files' rename and its manifest (a kill,
+    # a full disk): its scenarios are visible to readers but were never committed, and a rerun whose first
+    # unit to write differs (new inputs sorted before it) would not overwrite them: scenarios twice.
+    committed = {m["batch"] for m in reused}
+    for u in mine:
+        name = safe_name(f"{source}/{u.split}/{u.key}")
+        if name not in committed:
+            store.remove_files(batch_paths(source, u.split, name).values())
     return reused, todo
 
 

@@ -294,6 +294,15 @@ class Store:
                 p.unlink()
         self._maps = None
 
+    def remove_files(self, rels) -> None:
+        """Delete these files (paths relative to the store) where present, with the hidden ``.NAME.writing``
+        file each leaves while it is written."""
+        for rel in rels:
+            p = self.path / rel
+            p.unlink(missing_ok=True)
+            p.with_name(f".{p.name}.writing").unlink(missing_ok=True)
+        self._maps = None
+
     def summary(self) -> dict:
         """Counts for a terminal summary: scenarios, agents and rows per source/split/class."""
         scen = self.scenarios_table()

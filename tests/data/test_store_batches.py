@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+import pytest
 
 from forecast.data.ingest import run_ingest
 from forecast.data.sources.av2 import Av2Adapter
@@ -289,3 +290,35 @@ def test_failure_inside_a_batch_commits_nothing_of_it(tmp_path, monkeypatch):
     monkeypatch.setattr(Av2Adapter, "parse", parse)
     again = run_ingest(Av2Adapter(), root, store, progress=False, batch_scenarios=3)
     assert (again.units_skipped, again.units_written) == (3, 4) and len(store.scenarios()) == 7
+
+
+def test_batch_cut_short_before_its_manifest_is_not_read_twice(tmp_path, monkeypatch):
+    """A kill between a batch's files and its manifest (its commit marker) leaves visible files. A rerun
+    whose first unit to write is another one (a new input sorted before it) must not keep them."""
+    import forecast.data.ingest as ingest
+    from forecast.data.batch import BatchWriter
+
+    root = _av2_inputs(tmp_path / "in")
+    store = Store(tmp_path / "store")
+    write = ingest.write_json_atomic
+    calls = {"n": 0}
+
+    def killed_on_second_manifest(obj, path):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed")  # what SIGKILL leaves: no cleanup runs
+        return write(obj, path)
+
+    monkeypatch.setattr(ingest, "write_json_atomic", killed_on_second_manifest)
+    monkeypatch.setattr(BatchWriter, "abort", lambda self: None)
+    with pytest.raises(KeyboardInterrupt):
+        run_ingest(Av2Adapter(), root, store, progress=False, batch_scenarios=3)
+    assert [len(m["units"]) for m in store.batch_manifests()] == [3]
+    assert len(store.scenarios_table()) == 6  # the uncommitted batch's scenarios are visible
+    monkeypatch.undo()
+    write_scenario(root, split="train", scenario_id=SIDS[2] + "5")  # sorts between the two batches' first units
+    again = run_ingest(Av2Adapter(), root, store, progress=False, batch_scenarios=3)
+    assert (again.units_skipped, again.units_written) == (3, 5)
+    ids = store.scenarios_table().column("scenario_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 8
+    assert not [p for p in store.path.rglob(".*") if p.is_file()]
