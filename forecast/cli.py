@@ -148,6 +148,24 @@ def _extra_commands():
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from forecast.pipeline.signals import StopRequested, StopSignals, running
+
+    # A pipeline stops at clean points of its own (forecast.pipeline.signals), also in the commands
+    # its steps run in this process.
+    if args.command == "pipeline" or running():
+        return _run(args)
+
+    # A scheduler's SIGTERM ends a plain command with an exception instead of at once, so that its
+    # temporary folders (an evaluation's spill, a downloaded champion, an export's staging) are removed.
+    try:
+        with StopSignals():
+            return _run(args)
+    except StopRequested as exc:
+        print(f"forecast {args.command}: {exc}; exiting {exc.exit_code}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except (FileNotFoundError, ValueError, KeyError) as exc:

@@ -88,6 +88,11 @@ class StopSignals:
 _current: StopSignals | None = None
 
 
+def running() -> bool:
+    """Whether a StopSignals block is active in this process (its handlers own SIGTERM and SIGINT)."""
+    return _current is not None
+
+
 def check_stop() -> None:
     """For work loops: raise StopRequested if the running pipeline was asked to stop (no-op outside one)."""
     if _current is not None:
