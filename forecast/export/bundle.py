@@ -208,7 +208,8 @@ def export_bundle(model_path: str | Path, out_dir: str | Path, fp16: bool = Fals
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri or register_name:
         reg = register_bundle(out_dir, uri or "sqlite:///mlflow.db", register_name or DEFAULT_REGISTERED_NAME)
-        say(f"registered {reg['name']} version {reg['version']} (mlflow run {reg['run_id']}, {reg['tracking_uri']})")
+        how = "already registered as" if reg["reused"] else "registered"
+        say(f"{how} {reg['name']} version {reg['version']} (mlflow run {reg['run_id']}, {reg['tracking_uri']})")
     return out_dir
 
 
@@ -242,8 +243,9 @@ def register_bundle(bundle_dir: Path, tracking_uri: str, name: str = DEFAULT_REG
 
     The model wraps the runtime's Predictor (:mod:`forecast.export.mlflow_model`: signature, input
     example, the bundle files as artifacts); ``alias`` (e.g. "champion") is pointed at the version.
-    The run is tagged with the training run id and the bundle's hashes. Returns (and writes to
-    ``registration.json``, outside the hashed files) name, version, run id and URIs.
+    The run is tagged with the training run id and the bundle's hashes. A version of the same bundle
+    (its ``bundle.json`` sha256) is reused, not registered again. Returns (and writes to
+    ``registration.json``, outside the hashed files) name, version, run id, URIs and ``reused``.
     """
     try:
         from mlflow.tracking import MlflowClient
@@ -254,10 +256,21 @@ def register_bundle(bundle_dir: Path, tracking_uri: str, name: str = DEFAULT_REG
     bundle_dir = Path(bundle_dir)
     manifest = json.loads((bundle_dir / BUNDLE_FILE).read_text())
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    manifest_sha = sha256_file(bundle_dir / BUNDLE_FILE)
+    # The same bundle exported again (a scheduled rerun of `forecast export`) is the version already
+    # registered, not a new one: bundle.json holds every file's sha256, so its own names the content.
+    for mv in _versions(client, name):
+        if (mv.tags or {}).get("forecast.bundle_json_sha256") == manifest_sha:
+            if alias:
+                client.set_registered_model_alias(name, alias, mv.version)
+            reg = {"name": name, "version": str(mv.version), "run_id": mv.run_id, "source": mv.source,
+                   "tracking_uri": tracking_uri, "bundle_json_sha256": manifest_sha, "reused": True}
+            write_json_atomic(reg, bundle_dir / REGISTRATION_FILE)
+            return reg
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
     tags = {"forecast.model_version": manifest["model_version"], "forecast.bundle_format": str(manifest["format_version"]),
-            "forecast.bundle_json_sha256": sha256_file(bundle_dir / BUNDLE_FILE)}
+            "forecast.bundle_json_sha256": manifest_sha}
     if manifest.get("training_run_id"):
         tags["forecast.training_run_id"] = manifest["training_run_id"]
     run = client.create_run(exp_id, tags=tags, run_name=f"export-{manifest['model_version']}")
@@ -275,6 +288,16 @@ def register_bundle(bundle_dir: Path, tracking_uri: str, name: str = DEFAULT_REG
         client.set_terminated(run_id, "FAILED")
         raise
     reg = {"name": name, "version": str(logged.version), "run_id": run_id, "source": logged.model_uri,
-           "tracking_uri": tracking_uri, "bundle_json_sha256": tags["forecast.bundle_json_sha256"]}
+           "tracking_uri": tracking_uri, "bundle_json_sha256": manifest_sha, "reused": False}
     write_json_atomic(reg, bundle_dir / REGISTRATION_FILE)
     return reg
+
+
+def _versions(client, name: str) -> list:
+    """The registered model's versions; none when it is not registered yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return list(client.search_model_versions(f"name='{name}'"))
+    except MlflowException:
+        return []

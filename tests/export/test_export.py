@@ -225,3 +225,8 @@ def test_register_in_mlflow_keeps_bundle_json_stable(exported, tmp_path, monkeyp
     assert logged == {"bundle.json", "model.onnx", "model.ort.onnx", "model_fp16.onnx", "model_fp16.ort.onnx",
                       "model_int8.onnx", "model_int8.ort.onnx"}
     Predictor(bundle)  # registration.json beside the bundle is not part of it
+    # the same bundle again (a scheduled rerun of `forecast export`): the same version, no new run
+    again = register_bundle(bundle, uri, "tiny-model", alias="champion")
+    assert (again["version"], again["run_id"], again["reused"]) == ("1", reg["run_id"], True)
+    assert [str(v.version) for v in client.search_model_versions("name='tiny-model'")] == ["1"]
+    assert str(client.get_model_version_by_alias("tiny-model", "champion").version) == "1"
