@@ -1,4 +1,4 @@
-"""``forecast pipeline run|status CONFIG``: the scheduled batch pipeline (what cron or Airflow calls).
+"""``forecast pipeline run|status|gc CONFIG``: the scheduled batch pipeline (what cron or Airflow calls).
 
 Exit codes of ``run`` (``forecast.cli``): 0 every step done or skipped (also a failed gate with
 ``gate.fail_on_gate: false``); 1 a step failed (rerun to resume); 2 bad config or usage; 3
@@ -33,6 +33,14 @@ def _split_rest(args: argparse.Namespace) -> None:
             args.until = token.split("=", 1)[1]
         elif token == "--json" and hasattr(args, "json"):
             args.json = True
+        elif token == "--dry-run" and hasattr(args, "dry_run"):
+            args.dry_run = True
+        elif token.startswith("--keep") and hasattr(args, "keep"):
+            value = token.split("=", 1)[1] if "=" in token else (rest.pop(0) if rest else "")
+            try:
+                args.keep = int(value)
+            except ValueError:
+                raise ValueError(f"--keep takes a whole number, got {value!r}") from None
         elif token.startswith("-"):
             raise ValueError(f"unknown option {token!r} (options: --force STEP; overrides look like key.sub=value)")
         else:
@@ -194,6 +202,27 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_gc(args: argparse.Namespace) -> int:
+    from forecast.cli import EXIT_LOCKED
+    from forecast.pipeline.gc import collect_garbage
+    from forecast.pipeline.steps import build_steps
+    from forecast.pipeline.workdir import PipelineLocked
+
+    loaded = _load(args)
+    cfg = loaded.config
+    try:
+        removed = collect_garbage(build_steps(loaded), Path(cfg.work_dir), args.keep, args.dry_run)
+    except PipelineLocked as exc:
+        print(f"forecast pipeline gc: {exc}; exiting {EXIT_LOCKED}", file=sys.stderr)
+        return EXIT_LOCKED
+    verb = "would remove" if args.dry_run else "removed"
+    for r in removed:
+        print(f"  {verb} {r.path}  ({r.bytes / 1e6:.1f} MB: {r.why})")
+    total = sum(r.bytes for r in removed) / 1e6
+    print(f"pipeline {cfg.name}: {verb} {len(removed)} folder(s), {total:.1f} MB (work_dir {cfg.work_dir})")
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("pipeline", help="scheduled batch pipeline: simulate, ingest, train, evaluate, gate, export",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -211,3 +240,10 @@ def register(sub) -> None:
     s.add_argument("--json", action="store_true")
     s.add_argument("overrides", nargs=argparse.REMAINDER, help="the same overrides as the run")
     s.set_defaults(func=_cmd_status)
+    g = psub.add_parser("gc", help="remove step outputs that neither the current plan nor the last run uses, "
+                                   "keeping the newest --keep others per step")
+    g.add_argument("config", help="configs/pipeline/<name>.yaml")
+    g.add_argument("--keep", type=int, default=1, help="older finished outputs kept per step (default 1)")
+    g.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    g.add_argument("overrides", nargs=argparse.REMAINDER, help="the same overrides as the run")
+    g.set_defaults(func=_cmd_gc)
