@@ -34,6 +34,9 @@ from forecast.features.sample import Sample, build_sample, plan_samples
 from forecast.features.tracks import AgentTracks
 
 PLAN_VERSION = "1"  # bump when plan_samples changes what it selects
+# A plan's key covers the store's files and scenarios, so new data in a store (or a shared
+# $FORECAST_CACHE) makes new plans every day; the least recently used beyond this many are removed.
+MAX_CACHED_PLANS = 32
 TRACKS_CACHE = 64  # scenarios held in memory per process
 RASTER_CACHE = 32  # memory-mapped map rasters held open per process
 
@@ -109,6 +112,24 @@ def _cache_dir(store: Store, kind: str) -> Path | None:
     except OSError:
         return None
     return path if os.access(path, os.W_OK) else None
+
+
+def prune_cache(cache: Path, keep: int) -> list[Path]:
+    """Remove all but the ``keep`` most recently used entries (folders, by mtime) of ``cache``; hidden
+    ones (being written) are left alone. A reader that loses a race with it rebuilds its entry."""
+    import shutil
+
+    entries = []
+    for p in cache.iterdir():
+        try:
+            if p.is_dir() and not p.name.startswith("."):
+                entries.append((p.stat().st_mtime_ns, p))
+        except OSError:
+            continue
+    old = [p for _, p in sorted(entries, reverse=True)[keep:]]
+    for p in old:
+        shutil.rmtree(p, ignore_errors=True)
+    return old
 
 
 def _raster_version() -> str:
@@ -198,7 +219,9 @@ class SceneSet:
         path = cache / self._plan_key() if cache else None
         if path is not None and path.is_dir():
             try:
-                return SamplePlan.load(path)
+                plan = SamplePlan.load(path)
+                os.utime(path)  # used now: pruning goes by last use
+                return plan
             except (OSError, ValueError, KeyError):
                 pass  # a damaged cache file is rebuilt
         if self.indexed:  # only the columns planning needs, a chunk of row groups at a time, one process per core
@@ -210,6 +233,7 @@ class SceneSet:
         if path is not None:
             try:
                 plan.save(path)
+                prune_cache(path.parent, MAX_CACHED_PLANS)
                 return SamplePlan.load(path)
             except OSError:
                 pass

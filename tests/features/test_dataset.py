@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import shutil
+import time
 
 import numpy as np
 import pytest
@@ -128,3 +130,27 @@ def test_one_scenario_maps_are_not_cached_on_disk(tmp_path):
     m = scenes.maps.get(scenes.infos[0].map_id)
     assert not isinstance(m.image, np.memmap) and m.image.any()
     assert not list((s.path / "_cache").glob("rasters/*.npy"))
+
+
+def test_plan_cache_keeps_the_most_recently_used(store, monkeypatch):
+    """Every change to a store's data makes new plans: the cache keeps the last used ones, not all."""
+    import forecast.features.dataset as D
+
+    monkeypatch.setattr(D, "MAX_CACHED_PLANS", 2)
+    infos = select_scenarios(store, "val")
+    cache = store.path / "_cache" / "plans"
+
+    def plans() -> set[str]:
+        return {p.name for p in cache.iterdir() if not p.name.startswith(".")}
+
+    shutil.rmtree(cache, ignore_errors=True)
+    SceneSet(store, infos, CFG, 10, full_future=True)
+    first = plans()
+    time.sleep(0.01)
+    SceneSet(store, infos, CFG, 5, full_future=True)
+    time.sleep(0.01)
+    SceneSet(store, infos, CFG, 10, full_future=True)  # the first plan, used again: the most recent now
+    time.sleep(0.01)
+    SceneSet(store, infos, CFG, 20, full_future=True)
+    kept = plans()
+    assert len(kept) == 2 and first <= kept  # the stride-5 plan, least recently used, went
