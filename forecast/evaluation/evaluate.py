@@ -233,6 +233,14 @@ def tag_table(store: Store, cfg: EvalConfig, log: Callable[[str], None]):
             raise FileNotFoundError(f"no tag table at {path}")
         log(f"no tag table at {path}: per-tag metrics skipped (run `forecast tag --store {store.path}`)")
         return None
+    from forecast.scenarios.table import read_meta, store_fingerprint
+
+    made_from = (read_meta(path) or {}).get("fingerprint")
+    if made_from is not None and made_from != store_fingerprint(store):
+        # Its scenarios are not this store's (data added or re-ingested since): per-tag metrics, and the
+        # gate's per-tag regression check, would quietly cover only part of the agents.
+        raise ValueError(f"tag table {path} was made from another state of the store {store.path} (its data "
+                         f"changed since): rerun `forecast tag --store {store.path}`")
     log(f"scenario tags: {path}")
     return read_tags(path)
 

@@ -357,6 +357,9 @@ def build_report(result: EvalResult, cfg: EvalConfig, layers: dict[str, dict], p
 
     if plots_dir is not None:
         plots_dir.mkdir(parents=True, exist_ok=True)
+        for old in plots_dir.glob("*.png"):  # an earlier evaluation into the same folder: its cases are not these
+            if old.name not in saved:
+                old.unlink(missing_ok=True)
         for fname, png in saved.items():
             (plots_dir / fname).write_bytes(png)
     body = "\n".join(parts)

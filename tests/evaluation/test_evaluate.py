@@ -358,3 +358,12 @@ def test_joint_metrics_and_class_calibration(cv_run):
     assert m["joint"]["actorMR"] == pytest.approx(m["overall"]["MR@6"])
     assert set(m["scene"]["calibration_ece_by_class"]) == set(CLASSES)
     assert all(v is None or v == pytest.approx(0.0) for v in m["scene"]["calibration_ece_by_class"].values())
+
+
+def test_rerun_into_the_same_folder_leaves_no_pictures_of_the_last_run(sumo_store, tmp_path):
+    stale = tmp_path / "plots" / "case_99_an_agent_of_yesterday.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"\x89PNG\r\n\x1a\n")
+    evaluate(sumo_store, ["ctrv"], _cfg(max_samples=10, num_random=0), out_dir=tmp_path, progress=False)
+    pictures = {p.name for p in (tmp_path / "plots").iterdir()}
+    assert "horizon.png" in pictures and stale.name not in pictures

@@ -135,3 +135,20 @@ def _features_yaml(tmp_path) -> str:
     p = tmp_path / "features.yaml"
     p.write_text(yaml.safe_dump(to_dict(FEATURES)))
     return str(p)
+
+
+def test_a_tag_table_of_another_store_state_is_refused(sumo_store, tag_file, tmp_path):
+    """A tag table made before the store's data changed would cover only part of the agents, silently."""
+    import pyarrow.parquet as pq
+
+    from forecast.scenarios.table import META_KEY
+
+    table = pq.read_table(tag_file)
+    meta = json.loads(table.schema.metadata[META_KEY])
+    stale = tmp_path / "tags.parquet"
+    pq.write_table(table.replace_schema_metadata({META_KEY: json.dumps({**meta, "fingerprint": "0" * 64})}), stale)
+    cfg = EvalConfig(num_worst=0, num_random=0, tags=str(stale))
+    cfg.mlflow.enabled = False
+    cfg.world_model.enabled = False
+    with pytest.raises(ValueError, match=r"another state of the store .*rerun `forecast tag --store"):
+        evaluate(sumo_store, ["ctrv"], cfg, out_dir=tmp_path / "out", features=FEATURES, progress=False)
