@@ -69,6 +69,14 @@ def main() -> int:
         cases = [c for c in cases if args.only in c.id]
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="forecast-faults-"))
     root.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_cases(cases, root, args)
+    finally:  # also when a case crashes the bench: the temporary folder holds stores and models
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _run_cases(cases: list, root: Path, args) -> int:
     t0 = time.perf_counter()
     fixtures = build_fixtures(root / "fixtures")
     shared: dict = {"pipeline_root": root / "pipeline"}
@@ -89,8 +97,6 @@ def main() -> int:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=2))
     print(f"wrote {args.json}")
-    if not args.keep:
-        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

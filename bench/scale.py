@@ -196,7 +196,8 @@ def one(n: int, batches: int, eval_stride: int, parts: set[str], shards: bool, d
                                   stdout=subprocess.DEVNULL,
                                   env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
                  for i in range(2)]
-        if any(p.wait() for p in procs):
+        codes = [p.wait() for p in procs]  # every shard reaped, not only up to the first that failed
+        if any(codes):
             raise RuntimeError("a sharded ingest failed")
         row["ingest_wall_s_2_shards"] = time.time() - t
         shutil.rmtree(sharded, ignore_errors=True)
