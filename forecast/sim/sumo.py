@@ -117,8 +117,16 @@ def _bin(name: str) -> str:
     return exe
 
 
+# Each SUMO tool call ends within this (the demo's take seconds, a city hour minutes): a hung call would
+# otherwise hold the pipeline's lock until the scheduler gives up on it.
+TOOL_TIMEOUT_S = 3 * 3600
+
+
 def _run(cmd: list[str], cwd: Path) -> None:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{' '.join(cmd)} did not finish within {TOOL_TIMEOUT_S} s; it was stopped") from None
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
 

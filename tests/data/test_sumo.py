@@ -414,3 +414,15 @@ def test_broken_network_and_broken_fcd_keep_both_records(sumo_runs, tmp_path):
     assert {(Path(r["source_file"]).name.split(".")[-2], r["row"], r["field"]) for r in recs} == {
         ("net", -1, "net"), ("fcd", -1, "file")}
     assert s.files_quarantined == 2 and s.rows_read == 0
+
+
+def test_a_hung_sumo_tool_is_stopped_with_a_clear_error(tmp_path, monkeypatch):
+    import time
+
+    import forecast.sim.sumo as sumo
+
+    monkeypatch.setattr(sumo, "TOOL_TIMEOUT_S", 0.5)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"sleep 30 did not finish within 0.5 s"):
+        sumo._run(["sleep", "30"], tmp_path)
+    assert time.monotonic() - started < 10
