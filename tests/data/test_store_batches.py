@@ -266,19 +266,24 @@ def test_compact_converts_a_schema1_store(tmp_path):
     assert _content(old) == legacy
 
 
+def _failing_on_call(fn, n: int, exc: BaseException):
+    """``fn``, except that its ``n``-th call raises ``exc``."""
+    calls = {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise exc
+        return fn(*args, **kwargs)
+
+    return wrapped
+
+
 def test_failure_inside_a_batch_commits_nothing_of_it(tmp_path, monkeypatch):
     root = _av2_inputs(tmp_path / "in")
     store = Store(tmp_path / "store")
     parse = Av2Adapter.parse
-    calls = {"n": 0}
-
-    def failing(self, unit):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise RuntimeError("killed")
-        return parse(self, unit)
-
-    monkeypatch.setattr(Av2Adapter, "parse", failing)
+    monkeypatch.setattr(Av2Adapter, "parse", _failing_on_call(parse, 5, RuntimeError("killed")))
     try:
         run_ingest(Av2Adapter(), root, store, progress=False, batch_scenarios=3)
     except RuntimeError:
@@ -300,16 +305,9 @@ def test_batch_cut_short_before_its_manifest_is_not_read_twice(tmp_path, monkeyp
 
     root = _av2_inputs(tmp_path / "in")
     store = Store(tmp_path / "store")
-    write = ingest.write_json_atomic
-    calls = {"n": 0}
-
-    def killed_on_second_manifest(obj, path):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("killed")  # what SIGKILL leaves: no cleanup runs
-        return write(obj, path)
-
-    monkeypatch.setattr(ingest, "write_json_atomic", killed_on_second_manifest)
+    # killed as the second batch's manifest is written; KeyboardInterrupt and no abort: as SIGKILL leaves it
+    monkeypatch.setattr(ingest, "write_json_atomic", _failing_on_call(ingest.write_json_atomic, 2,
+                                                                      KeyboardInterrupt("killed")))
     monkeypatch.setattr(BatchWriter, "abort", lambda self: None)
     with pytest.raises(KeyboardInterrupt):
         run_ingest(Av2Adapter(), root, store, progress=False, batch_scenarios=3)
