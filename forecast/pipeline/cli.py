@@ -70,8 +70,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from forecast.config import to_dict
     from forecast.pipeline.runner import (
         RunOptions,
-        ddp_rank_from_env,
-        flatten,
+            flatten,
         run_pipeline,
         run_worker,
     )
@@ -79,6 +78,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from forecast.pipeline.steps import build_steps
     from forecast.pipeline.tracking import MlflowTracker, NullTracker
     from forecast.pipeline.workdir import PipelineLocked
+    from forecast.training.ranks import ddp_rank_from_env
 
     loaded = _load(args)
     cfg = loaded.config

@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 
 from forecast.data.atomic import write_json_atomic
+from forecast.training.ranks import ddp_rank_from_env
 
 STATE_FILE = "run_state.json"
 # What a training writes into out_dir (config.yaml is rewritten by every run; an MLflow store the user
@@ -69,6 +70,10 @@ def decide(out: Path, config: dict, fingerprint: str, fresh: bool = False) -> st
     """-> "new" (nothing to continue), "resume" (continue the run in ``out``) or "done" (``out`` holds the
     finished run of this config and data). ``config``: ``to_dict`` of the resolved TrainConfig.
     Raises ``RunDirConflict`` when ``out`` holds a run of another config or other data."""
+    if fresh and ddp_rank_from_env() > 0:
+        # Lightning's launcher re-executes the command for the other ranks once fit starts: by then the
+        # first process has cleared the directory and begun the new run, which they must not remove.
+        fresh = False
     if fresh:
         for name in OUTPUTS:
             p = out / name

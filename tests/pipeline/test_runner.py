@@ -11,7 +11,6 @@ import pytest
 from forecast.pipeline.gate import GateConfig, RegisteredModel
 from forecast.pipeline.runner import (
     RunOptions,
-    ddp_rank_from_env,
     plan,
     run_pipeline,
     run_worker,
@@ -19,6 +18,7 @@ from forecast.pipeline.runner import (
 )
 from forecast.pipeline.steps import StepContext, StepResult
 from forecast.pipeline.workdir import SUCCESS
+from forecast.training.ranks import ddp_rank_from_env
 
 
 class FakeStep:

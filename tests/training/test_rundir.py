@@ -86,3 +86,11 @@ def test_a_run_from_before_the_state_file_is_judged_by_its_config_yaml(tmp_path)
     (tmp_path / "config.yaml").unlink()
     with pytest.raises(RunDirConflict, match="without its config"):
         decide(tmp_path, CONFIG, "anything")
+
+
+def test_only_the_launching_process_discards_the_run(tmp_path, monkeypatch):
+    """Lightning re-executes ``forecast train --fresh`` for the other DDP ranks after the first began the new run."""
+    _run(tmp_path, finished=False)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert decide(tmp_path, CONFIG, "f1", fresh=True) == "resume"
+    assert (tmp_path / "mlflow_run_id").exists()
