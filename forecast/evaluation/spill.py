@@ -15,24 +15,73 @@ per-agent values as one over the whole array, and the aggregation over them is u
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 CHUNK_ROWS = 2048  # agents per chunk: ~15 MB of trajectories with two predictors, plus the metrics' temporaries
+# A spill its process left behind is removed once untouched this long: a day is far above any evaluation's
+# pause between writes, so a live spill in another PID namespace sharing $TMPDIR is never taken.
+STALE_AFTER_S = 24 * 3600
+
+
+def _owner_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _newest_mtime(folder: Path) -> float:
+    times = [folder.stat().st_mtime]
+    times += [f.stat().st_mtime for f in folder.iterdir()]
+    return max(times)
+
+
+def sweep_stale(prefix: str, root: str | Path | None = None, now: float | None = None) -> list[Path]:
+    """Remove the spills under ``root`` (``$TMPDIR``) that a killed evaluation left: named
+    ``<prefix><pid>-*``, their process gone and nothing in them written for :data:`STALE_AFTER_S`.
+
+    A SIGKILL (an out-of-memory kill, a scheduler's hard timeout) skips every ``finally``, and a nightly
+    evaluation would otherwise leave a spill of hundreds of MB per night. Returns the removed folders.
+    """
+    root = Path(root if root is not None else tempfile.gettempdir())
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    for folder in root.glob(f"{prefix}*-*"):
+        pid = folder.name[len(prefix):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _owner_alive(int(pid)):
+            continue
+        try:
+            if not folder.is_dir() or now - _newest_mtime(folder) < STALE_AFTER_S:
+                continue
+        except OSError:  # removed meanwhile, or not ours to read
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            removed.append(folder)
+    return removed
 
 
 class Spill:
     """Append-only columns on disk: ``append(name, rows)`` per sample, ``finish()`` once.
 
-    The files live in a temporary directory (``$TMPDIR``) that is removed when the arrays are
-    garbage-collected (the memmaps keep an unlinked file readable until then).
+    The files live in a temporary directory (``$TMPDIR``, named ``<prefix><pid>-*``) that is removed
+    when the arrays are garbage-collected (the memmaps keep an unlinked file readable until then); the
+    ones killed processes left are swept when a new spill starts (:func:`sweep_stale`).
     """
 
     def __init__(self, prefix: str = "forecast-eval-") -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix=prefix)
+        sweep_stale(prefix)
+        self._dir = tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-")
         self.path = Path(self._dir.name)
         self._files: dict[str, object] = {}
         self._paths: dict[str, Path] = {}

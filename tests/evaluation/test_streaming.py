@@ -179,3 +179,43 @@ def test_map_pass_equals_all_maps_at_once(collected):
         assert list(masks) and sum(int(m.sum()) for m in masks.values()) == len(agents)
         for value in masks:
             np.testing.assert_array_equal(masks[value], tags[family] == value)
+
+
+def test_a_killed_evaluations_spill_is_swept_by_the_next(tmp_path, monkeypatch):
+    """A SIGKILL skips the spill's cleanup; the next evaluation removes it once its process is gone and
+    it is a day old, and leaves live or recent spills alone."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    from forecast.evaluation import spill as spill_mod
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)
+    old = time.time() - spill_mod.STALE_AFTER_S - 60
+
+    def leftover(name: str, mtime: float):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "c0.bin").write_bytes(b"\0" * 64)
+        for path in (folder / "c0.bin", folder):
+            os.utime(path, (mtime, mtime))
+        return folder
+
+    stale = leftover(f"forecast-eval-{dead_pid}-abc", old)
+    recent = leftover(f"forecast-eval-{dead_pid}-def", time.time())  # its process may be in another PID namespace
+    live = leftover(f"forecast-eval-{os.getppid()}-ghi", old)  # the process that runs the tests' parent is alive
+    foreign = leftover("forecast-eval-notapid", old)  # not named by a spill of this version
+
+    spill = Spill()
+    assert spill.path.parent == tmp_path and spill.path.name.startswith(f"forecast-eval-{os.getpid()}-")
+    assert not stale.exists()
+    assert recent.exists() and live.exists() and foreign.exists()
+    spill.append("x", np.arange(3.0))
+    np.testing.assert_array_equal(spill.finish()["x"], np.arange(3.0))
+    assert spill.path.exists()  # its own spill is not swept by a later one in the same process
+    Spill()
+    assert spill.path.exists()
