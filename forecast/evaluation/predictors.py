@@ -132,13 +132,14 @@ def resolve_model(spec: str, dst: str | Path, log=None) -> str | None:
     from mlflow.exceptions import MlflowException
 
     from forecast.export.mlflow_model import tracking
+    from forecast.pipeline.signals import deferred
     from forecast.training.train import tracking_uri
 
     uri = tracking_uri(None)
     try:
         # models:/ URIs resolve through MLflow's process-wide registry URI, not the tracking_uri argument:
         # point it at this store for the download, then restore whatever an earlier caller had set.
-        with tracking(uri):
+        with deferred(), tracking(uri):
             local = mlflow.artifacts.download_artifacts(artifact_uri=spec, dst_path=str(dst), tracking_uri=uri)
     except MlflowException as exc:
         if log:

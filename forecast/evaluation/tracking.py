@@ -43,7 +43,15 @@ def log_mlflow(result: EvalResult, cfg: EvalConfig) -> str:
 
     Uses an explicit client, not the fluent API: ``mlflow.set_tracking_uri`` would change the
     process's ``$MLFLOW_TRACKING_URI`` for every later step (e.g. make an export register itself).
+    A stop signal waits for the end of the logging (``forecast.pipeline.signals.deferred``).
     """
+    from forecast.pipeline.signals import deferred
+
+    with deferred():
+        return _log_mlflow(result, cfg)
+
+
+def _log_mlflow(result: EvalResult, cfg: EvalConfig) -> str:
     import warnings
 
     from mlflow import MlflowClient

@@ -28,6 +28,7 @@ from forecast.config import to_dict
 from forecast.data.atomic import sha256_file, write_json_atomic
 from forecast.data.schema import TARGET_TYPES, AgentType
 from forecast.features.config import HIST_FEATURES, FeatureConfig
+from forecast.pipeline.signals import deferred
 from forecast.runtime.predictor import BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, REGISTRATION_FILE
 
 MODEL_FILE = "model.onnx"
@@ -207,7 +208,8 @@ def export_bundle(model_path: str | Path, out_dir: str | Path, fp16: bool = Fals
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri or register_name:
-        reg = register_bundle(out_dir, uri or "sqlite:///mlflow.db", register_name or DEFAULT_REGISTERED_NAME)
+        with deferred():  # a stop inside MLflow's SQLite calls would leave the store locked for the process
+            reg = register_bundle(out_dir, uri or "sqlite:///mlflow.db", register_name or DEFAULT_REGISTERED_NAME)
         how = "already registered as" if reg["reused"] else "registered"
         say(f"{how} {reg['name']} version {reg['version']} (mlflow run {reg['run_id']}, {reg['tracking_uri']})")
     return out_dir

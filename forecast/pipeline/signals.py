@@ -74,14 +74,19 @@ class StopSignals:
             raise StopRequested(self.received)
 
     @contextmanager
-    def deferred(self) -> Iterator[None]:
-        """A section that a signal must not cut in two; the stop is raised when it ends."""
+    def deferred(self, raise_at_end: bool = True) -> Iterator[None]:
+        """A section that a signal must not cut in two; the stop is raised when it ends.
+
+        ``raise_at_end=False`` for sections inside a library's own exception handling (Lightning's
+        logger calls, its ``finalize("failed")`` among them): the stop is only recorded there and raised
+        at the next check point, so the library's teardown is not cut short.
+        """
         self._deferred += 1
         try:
             yield
         finally:
             self._deferred -= 1
-        if self._deferred == 0:
+        if self._deferred == 0 and raise_at_end:
             self.check()
 
 
@@ -105,12 +110,17 @@ def stop_requested() -> int | None:
 
 
 @contextmanager
-def deferred() -> Iterator[None]:
-    """:meth:`StopSignals.deferred` of the running pipeline (a plain block outside one)."""
+def deferred(raise_at_end: bool = True) -> Iterator[None]:
+    """:meth:`StopSignals.deferred` of the running command (a plain block outside one).
+
+    Every MLflow call goes inside one: a stop raised while SQLite runs a statement leaves that
+    connection holding its lock, and every later write of the process then fails "database is locked"
+    (the stop's own record in the pipeline's run among them).
+    """
     if _current is None:
         yield
         return
-    with _current.deferred():
+    with _current.deferred(raise_at_end):
         yield
 
 

@@ -13,15 +13,16 @@ import lightning as L
 import torch
 import yaml
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import MLFlowLogger
 
 import forecast
 from forecast.config import to_dict
 from forecast.data.atomic import write_json_atomic
 from forecast.model.checkpoint import save_model
+from forecast.pipeline.signals import deferred
 from forecast.training.calibration import calibrate
 from forecast.training.config import TrainConfig
 from forecast.training.datamodule import ForecastDataModule
+from forecast.training.logger import ShieldedMLFlowLogger
 from forecast.training.module import ForecastModule
 from forecast.training.rundir import data_fingerprint, decide, write_state
 from forecast.training.speed import AgentBuckets, apply_model_options, scaled_lr
@@ -80,8 +81,8 @@ def _run_training(cfg: TrainConfig, progress: bool, extra_callbacks: list | None
     warnings.filterwarnings("ignore", ".*MLflow Model Registry.*")
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
-    logger = MLFlowLogger(experiment_name=cfg.mlflow.experiment, tracking_uri=tracking_uri(cfg.mlflow.tracking_uri),
-                          run_name=cfg.mlflow.run_name, run_id=_previous_run_id(out), log_model=False)
+    logger = ShieldedMLFlowLogger(experiment_name=cfg.mlflow.experiment, tracking_uri=tracking_uri(cfg.mlflow.tracking_uri),
+                                  run_name=cfg.mlflow.run_name, run_id=_previous_run_id(out), log_model=False)
     if logger.run_id:  # None on ranks > 0 under torchrun/SLURM (only rank 0 talks to MLflow)
         remember_run_id(out, logger.run_id)  # before fit: a killed run resumes into the same MLflow run
     ckpt_dir = out / "checkpoints"
@@ -122,11 +123,12 @@ def _run_training(cfg: TrainConfig, progress: bool, extra_callbacks: list | None
         save_model(model_path, module.model, cfg.features, meta)
         write_json_atomic({"run_id": run_id, "metrics": metrics, "global_step": trainer.global_step,
                            "model": str(model_path), "calibration": calibration}, out / "train_summary.json")
-        client = logger.experiment
-        client.log_artifact(run_id, str(out / "config.yaml"))
-        client.log_artifact(run_id, str(model_path))
-        client.set_tag(run_id, "forecast.version", forecast.__version__)
-        client.set_tag(run_id, "torch.version", torch.__version__)
+        with deferred():
+            client = logger.experiment
+            client.log_artifact(run_id, str(out / "config.yaml"))
+            client.log_artifact(run_id, str(model_path))
+            client.set_tag(run_id, "forecast.version", forecast.__version__)
+            client.set_tag(run_id, "torch.version", torch.__version__)
     return TrainResult(out / "model.pt", run_id, metrics, trainer.global_step)
 
 

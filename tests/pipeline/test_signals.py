@@ -108,3 +108,31 @@ def test_resumable_step_keeps_its_partial_on_stop(tmp_path):
     p = plan(steps, tmp_path)
     assert p[0].done and not p[1].done and (p[1].partial / "partial.txt").read_text() == "half"
     assert not (p[1].partial / SUCCESS).exists()
+
+
+def test_a_signal_inside_the_training_loggers_mlflow_call_waits_for_its_end(tmp_path, monkeypatch):
+    """A stop raised while SQLite runs one of the logger's statements left the store locked for the rest of
+    the process (every later MLflow write failed "database is locked"): the logger's calls finish, and the
+    stop comes at the next check point."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    from forecast.training.logger import ShieldedMLFlowLogger
+
+    finished = []
+
+    def log_metrics(self, metrics, step=None):
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before the next line: inside the store call
+        finished.append(step)
+
+    monkeypatch.setattr(MLFlowLogger, "log_metrics", log_metrics)
+    logger = ShieldedMLFlowLogger(experiment_name="t", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with StopSignals() as stop:
+        logger.log_metrics({"loss": 1.0}, step=3)
+        assert finished == [3] and stop.received == signal.SIGTERM
+        with pytest.raises(StopRequested):
+            check_stop()
+        # the logger's own shutdown, also called while Lightning handles the stop, does not raise it again
+        logger.finalize("failed")
+    with StopSignals(), pytest.raises(StopRequested):  # the plain logger is cut in the middle
+        MLFlowLogger.log_metrics(logger, {"loss": 1.0}, step=4)
+    assert finished == [3]
