@@ -46,19 +46,17 @@ def _newest_mtime(folder: Path) -> float:
     return max(times)
 
 
-def sweep_stale(prefix: str, root: str | Path | None = None, now: float | None = None) -> list[Path]:
-    """Remove the spills under ``root`` (``$TMPDIR``) that a killed evaluation left: named
-    ``<prefix><pid>-*``, their process gone and nothing in them written for :data:`STALE_AFTER_S`.
+def sweep_stale(prefix: str) -> None:
+    """Remove the spills in ``$TMPDIR`` that a killed evaluation left: named ``<prefix><pid>-*``, their
+    process gone and nothing in them written for :data:`STALE_AFTER_S`.
 
     A SIGKILL (an out-of-memory kill, a scheduler's hard timeout) skips every ``finally``, and a nightly
-    evaluation would otherwise leave a spill of hundreds of MB per night. Returns the removed folders.
+    evaluation would otherwise leave a spill of hundreds of MB per night.
     """
-    root = Path(root if root is not None else tempfile.gettempdir())
-    now = time.time() if now is None else now
-    removed: list[Path] = []
-    for folder in root.glob(f"{prefix}*-*"):
+    now = time.time()
+    for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
         pid = folder.name[len(prefix):].split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or _owner_alive(int(pid)):
+        if not pid.isdigit() or _owner_alive(int(pid)):  # this process's own spills are alive too
             continue
         try:
             if not folder.is_dir() or now - _newest_mtime(folder) < STALE_AFTER_S:
@@ -66,9 +64,6 @@ def sweep_stale(prefix: str, root: str | Path | None = None, now: float | None =
         except OSError:  # removed meanwhile, or not ours to read
             continue
         shutil.rmtree(folder, ignore_errors=True)
-        if not folder.exists():
-            removed.append(folder)
-    return removed
 
 
 class Spill:
