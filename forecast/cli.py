@@ -158,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     # A scheduler's SIGTERM ends a plain command with an exception instead of at once, so that its
     # temporary folders (an evaluation's spill, a downloaded champion, an export's staging) are removed.
     try:
-        with StopSignals():
-            return _run(args)
+        with StopSignals() as stop:
+            code = _run(args)
+            stop.check()  # a stop held back inside an MLflow call, or swallowed by a library's cleanup
+            return code
     except StopRequested as exc:
         print(f"forecast {args.command}: {exc}; exiting {exc.exit_code}", file=sys.stderr)
         return exc.exit_code

@@ -8,10 +8,14 @@ exception, and the step then finished and committed with exit 0. So:
 
 * the handler records the signal first, then raises :class:`StopRequested` at once, unless the
   main thread is inside a :meth:`StopSignals.deferred` section (tracking calls, commits, the
-  ``latest.json`` write), where the raise waits for the section's end;
+  ``latest.json`` write), where the raise waits for the section's end, or inside the tracking
+  store's own code (MLflow, SQLAlchemy, SQLite: :func:`inside_store_call`), where it is only
+  recorded: a stop raised while SQLite runs a statement leaves that connection holding its lock,
+  and every later MLflow write of the process fails "database is locked";
 * the work loops check the record where stopping is clean: Lightning's batch ends
   (:class:`StopOnSignal`), after each step returns and before it commits, after each in-process
-  CLI call; a dropped exception is therefore raised again at the next such point.
+  CLI call, when a plain CLI command returns; a dropped or held-back stop is therefore raised at
+  the next such point.
 
 ``StopRequested`` is a ``BaseException``: an ``except Exception`` in a step or a library lets it
 through, as it does ``KeyboardInterrupt``.
@@ -25,6 +29,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 HANDLED = (signal.SIGTERM, signal.SIGINT)
+# Top-level packages whose frames on the stack mean a tracking-store call is under way.
+STORE_PACKAGES = frozenset({"mlflow", "sqlalchemy", "alembic", "sqlite3"})
+
+
+def inside_store_call(frame) -> bool:
+    """Whether ``frame`` or a frame below it runs code of the tracking store (:data:`STORE_PACKAGES`).
+
+    Checked at the handler rather than at each call site: every MLflow call is covered, those of
+    libraries (Lightning's logger) and of code written later included.
+    """
+    while frame is not None:
+        if str(frame.f_globals.get("__name__", "")).partition(".")[0] in STORE_PACKAGES:
+            return True
+        frame = frame.f_back
+    return False
 
 
 class StopRequested(BaseException):
@@ -65,7 +84,7 @@ class StopSignals:
         first = self.received is None
         if first:
             self.received = signum
-        if first and self._deferred == 0:
+        if first and self._deferred == 0 and not inside_store_call(frame):
             raise StopRequested(signum)
 
     def check(self) -> None:
@@ -74,19 +93,14 @@ class StopSignals:
             raise StopRequested(self.received)
 
     @contextmanager
-    def deferred(self, raise_at_end: bool = True) -> Iterator[None]:
-        """A section that a signal must not cut in two; the stop is raised when it ends.
-
-        ``raise_at_end=False`` for sections inside a library's own exception handling (Lightning's
-        logger calls, its ``finalize("failed")`` among them): the stop is only recorded there and raised
-        at the next check point, so the library's teardown is not cut short.
-        """
+    def deferred(self) -> Iterator[None]:
+        """A section that a signal must not cut in two; the stop is raised when it ends."""
         self._deferred += 1
         try:
             yield
         finally:
             self._deferred -= 1
-        if self._deferred == 0 and raise_at_end:
+        if self._deferred == 0:
             self.check()
 
 
@@ -110,17 +124,18 @@ def stop_requested() -> int | None:
 
 
 @contextmanager
-def deferred(raise_at_end: bool = True) -> Iterator[None]:
+def deferred() -> Iterator[None]:
     """:meth:`StopSignals.deferred` of the running command (a plain block outside one).
 
-    Every MLflow call goes inside one: a stop raised while SQLite runs a statement leaves that
-    connection holding its lock, and every later write of the process then fails "database is locked"
-    (the stop's own record in the pipeline's run among them).
+    The handler already holds a stop back inside MLflow's own code; a section still earns its place
+    where several calls must land together (a run's metrics and its artifacts, a commit and its
+    record) or where long work follows, so that the stop comes when the section ends rather than at
+    the next check point.
     """
     if _current is None:
         yield
         return
-    with _current.deferred(raise_at_end):
+    with _current.deferred():
         yield
 
 

@@ -13,6 +13,7 @@ import lightning as L
 import torch
 import yaml
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import MLFlowLogger
 
 import forecast
 from forecast.config import to_dict
@@ -22,7 +23,6 @@ from forecast.pipeline.signals import deferred
 from forecast.training.calibration import calibrate
 from forecast.training.config import TrainConfig
 from forecast.training.datamodule import ForecastDataModule
-from forecast.training.logger import ShieldedMLFlowLogger
 from forecast.training.module import ForecastModule
 from forecast.training.rundir import data_fingerprint, decide, write_state
 from forecast.training.speed import AgentBuckets, apply_model_options, scaled_lr
@@ -81,8 +81,8 @@ def _run_training(cfg: TrainConfig, progress: bool, extra_callbacks: list | None
     warnings.filterwarnings("ignore", ".*MLflow Model Registry.*")
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
-    logger = ShieldedMLFlowLogger(experiment_name=cfg.mlflow.experiment, tracking_uri=tracking_uri(cfg.mlflow.tracking_uri),
-                                  run_name=cfg.mlflow.run_name, run_id=_previous_run_id(out), log_model=False)
+    logger = MLFlowLogger(experiment_name=cfg.mlflow.experiment, tracking_uri=tracking_uri(cfg.mlflow.tracking_uri),
+                          run_name=cfg.mlflow.run_name, run_id=_previous_run_id(out), log_model=False)
     if logger.run_id:  # None on ranks > 0 under torchrun/SLURM (only rank 0 talks to MLflow)
         remember_run_id(out, logger.run_id)  # before fit: a killed run resumes into the same MLflow run
     ckpt_dir = out / "checkpoints"

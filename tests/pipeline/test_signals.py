@@ -110,29 +110,64 @@ def test_resumable_step_keeps_its_partial_on_stop(tmp_path):
     assert not (p[1].partial / SUCCESS).exists()
 
 
-def test_a_signal_inside_the_training_loggers_mlflow_call_waits_for_its_end(tmp_path, monkeypatch):
-    """A stop raised while SQLite runs one of the logger's statements left the store locked for the rest of
-    the process (every later MLflow write failed "database is locked"): the logger's calls finish, and the
-    stop comes at the next check point."""
-    from lightning.pytorch.loggers import MLFlowLogger
+@pytest.fixture
+def signal_inside_sqlite_write():
+    """Sends SIGTERM from inside MLflow's first INSERT, as SQLAlchemy hands it to SQLite: the handler then
+    runs with MLflow's and SQLAlchemy's frames on the stack. Yields the list of statements it fired in:
+    appending ``"armed"`` arms it (after the store is set up, once the handlers are installed)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
 
-    from forecast.training.logger import ShieldedMLFlowLogger
+    sent: list[str] = []
 
-    finished = []
+    def kill_once(conn, cursor, statement, params, context, executemany):
+        if sent == ["armed"] and statement.lstrip().upper().startswith("INSERT"):
+            sent.append(statement)
+            os.kill(os.getpid(), signal.SIGTERM)
 
-    def log_metrics(self, metrics, step=None):
-        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before the next line: inside the store call
-        finished.append(step)
+    event.listen(Engine, "before_cursor_execute", kill_once)
+    try:
+        yield sent
+    finally:
+        event.remove(Engine, "before_cursor_execute", kill_once)
 
-    monkeypatch.setattr(MLFlowLogger, "log_metrics", log_metrics)
-    logger = ShieldedMLFlowLogger(experiment_name="t", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+def _mlflow_run(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return client, client.create_run(client.create_experiment("t")).info.run_id
+
+
+def test_a_signal_inside_an_mlflow_call_is_held_back_and_the_store_stays_usable(tmp_path, signal_inside_sqlite_write):
+    """A stop raised while SQLite ran one of MLflow's statements left the store locked for the rest of the
+    process (every later MLflow write failed "database is locked", the stop's own record among them): the
+    handler only records a signal that lands inside the store's code, at any call site, and the stop is raised
+    at the next check point."""
+    client, run_id = _mlflow_run(tmp_path)
     with StopSignals() as stop:
-        logger.log_metrics({"loss": 1.0}, step=3)
-        assert finished == [3] and stop.received == signal.SIGTERM
+        signal_inside_sqlite_write.append("armed")
+        client.log_metric(run_id, "loss", 1.0, step=3)  # the signal lands inside this call
+        assert len(signal_inside_sqlite_write) == 2 and stop.received == signal.SIGTERM
         with pytest.raises(StopRequested):
             check_stop()
-        # the logger's own shutdown, also called while Lightning handles the stop, does not raise it again
-        logger.finalize("failed")
-    with StopSignals(), pytest.raises(StopRequested):  # the plain logger is cut in the middle
-        MLFlowLogger.log_metrics(logger, {"loss": 1.0}, step=4)
-    assert finished == [3]
+        client.log_metric(run_id, "loss", 2.0, step=4)  # the store is not left locked
+    assert [m.value for m in client.get_metric_history(run_id, "loss")] == [1.0, 2.0]
+
+
+def test_a_plain_command_exits_143_when_its_stop_was_held_back(tmp_path, monkeypatch, signal_inside_sqlite_write,
+                                                                 capsys):
+    """A command whose last act is an MLflow call (the ETH/UCY benchmark's log, a registry call) does not exit 0."""
+    from forecast.cli import EXIT_OK, main
+
+    client, run_id = _mlflow_run(tmp_path)
+
+    def command(args):
+        signal_inside_sqlite_write.append("armed")
+        client.log_metric(run_id, "loss", 1.0)
+        return EXIT_OK
+
+    monkeypatch.setattr("forecast.cli._cmd_store", command)
+    assert main(["store", str(tmp_path)]) == 143
+    assert len(signal_inside_sqlite_write) == 2 and "stopped by SIGTERM" in capsys.readouterr().err
+    assert [m.value for m in client.get_metric_history(run_id, "loss")] == [1.0]
