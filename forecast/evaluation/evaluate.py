@@ -46,7 +46,6 @@ the same measures on the ground truth (the floor a perfect model would get with 
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,11 +64,14 @@ from forecast.evaluation.map_pass import LazyLayers, map_pass
 from forecast.evaluation.predictors import load_predictor, resolve_model
 from forecast.evaluation.report import build_report
 from forecast.evaluation.results import BASELINES, CLASSES, METRIC_NAMES, AgentTable, EvalResult, Outputs
+from forecast.evaluation.spill import process_tempdir
 from forecast.evaluation.terminal import format_table
 from forecast.evaluation.tracking import headline_metrics, log_mlflow
 from forecast.features.config import FeatureConfig
 from forecast.features.dataset import SceneSet, select_scenarios
 from forecast.scenarios.table import tag_lookup
+
+CHAMPION_PREFIX = "forecast-champion-"  # $TMPDIR/<prefix><pid>-*: the registered champion's download
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -108,8 +110,9 @@ def load_predictors(models: list[str], cfg: EvalConfig, features: FeatureConfig 
         if baseline not in BASELINES:
             champion = None
             # A registered champion is downloaded for loading only: the predictor holds the model in
-            # memory, and a scheduled pipeline must not leave a copy in the temp folder on every run.
-            with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
+            # memory, and a scheduled pipeline must not leave a copy in the temp folder on every run
+            # (one a SIGKILL left is swept by a later evaluation).
+            with process_tempdir(CHAMPION_PREFIX) as tmp:
                 local = resolve_model(baseline, tmp, log)
                 if local is not None:
                     cname, cp = load_predictor(local, cfg.features or FeatureConfig(), cfg.device)

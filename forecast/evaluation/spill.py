@@ -47,11 +47,11 @@ def _newest_mtime(folder: Path) -> float:
 
 
 def sweep_stale(prefix: str) -> None:
-    """Remove the spills in ``$TMPDIR`` that a killed evaluation left: named ``<prefix><pid>-*``, their
+    """Remove the folders in ``$TMPDIR`` that a killed evaluation left: named ``<prefix><pid>-*``, their
     process gone and nothing in them written for :data:`STALE_AFTER_S`.
 
     A SIGKILL (an out-of-memory kill, a scheduler's hard timeout) skips every ``finally``, and a nightly
-    evaluation would otherwise leave a spill of hundreds of MB per night.
+    evaluation would otherwise leave a spill of hundreds of MB, or a champion's download, per night.
     """
     now = time.time()
     for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
@@ -66,6 +66,13 @@ def sweep_stale(prefix: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def process_tempdir(prefix: str) -> tempfile.TemporaryDirectory:
+    """A temporary directory named ``<prefix><pid>-*``, made after sweeping the ones that killed processes
+    left under the same prefix (:func:`sweep_stale`)."""
+    sweep_stale(prefix)
+    return tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-")
+
+
 class Spill:
     """Append-only columns on disk: ``append(name, rows)`` per sample, ``finish()`` once.
 
@@ -75,8 +82,7 @@ class Spill:
     """
 
     def __init__(self, prefix: str = "forecast-eval-") -> None:
-        sweep_stale(prefix)
-        self._dir = tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-")
+        self._dir = process_tempdir(prefix)
         self.path = Path(self._dir.name)
         self._files: dict[str, object] = {}
         self._paths: dict[str, Path] = {}

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from forecast.evaluation.config import EvalConfig
-from forecast.evaluation.evaluate import load_predictors
+from forecast.evaluation.evaluate import CHAMPION_PREFIX, load_predictors
 from forecast.evaluation.predictors import is_bundle, resolve_model
+from forecast.evaluation.spill import STALE_AFTER_S
 from tests.conftest import tiny_features_and_model
 
 
@@ -47,7 +52,8 @@ def test_registered_champion_resolves_to_its_bundle(exported, tmp_path, monkeypa
 @pytest.mark.slow
 def test_champion_download_is_removed_once_loaded(exported, tmp_path, monkeypatch):
     """A scheduled evaluation against the registered champion runs every day: its download must not pile up
-    in the temp folder (it did, 2.3 MB a run), and the loaded champion must still predict without it."""
+    in the temp folder (it did, 2.3 MB a run), nor when a run is killed, and the loaded champion must still
+    predict without it."""
     from forecast.export.onnx_export import synthetic_map_layers, synthetic_tracks
     from forecast.features.raster import rasterize_map_layers
     from forecast.features.sample import build_sample
@@ -56,13 +62,21 @@ def test_champion_download_is_removed_once_loaded(exported, tmp_path, monkeypatc
     temp_root = tmp_path / "temp"
     temp_root.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp_root))
+    # a download that a SIGKILLed evaluation left a day ago: its process is gone
+    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                                  text=True).stdout)
+    left = temp_root / f"{CHAMPION_PREFIX}{dead_pid}-x"
+    (left / "bundle").mkdir(parents=True)
+    old = time.time() - STALE_AFTER_S - 60
+    for path in (left / "bundle", left):
+        os.utime(path, (old, old))
     feats, _ = tiny_features_and_model()
     cfg = EvalConfig(features=feats)
     logs: list[str] = []
     names, predictors, _, champion = load_predictors([str(exported / "bundle")], cfg, None, spec, logs.append)
     assert champion is not None and champion.startswith("champion:")
     assert any(line.startswith(f"champion {spec} -> {temp_root}") for line in logs)  # downloaded under temp_root
-    assert list(temp_root.iterdir()) == []  # ... and removed once loaded
+    assert list(temp_root.iterdir()) == []  # ... and removed once loaded, and the killed run's download swept
     tracks, t0 = synthetic_tracks(5, feats, seed=3)
     sample = build_sample(tracks, t0, feats, rasterize_map_layers(synthetic_map_layers(), feats.raster.resolution),
                           with_future=False)
