@@ -9,7 +9,7 @@ marginal mode, ``optim.marginal_mode_weight``), the mode of least expected displ
 model's own probabilities (a minimum-Bayes-risk choice), the probability-weighted mean endpoint,
 constant velocity and the best of K; each also as a ratio to constant velocity. Then how constant
 velocity's own error is spread: its median, the share of agents it puts within 0.1 m and 0.5 m, and
-the share of its summed error that the worst 20 % of agents carry, and brier-minFDE@K minus minFDE@K,
+the share of its summed error that the worst 20 % of agents carry, and brier-minFDE@K minus minFDE@K (also at the extra temperature that minimises it, ``sharpened_gap``),
 and how often each mode wins (ends closest): a mode that wins for under 1 % of a class is dead weight
 there. Agents scored as the evaluation scores them (``target_mask``), endpoint at their last valid
 future step. Vehicles are also split by
@@ -41,6 +41,8 @@ def signal_ahead(s, rows: np.ndarray) -> np.ndarray:
     walls = np.flatnonzero(s.agent_type == AgentType.TRAFFIC_SIGNAL)
     return np.array([ahead_on_its_way(s.origin[a], s.heading[a], s.origin[walls], s.heading[walls], AHEAD_M,
                                       LATERAL_M, ALIGNED_RAD).any() for a in rows], bool)
+# extra temperatures on the calibrated probabilities, for the brier gap's own optimum (``sharpened_gap``)
+TAUS = np.exp(np.linspace(np.log(0.05), np.log(2.0), 75))
 CHOICES = ("most_likely", "mode0", "least_expected_fde", "prob_mean", "constant_velocity", "best_of_k")
 
 
@@ -65,6 +67,28 @@ def endpoint_errors(traj: np.ndarray, prob: np.ndarray, cv: np.ndarray, gt: np.n
             "prob_mean": fde((prob[..., None, None] * traj).sum(1)[:, None]),
             "constant_velocity": fde(cv[:, None]), "best_of_k": best,
             "brier_gap": M.brier_min_fde(traj, gt, prob, valid=valid) - best}
+
+
+def sharpened_gap(prob: np.ndarray, winner: np.ndarray) -> dict[str, float]:
+    """prob [N, K] (calibrated), winner [N] -> the brier gap ``mean((1 - p_winner)^2)`` at the extra temperature
+    ``tau`` on ``log p`` that minimises it, that ``tau``, and the top mode's miss rate (the gap as ``tau -> 0``).
+
+    The gap alone is not a proper score: it ignores the mass left on the losing modes, so its minimum lies
+    at ``tau < 1`` whenever calibrated probabilities are not one-hot; what it gains there is bought with
+    over-confidence, which the calibration error (ECE) of ``metrics.json`` shows.
+    """
+    logp = np.log(np.clip(prob, 1e-12, None))
+    rows = np.arange(len(winner))
+    best = (float(((1.0 - prob[rows, winner]) ** 2).mean()), 1.0)
+    for tau in TAUS:
+        z = logp / tau
+        p = np.exp(z - z.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        gap = float(((1.0 - p[rows, winner]) ** 2).mean())
+        if gap < best[0] - 1e-12:  # a tie keeps the calibrated probabilities (tau = 1)
+            best = (gap, float(tau))
+    return {"brier_gap_sharpened_m": best[0], "sharpening_tau": best[1],
+            "top_mode_miss_rate": float((prob.argmax(-1) != winner).mean())}
 
 
 def main() -> None:
@@ -104,11 +128,11 @@ def main() -> None:
         for c, sel in groups:
             if not sel.any():
                 continue
-            per_class.setdefault(c, []).append({key: v[sel] for key, v in errs.items()})
+            per_class.setdefault(c, []).append({**{key: v[sel] for key, v in errs.items()}, "prob": prob[scored][sel]})
             top_is_mode0.setdefault(c, []).append(prob[scored][sel].argmax(-1) == 0)
     rows = []
     for c in sorted(per_class, key=str):
-        errs = {k: np.concatenate([e[k] for e in per_class[c]]) for k in (*CHOICES, "brier_gap", "winner")}
+        errs = {k: np.concatenate([e[k] for e in per_class[c]]) for k in (*CHOICES, "brier_gap", "winner", "prob")}
         wins = np.bincount(errs["winner"], minlength=model.model.cfg.modes) / len(errs["winner"])
         cv_mean = errs["constant_velocity"].mean()
         row = {"class": CLASSES.get(c, str(c)), "agents": len(errs["best_of_k"])}
@@ -116,7 +140,7 @@ def main() -> None:
             row[f"{k}_m"] = float(errs[k].mean())
             row[f"{k}_x_cv"] = float(errs[k].mean() / cv_mean) if cv_mean > 0 else float("nan")
         e = np.sort(errs["constant_velocity"])
-        row.update({"brier_gap_m": float(errs["brier_gap"].mean()),
+        row.update({"brier_gap_m": float(errs["brier_gap"].mean()), **sharpened_gap(errs["prob"], errs["winner"]),
                     "top_mode_is_mode0": float(np.concatenate(top_is_mode0[c]).mean()),
                     "modes_winning_under_1pct": int((wins < 0.01).sum()), "win_share_per_mode": wins.round(3).tolist(),
                     "cv_median_m": float(np.median(e)),
