@@ -8,7 +8,6 @@ cutting, Arrow table building, atomic writes, the manifest and sharding live her
 from __future__ import annotations
 
 import json
-import sys
 import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -17,13 +16,13 @@ from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
-from tqdm import tqdm
 
 from forecast.data.atomic import sha256_file, sha256_text, write_json_atomic
 from forecast.data.batch import BatchWriter, BuiltUnit, batch_paths, outputs_intact
 from forecast.data.schema import AGENT_TYPE_LABELS, SCHEMA_VERSION, SPLITS, TRACKS_SCHEMA
 from forecast.data.store import Store, safe_name
 from forecast.data.validate import Quarantine, RawRows, sort_order, validate_rows
+from forecast.progress import track
 
 # Bump when the canonical output of an unchanged input changes, so reruns rewrite it.
 INGEST_VERSION = "3"
@@ -177,7 +176,7 @@ def run_ingest(
             _add_counts(summary, reasons, rec["counts"])
     batch: _Batch | None = None
     try:
-        for unit in tqdm(todo, desc=f"ingest {adapter.name}", unit="unit", disable=not progress, file=sys.stderr):
+        for unit in track(todo, f"ingest {adapter.name}", "unit", progress):
             if batch and (batch.split != unit.split or batch.writer.num_scenarios >= batch_scenarios):
                 batch.commit()
                 batch = None

@@ -7,8 +7,6 @@ the loop's memory does not grow with the split; the metrics read them in chunks.
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from forecast import metrics as M
@@ -19,6 +17,7 @@ from forecast.evaluation.spill import Spill
 from forecast.features.config import FeatureConfig
 from forecast.features.dataset import SceneSet
 from forecast.features.frames import to_world
+from forecast.progress import track
 
 
 def _radius(agent_type: np.ndarray) -> np.ndarray:
@@ -32,7 +31,6 @@ def _most_likely(traj: np.ndarray, prob: np.ndarray) -> np.ndarray:
 
 def collect(scenes: SceneSet, predictors: dict[str, object], progress: bool = True) -> tuple[AgentTable, dict[str, Outputs]]:
     """Run every predictor on every sample of ``scenes``; keep the scored agents (trajectories on disk)."""
-    from tqdm.auto import tqdm
 
     source = _SampleSource(scenes)
     feats: dict[str, FeatureConfig | None] = {}
@@ -46,8 +44,7 @@ def collect(scenes: SceneSet, predictors: dict[str, object], progress: bool = Tr
     text: dict[str, list] = {"source": [], "map_id": [], "scenario_id": []}
     modes: dict[str, int] = {}
     tf = scenes.cfg.future_steps
-    bar = tqdm(range(len(scenes)), desc="evaluate", unit="sample", disable=not progress, file=sys.stderr)
-    for k in bar:
+    for k in track(range(len(scenes)), "evaluate", "sample", progress):
         s = scenes.sample(k)
         sel = np.flatnonzero(s.target_mask)
         if len(sel) == 0:

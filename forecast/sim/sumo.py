@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from forecast.data.atomic import sha256_text
+from forecast.progress import track
 from forecast.sim.signals import (
     SIGNAL_VCLASS,
     SIGNAL_VTYPE,
@@ -135,7 +135,7 @@ def simulate(cfg: SimConfig, out: Path, progress: bool = True) -> list[Path]:
     """Generate every network of ``cfg`` under ``out``; a run whose config hash matches is kept."""
     out = Path(out)
     runs = []
-    for net in tqdm(cfg.networks, desc="simulate", unit="net", disable=not progress, file=sys.stderr):
+    for net in track(cfg.networks, "simulate", "network", progress):
         runs.append(simulate_network(cfg, net, out))
     return runs
 

@@ -1,0 +1,34 @@
+"""forecast.progress.track: a bar on a terminal, plain lines in a scheduler's log."""
+
+from __future__ import annotations
+
+import itertools
+
+from forecast import progress as P
+
+
+def test_a_log_gets_plain_lines_at_intervals_and_at_the_end(capsys, monkeypatch):
+    """Under pytest stderr is no terminal, as in a scheduler's log: no carriage returns, one line per interval."""
+    ticks = itertools.count(0.0, 10.0)  # each clock reading 10 s after the last
+    seen = list(P.track(range(7), "evaluate", "sample", clock=lambda: next(ticks)))
+    assert seen == list(range(7))
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert 2 <= len(lines) < 7  # a line every LOG_EVERY_S (30 s), not one per item
+    assert lines[-1].startswith("evaluate: 7/7 samples (100 %), ")
+    assert all(line.startswith("evaluate: ") and "samples/s" in line for line in lines)
+
+
+def test_unsized_items_and_disabled_progress(capsys):
+    assert list(P.track(iter("abc"), "ingest", "unit")) == ["a", "b", "c"]
+    assert capsys.readouterr().err.splitlines()[-1].startswith("ingest: 3 units, ")
+    assert list(P.track([1, 2], "x", "unit", enabled=False)) == [1, 2]
+    assert capsys.readouterr().err == ""
+
+
+def test_a_terminal_gets_tqdms_bar(capsys, monkeypatch):
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+    assert list(P.track(range(3), "simulate", "network")) == [0, 1, 2]
+    err = capsys.readouterr().err
+    assert "simulate" in err and "100%|" in err and "\r" in err  # tqdm's bar, redrawn in place
