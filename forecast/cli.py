@@ -159,7 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     # temporary folders (an evaluation's spill, a downloaded champion, an export's staging) are removed.
     try:
         with StopSignals() as stop:
-            code = _run(args)
+            try:
+                code = _run(args)
+            except Exception as exc:  # e.g. what a library raised on its way out after the stop came
+                if stop.received is not None:
+                    raise StopRequested(stop.received) from exc
+                raise
             stop.check()  # a stop held back inside an MLflow call, or swallowed by a library's cleanup
             return code
     except StopRequested as exc:

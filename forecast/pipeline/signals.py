@@ -13,9 +13,10 @@ exception, and the step then finished and committed with exit 0. So:
   recorded: a stop raised while SQLite runs a statement leaves that connection holding its lock,
   and every later MLflow write of the process fails "database is locked";
 * the work loops check the record where stopping is clean: Lightning's batch ends
-  (:class:`StopOnSignal`), after each step returns and before it commits, after each in-process
-  CLI call, when a plain CLI command returns; a dropped or held-back stop is therefore raised at
-  the next such point.
+  (:class:`StopOnSignal`, in every training run), after each step returns and before it commits,
+  after each in-process CLI call, when a plain CLI command returns or fails; a dropped or held-back
+  stop is therefore raised at the next such point. Long work with MLflow's frames on the stack (a
+  slow artifact upload, or ``mlflow.autolog`` wrapping a whole ``fit``) postpones the stop that far.
 
 ``StopRequested`` is a ``BaseException``: an ``except Exception`` in a step or a library lets it
 through, as it does ``KeyboardInterrupt``.
@@ -63,6 +64,7 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self._raised = False  # whether the handler has raised the stop once
         self._deferred = 0
         self._previous: dict[int, object] = {}
 
@@ -81,11 +83,13 @@ class StopSignals:
         _current = None
 
     def _handle(self, signum: int, frame) -> None:
-        first = self.received is None
-        if first:
+        if self.received is None:
             self.received = signum
-        if first and self._deferred == 0 and not inside_store_call(frame):
-            raise StopRequested(signum)
+        # Raised once by the handler; later signals are left to the check points, unless the first one was held
+        # back (a second Ctrl-C outside the store then stops at once instead of waiting for a batch end).
+        if not self._raised and self._deferred == 0 and not inside_store_call(frame):
+            self._raised = True
+            raise StopRequested(self.received)
 
     def check(self) -> None:
         """Raise StopRequested if a signal came (also when its first raise was swallowed by a library)."""

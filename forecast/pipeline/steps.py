@@ -101,11 +101,13 @@ class Step(Protocol):
 def call_cli(argv: list[str]) -> None:
     """Run a ``forecast`` subcommand in this process; raise StepFailed unless it exits 0."""
     from forecast.cli import main
+    from forecast.pipeline.signals import check_stop
 
     try:
         rc = main(argv)
     except SystemExit as exc:  # argparse on bad flags
         rc = exc.code if isinstance(exc.code, int) else 2
+    check_stop()  # a stop held back inside the command's last MLflow call
     if rc:
         raise StepFailed(f"`forecast {' '.join(argv)}` exited with code {rc}")
 
@@ -256,14 +258,12 @@ class TrainStep:
         return {"train": d}
 
     def run(self, ctx: StepContext) -> StepResult:
-        from forecast.pipeline.signals import lightning_callback
         from forecast.training.train import run_training
 
         cfg = train_config_for(self.train, ctx.out, ctx.inputs["ingest"] / "store", self.tracking_uri)
         if cfg.mlflow.run_name is None:
             cfg.mlflow.run_name = f"{ctx.pipeline}-{self.name}-{ctx.hash[:8]}"
-        # Stops at the next batch end once SIGTERM/SIGINT came, also when the signal's own raise was swallowed
-        result = run_training(cfg, progress=ctx.progress, extra_callbacks=[lightning_callback()])
+        result = run_training(cfg, progress=ctx.progress)  # stops at the next batch end once a signal came
         if ctx.rank > 0:
             return StepResult()
         _require(ctx.out / "model.pt", "model")

@@ -19,7 +19,7 @@ import forecast
 from forecast.config import to_dict
 from forecast.data.atomic import write_json_atomic
 from forecast.model.checkpoint import save_model
-from forecast.pipeline.signals import deferred
+from forecast.pipeline.signals import deferred, lightning_callback
 from forecast.training.calibration import calibrate
 from forecast.training.config import TrainConfig
 from forecast.training.datamodule import ForecastDataModule
@@ -94,7 +94,9 @@ def _run_training(cfg: TrainConfig, progress: bool, extra_callbacks: list | None
         max_epochs=cfg.optim.max_epochs, max_steps=t.max_steps, gradient_clip_val=cfg.optim.grad_clip,
         limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
         log_every_n_steps=t.log_every_n_steps, deterministic=t.deterministic, logger=logger,
-        callbacks=[best, LearningRateMonitor("step"), *speed_callbacks(t), *(extra_callbacks or [])],
+        # StopOnSignal: a stop that came inside a tracking call (only recorded there) ends training at the next
+        # batch end, in a pipeline and in a plain `forecast train` alike (a no-op outside StopSignals).
+        callbacks=[best, LearningRateMonitor("step"), *speed_callbacks(t), lightning_callback(), *(extra_callbacks or [])],
         # A scheduler's log is no terminal: a bar there is one line per step.
         enable_progress_bar=progress and sys.stderr.isatty(), enable_model_summary=progress, default_root_dir=str(out),
     )

@@ -171,3 +171,50 @@ def test_a_plain_command_exits_143_when_its_stop_was_held_back(tmp_path, monkeyp
     assert main(["store", str(tmp_path)]) == 143
     assert len(signal_inside_sqlite_write) == 2 and "stopped by SIGTERM" in capsys.readouterr().err
     assert [m.value for m in client.get_metric_history(run_id, "loss")] == [1.0]
+
+
+def test_plain_training_stops_at_the_next_batch_end_after_a_held_back_stop(sumo_store, tmp_path,
+                                                                           signal_inside_sqlite_write, monkeypatch):
+    """Lightning's MLflow logger writes every few steps, so a scheduler's SIGTERM often lands in SQLite and is only
+    recorded there; a plain ``forecast train`` (no pipeline around it) must still stop at the next batch end,
+    not train to the end and then exit."""
+    from forecast.training.train import run_training
+    from tests.conftest import tiny_train_config
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = tiny_train_config(sumo_store.path, tmp_path / "run", **{"optim.max_epochs": 3})
+    with StopSignals() as stop, pytest.raises(StopRequested):
+        signal_inside_sqlite_write.append("armed")
+        run_training(cfg, progress=False)
+    assert len(signal_inside_sqlite_write) == 2 and stop.received == signal.SIGTERM
+    assert not (tmp_path / "run" / "model.pt").exists()  # stopped during fit, not after it
+
+
+def test_a_second_signal_after_a_held_back_one_stops_at_once(tmp_path, signal_inside_sqlite_write):
+    """A second Ctrl-C outside the store's code is not ignored because the first one was held back."""
+    client, run_id = _mlflow_run(tmp_path)
+    with StopSignals() as stop:
+        signal_inside_sqlite_write.append("armed")
+        client.log_metric(run_id, "loss", 1.0)
+        assert stop.received == signal.SIGTERM
+        with pytest.raises(StopRequested) as info:
+            os.kill(os.getpid(), signal.SIGINT)
+            raise AssertionError("not reached: the handler raises")
+    assert info.value.signum == signal.SIGTERM  # the stop keeps the first signal's code (143)
+
+
+def test_a_command_that_fails_after_a_held_back_stop_reports_the_stop(tmp_path, monkeypatch, capsys,
+                                                                      signal_inside_sqlite_write):
+    """Exit 143 ("stopped: rerun"), not 1 with a traceback ("failed"), when a library raises on its way out."""
+    from forecast.cli import main
+
+    client, run_id = _mlflow_run(tmp_path)
+
+    def command(args):
+        signal_inside_sqlite_write.append("armed")
+        client.log_metric(run_id, "loss", 1.0)
+        raise RuntimeError("connection closed")
+
+    monkeypatch.setattr("forecast.cli._cmd_store", command)
+    assert main(["store", str(tmp_path)]) == 143
+    assert "stopped by SIGTERM" in capsys.readouterr().err
