@@ -8,6 +8,7 @@ is printed at most every :data:`LOG_EVERY_S` seconds, and once at the end.
 
 from __future__ import annotations
 
+import operator
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -20,7 +21,7 @@ LOG_EVERY_S = 30.0
 
 
 def track(items: Iterable[T], desc: str, unit: str, enabled: bool = True, total: int | None = None,
-             clock: Callable[[], float] = time.monotonic) -> Iterator[T]:
+          clock: Callable[[], float] = time.monotonic) -> Iterator[T]:
     """Yield ``items`` while reporting progress on stderr (nothing when ``enabled`` is False)."""
     if not enabled:
         yield from items
@@ -28,19 +29,27 @@ def track(items: Iterable[T], desc: str, unit: str, enabled: bool = True, total:
     if sys.stderr.isatty():
         yield from tqdm(items, desc=desc, unit=unit, total=total, file=sys.stderr)
         return
-    n = total if total is not None else (len(items) if hasattr(items, "__len__") else None)  # type: ignore[arg-type]
+    n = total if total is not None else operator.length_hint(items, -1)
+    n = n if n >= 0 else None
     start = last = clock()
-    done = 0
+    done, printed = 0, -1
 
-    def line() -> str:
+    def line(end: str = "") -> str:
         rate = done / max(clock() - start, 1e-9)
         share = f" ({100 * done / n:.0f} %)" if n else ""
-        return f"{desc}: {done}{f'/{n}' if n is not None else ''} {unit}s{share}, {rate:.1f} {unit}s/s"
+        return f"{desc}: {done}{f'/{n}' if n is not None else ''} {unit}s{share}, {rate:.1f} {unit}s/s{end}"
 
-    for item in items:
-        yield item
-        done += 1
-        if clock() - last >= LOG_EVERY_S:
-            last = clock()
+    finished = False
+    try:
+        for item in items:
+            yield item
+            done += 1
+            if clock() - last >= LOG_EVERY_S:
+                last, printed = clock(), done
+                print(line(), file=sys.stderr, flush=True)
+        finished = True
+    finally:  # also when the loop stops early (an error, a stop signal): the log says where
+        if not finished:
+            print(line(", stopped"), file=sys.stderr, flush=True)
+        elif printed != done:
             print(line(), file=sys.stderr, flush=True)
-    print(line(), file=sys.stderr, flush=True)

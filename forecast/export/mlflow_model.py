@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -199,6 +200,9 @@ def pip_requirements() -> list[str]:
     return out
 
 
+ARTIFACT_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
 @contextmanager
 def tracking(uri: str):
     """Point MLflow's fluent API at ``uri`` for a block, then leave its global state exactly as it was.
@@ -206,6 +210,8 @@ def tracking(uri: str):
     ``set_tracking_uri``/``set_registry_uri`` and ``set_experiment`` are process-wide; restoring them
     through the public setters would *pin* the registry to whatever URI was current before (and so
     ignore a later ``$MLFLOW_TRACKING_URI``), hence the module globals are saved and put back as such.
+    MLflow's own artifact progress bar (tqdm) is drawn only on a terminal, as ours are
+    (:mod:`forecast.progress`), unless ``$MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` says otherwise.
     """
     import mlflow
     import mlflow.tracking._model_registry.utils as registry_state
@@ -213,7 +219,9 @@ def tracking(uri: str):
     import mlflow.tracking.fluent as fluent
 
     env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID",
-                                          "MLFLOW_EXPERIMENT_NAME")}
+                                          "MLFLOW_EXPERIMENT_NAME", ARTIFACT_BAR)}
+    if env[ARTIFACT_BAR] is None and not sys.stderr.isatty():
+        os.environ[ARTIFACT_BAR] = "false"  # read by MLflow at each transfer
     saved = [(m, name, getattr(m, name)) for m, name in ((tracking_state, "_tracking_uri"),
                                                           (registry_state, "_registry_uri"),
                                                           (fluent, "_active_experiment_id")) if hasattr(m, name)]

@@ -147,3 +147,21 @@ def test_an_altered_logged_bundle_is_refused(registered, tmp_path):
     (local / "artifacts/bundle/bundle.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleIntegrityError, match="recorded when the model was logged"):
         mlflow.pyfunc.load_model(str(local))
+
+
+def test_mlflows_download_bar_stays_out_of_a_log(registered, tmp_path, capfd, monkeypatch):
+    """MLflow draws a tqdm bar for every artifact transfer; in a scheduler's log (no terminal) that is carriage
+    returns, like the ones forecast.progress keeps out. Inside ``tracking`` it is off, unless asked for."""
+    import mlflow
+
+    from forecast.export.mlflow_model import ARTIFACT_BAR, tracking
+
+    root, uri, bundle, logged = registered
+    monkeypatch.delenv(ARTIFACT_BAR, raising=False)
+    with tracking(uri):
+        mlflow.artifacts.download_artifacts(logged.model_uri, dst_path=str(tmp_path / "a"))
+    assert "Downloading artifacts" not in capfd.readouterr().err and ARTIFACT_BAR not in os.environ
+    monkeypatch.setenv(ARTIFACT_BAR, "true")  # the user's own choice wins
+    with tracking(uri):
+        mlflow.artifacts.download_artifacts(logged.model_uri, dst_path=str(tmp_path / "b"))
+    assert "Downloading artifacts" in capfd.readouterr().err and os.environ[ARTIFACT_BAR] == "true"
