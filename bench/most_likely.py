@@ -73,9 +73,10 @@ def sharpened_gap(prob: np.ndarray, winner: np.ndarray) -> dict[str, float]:
     """prob [N, K] (calibrated), winner [N] -> the brier gap ``mean((1 - p_winner)^2)`` at the extra temperature
     ``tau`` on ``log p`` that minimises it, that ``tau``, and the top mode's miss rate (the gap as ``tau -> 0``).
 
-    The gap alone is not a proper score: it ignores the mass left on the losing modes, so its minimum lies
-    at ``tau < 1`` whenever calibrated probabilities are not one-hot; what it gains there is bought with
-    over-confidence, which the calibration error (ECE) of ``metrics.json`` shows.
+    The gap alone is not a proper score once K > 2: it ignores how the mass left over is spread on the
+    losing modes, so for calibrated probabilities that are neither uniform nor one-hot its minimum lies
+    at ``tau < 1``; what it gains there is bought with over-confidence, which the calibration error (ECE)
+    of ``metrics.json`` shows.
     """
     logp = np.log(np.clip(prob, 1e-12, None))
     rows = np.arange(len(winner))
