@@ -26,6 +26,35 @@ TINY_SIM = SimConfig(
 )
 
 
+def bench_module(monkeypatch, name: str):
+    """Import ``bench/<name>.py`` the way the bench runs it (its folder on ``sys.path``, for ``_common``)."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    return importlib.import_module(name)
+
+
+def dead_pid() -> int:
+    """The pid of a process that has already exited: the owner of what a killed run left behind."""
+    import subprocess
+    import sys
+
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+
+
+def leftover_dir(root: Path, name: str, mtime: float) -> Path:
+    """``root/name`` holding one file, both last written at ``mtime``: a temporary folder a killed run left."""
+    import os
+
+    folder = root / name
+    folder.mkdir()
+    (folder / "c0.bin").write_bytes(b"\0" * 64)
+    for path in (folder / "c0.bin", folder):
+        os.utime(path, (mtime, mtime))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def sumo_runs(tmp_path_factory) -> Path:
     """Directory of three tiny SUMO runs (train/val/test), 40 simulated seconds each."""

@@ -31,7 +31,6 @@ def _most_likely(traj: np.ndarray, prob: np.ndarray) -> np.ndarray:
 
 def collect(scenes: SceneSet, predictors: dict[str, object], progress: bool = True) -> tuple[AgentTable, dict[str, Outputs]]:
     """Run every predictor on every sample of ``scenes``; keep the scored agents (trajectories on disk)."""
-
     source = _SampleSource(scenes)
     feats: dict[str, FeatureConfig | None] = {}
     for name, p in predictors.items():

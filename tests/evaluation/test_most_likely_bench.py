@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.conftest import bench_module
 
 
 @pytest.fixture
 def sharpened_gap(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
-    return importlib.import_module("most_likely").sharpened_gap
+    return bench_module(monkeypatch, "most_likely").sharpened_gap
 
 
 def test_calibrated_probabilities_are_not_the_gaps_optimum(sharpened_gap):

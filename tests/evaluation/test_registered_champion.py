@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,7 +14,7 @@ from forecast.evaluation.config import EvalConfig
 from forecast.evaluation.evaluate import CHAMPION_PREFIX, load_predictors
 from forecast.evaluation.predictors import is_bundle, resolve_model
 from forecast.evaluation.spill import STALE_AFTER_S
-from tests.conftest import tiny_features_and_model
+from tests.conftest import dead_pid, leftover_dir, tiny_features_and_model
 
 
 def _register(exported: Path, tmp_path: Path, monkeypatch, name: str) -> str:
@@ -63,13 +60,7 @@ def test_champion_download_is_removed_once_loaded(exported, tmp_path, monkeypatc
     temp_root.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp_root))
     # a download that a SIGKILLed evaluation left a day ago: its process is gone
-    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                                  text=True).stdout)
-    left = temp_root / f"{CHAMPION_PREFIX}{dead_pid}-x"
-    (left / "bundle").mkdir(parents=True)
-    old = time.time() - STALE_AFTER_S - 60
-    for path in (left / "bundle", left):
-        os.utime(path, (old, old))
+    leftover_dir(temp_root, f"{CHAMPION_PREFIX}{dead_pid()}-x", time.time() - STALE_AFTER_S - 60)
     feats, _ = tiny_features_and_model()
     cfg = EvalConfig(features=feats)
     logs: list[str] = []

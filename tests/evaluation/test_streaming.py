@@ -185,30 +185,19 @@ def test_a_killed_evaluations_spill_is_swept_by_the_next(tmp_path, monkeypatch):
     """A SIGKILL skips the spill's cleanup; the next evaluation removes it once its process is gone and
     it is a day old, and leaves live or recent spills alone."""
     import os
-    import subprocess
-    import sys
     import tempfile
     import time
 
     from forecast.evaluation import spill as spill_mod
+    from tests.conftest import dead_pid, leftover_dir
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead_pid = int(gone.stdout)
+    gone = dead_pid()
     old = time.time() - spill_mod.STALE_AFTER_S - 60
-
-    def leftover(name: str, mtime: float):
-        folder = tmp_path / name
-        folder.mkdir()
-        (folder / "c0.bin").write_bytes(b"\0" * 64)
-        for path in (folder / "c0.bin", folder):
-            os.utime(path, (mtime, mtime))
-        return folder
-
-    stale = leftover(f"forecast-eval-{dead_pid}-abc", old)
-    recent = leftover(f"forecast-eval-{dead_pid}-def", time.time())  # its process may be in another PID namespace
-    live = leftover(f"forecast-eval-{os.getppid()}-ghi", old)  # the process that runs the tests' parent is alive
-    foreign = leftover("forecast-eval-notapid", old)  # not named by a spill of this version
+    stale = leftover_dir(tmp_path, f"forecast-eval-{gone}-abc", old)
+    recent = leftover_dir(tmp_path, f"forecast-eval-{gone}-def", time.time())  # may be another PID namespace's
+    live = leftover_dir(tmp_path, f"forecast-eval-{os.getppid()}-ghi", old)  # the tests' parent process is alive
+    foreign = leftover_dir(tmp_path, "forecast-eval-notapid", old)  # not named by a spill of this version
 
     spill = Spill()
     assert spill.path.parent == tmp_path and spill.path.name.startswith(f"forecast-eval-{os.getpid()}-")

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from forecast.data.types import AgentType
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.conftest import bench_module
 
 
 @pytest.fixture
 def followers(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
-    return importlib.import_module("action_response").followers
+    return bench_module(monkeypatch, "action_response").followers
 
 
 def test_followers_are_behind_the_focal_agent_in_its_lane_and_heading_its_way(followers):
