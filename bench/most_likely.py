@@ -58,12 +58,10 @@ def endpoint_errors(traj: np.ndarray, prob: np.ndarray, cv: np.ndarray, gt: np.n
     last = valid.shape[1] - 1 - valid[:, ::-1].argmax(1)
     rows = np.arange(len(traj))
     ends = traj[rows, :, last]  # [N, K, 2]
-    pairwise = np.linalg.norm(ends[:, :, None] - ends[:, None], axis=-1)  # [N, K, K]
-    least = (pairwise * prob[:, None, :]).sum(-1).argmin(-1)  # [N]
     best = M.min_fde(traj, gt, valid=valid)
     winner = np.linalg.norm(ends - gt[rows, last][:, None], axis=-1).argmin(-1)
     return {"winner": winner, "most_likely": M.min_fde(traj, gt, prob, k=1, valid=valid), "mode0": fde(traj[:, :1]),
-            "least_expected_fde": fde(traj[rows, least][:, None]),
+            "least_expected_fde": M.least_risk_fde(traj, gt, prob, valid=valid),
             "prob_mean": fde((prob[..., None, None] * traj).sum(1)[:, None]),
             "constant_velocity": fde(cv[:, None]), "best_of_k": best,
             "brier_gap": M.brier_min_fde(traj, gt, prob, valid=valid) - best}

@@ -45,6 +45,22 @@ def test_k1_selects_most_probable_mode():
     assert m.min_fde(PRED, GT, prob_a, k=2) == pytest.approx([1.0])
 
 
+def test_least_risk_mode_sides_with_the_mass_not_the_top_mode():
+    # one agent, three modes ending at x = 0, 0.2 and 10: the lone far mode is the most likely (0.4),
+    # the two near ones hold 0.6 between them; expected endpoint errors: 4.08, 3.94 and 5.88 m
+    pred = np.zeros((1, 3, 2, 2))
+    pred[0, :, 1, 0] = [0.0, 0.2, 10.0]
+    prob = np.array([[0.3, 0.3, 0.4]])
+    assert m.least_risk_mode(pred, prob).tolist() == [1]
+    gt = np.array([[[0.0, 0.0], [0.5, 0.0]]])
+    assert m.least_risk_fde(pred, gt, prob) == pytest.approx([0.3])
+    assert m.min_fde(pred, gt, prob, k=1) == pytest.approx([9.5])  # the most likely mode
+    # the endpoint is each agent's last valid step: with only step 0 valid every mode ends at 0, a tie
+    valid = np.array([[True, False]])
+    assert m.least_risk_mode(pred, prob, valid).tolist() == [0]
+    assert m.least_risk_fde(pred, gt, prob, valid) == pytest.approx([0.0])
+
+
 def test_topk_keeps_highest_probability_modes():
     gt = np.zeros((1, 1, 2))
     # endpoint errors 0, 1, 2 ; probabilities rank modes 2 > 1 > 0
@@ -186,6 +202,7 @@ def test_validate_probabilities_tolerance_and_shape():
         lambda p: m.brier_min_fde(PRED, GT, p),
         lambda p: m.expected_calibration_error(p, PRED, GT),
         lambda p: m.calibration_curve(p, PRED, GT),
+        lambda p: m.least_risk_fde(PRED, GT, p),
     ],
 )
 @pytest.mark.parametrize("bad", [[0.5, 0.6], [1.5, -0.5], [np.nan, 1.0]])

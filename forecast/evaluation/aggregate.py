@@ -46,11 +46,14 @@ def convention_metrics(out: Outputs, agents: AgentTable, features: FeatureConfig
     ``minADE@6-av2``: the Argoverse 2 leaderboard's minADE, the ADE of the best-*endpoint* mode (our
     ``minADE@6`` is the minimum over modes). ``MR@6-waymo3s``: Waymo's speed-scaled miss at 3 s
     (lateral 1 m, longitudinal 2 m in the ground truth's heading, times 0.5..1 by the speed at t0);
-    NaN when the future is shorter than 3 s.
+    NaN when the future is shorter than 3 s. ``FDE-least-risk``: the FDE of the mode of least expected
+    endpoint error under the predicted probabilities (:func:`forecast.metrics.least_risk_mode`), the
+    single future a planner reading one should take; ``minFDE@1`` scores the most likely mode.
     """
     k6 = min(6, out.pred.shape[1])
     step = int(round(3.0 / features.dt)) - 1
-    res = {"minADE@6-av2": M.ade_of_best_fde_mode(out.pred, agents.gt, out.prob, k=k6, valid=agents.valid)}
+    res = {"minADE@6-av2": M.ade_of_best_fde_mode(out.pred, agents.gt, out.prob, k=k6, valid=agents.valid),
+           "FDE-least-risk": M.least_risk_fde(out.pred, agents.gt, out.prob, valid=agents.valid)}
     if 0 <= step < out.pred.shape[2]:
         lateral, longitudinal = W.WAYMO_MISS_THRESHOLDS[3.0]
         res["MR@6-waymo3s"] = W.speed_scaled_miss(out.pred, agents.gt, agents.speed, step, out.prob, k=k6,

@@ -370,19 +370,23 @@ def build_report(result: EvalResult, cfg: EvalConfig, layers: dict[str, dict], p
 def _probability_section(rows: list) -> str:
     """Per class: the most likely mode, brier-minFDE@6 (and its gap to minFDE@6) and the calibration error;
     then the joint (scene-level) metrics of the modes shared by a sample's agents."""
-    header = ["", *(f"{c} {k}" for c in CLASSES for k in ("minFDE@1", "brier gap", "ECE"))]
-    cells, cols = [], {i: [] for i in range(1, 1 + 3 * len(CLASSES))}
+    keys = ("minFDE@1", "least-risk FDE", "brier gap", "ECE")
+    header = ["", *(f"{c} {k}" for c in CLASSES for k in keys)]
+    cells, cols = [], {i: [] for i in range(1, 1 + len(keys) * len(CLASSES))}
     for name, blk, base in rows:
         vals = []
         for c in CLASSES:
             b = blk["by_class"][c]
             gap = None if b["brier-minFDE@6"] is None or b["minFDE@6"] is None else b["brier-minFDE@6"] - b["minFDE@6"]
-            vals += [b["minFDE@1"], gap, (blk["scene"].get("calibration_ece_by_class") or {}).get(c)]
+            vals += [b["minFDE@1"], b.get("FDE-least-risk"), gap,
+                     (blk["scene"].get("calibration_ece_by_class") or {}).get(c)]
         for j, v in enumerate(vals):
             cols[1 + j].append(v)
         cells.append(([_e(name + (" (baseline)" if base else "")), *[_f(v) for v in vals]], base))
     out = ["<h2>Mode probabilities</h2>", _table(header, cells, cols),
-           '<div class="muted">minFDE@1: the most likely mode alone. Brier gap: brier-minFDE@6 minus minFDE@6 '
+           '<div class="muted">minFDE@1: the most likely mode alone. Least-risk FDE: the mode of least expected '
+           "endpoint error under the model's own probabilities (the single future to read). "
+           "Brier gap: brier-minFDE@6 minus minFDE@6 "
            "((1 - p)^2 of the best mode; 0.69 m for uniform probabilities over 6 modes). ECE: expected calibration "
            "error of the mode probabilities in that class.</div>"]
     jheader = ["", "scenes", "avgMinADE", "avgMinFDE", "actor MR"]

@@ -21,6 +21,7 @@ from forecast.features.frames import to_local, to_world
 from forecast.features.raster import MapRaster, rasterize_map_layers
 from forecast.features.sample import Sample, build_sample
 from forecast.features.tracks import AgentTracks
+from forecast.metrics import least_risk_mode
 from forecast.runtime import validation
 from forecast.runtime.errors import (  # noqa: F401  (re-exported: their historical home)
     BundleIntegrityError,
@@ -60,6 +61,12 @@ class Prediction:
     @property
     def num_agents(self) -> int:
         return len(self.agent_index)
+
+    def least_risk_mode(self) -> np.ndarray:
+        """[A] int: per agent, the mode of least expected endpoint error under ``prob``
+        (:func:`forecast.metrics.least_risk_mode`): the one future to hand a planner that reads one.
+        The most likely mode (``prob.argmax(1)``) can lie apart from where most of the mass is."""
+        return least_risk_mode(self.traj_world, self.prob)
 
 
 # --- bundle reading and verification (shared with the exporter) -----------------------------------------

@@ -29,6 +29,8 @@ def test_av2_minade_and_waymo_miss_at_3s():
     res = convention_metrics(SimpleNamespace(pred=pred, prob=prob), agents, FeatureConfig(dt=0.1, future_steps=t))
     np.testing.assert_array_equal(res["minADE@6-av2"], M.ade_of_best_fde_mode(pred, gt, prob, k=6, valid=valid))
     assert (res["minADE@6-av2"] >= M.min_ade(pred, gt, prob, k=6, valid=valid) - 1e-12).all()
+    np.testing.assert_array_equal(res["FDE-least-risk"], M.least_risk_fde(pred, gt, prob, valid=valid))
+    assert (res["FDE-least-risk"] >= M.min_fde(pred, gt, prob, k=6, valid=valid) - 1e-12).all()
     waymo = res["MR@6-waymo3s"]
     np.testing.assert_array_equal(np.isnan(waymo), ~valid[:, 29])  # scored at step 29 (3 s) where observed
     np.testing.assert_array_equal(waymo, W.speed_scaled_miss(pred, gt, agents.speed, 29, prob, k=6, valid=valid))

@@ -58,7 +58,7 @@ def tiny_model(tmp_path_factory):
     return path
 
 
-CONVENTION_KEYS = {"minADE@6-av2", "MR@6-waymo3s"}  # overall and by_class only (aggregate.convention_metrics)
+CONVENTION_KEYS = {"minADE@6-av2", "MR@6-waymo3s", "FDE-least-risk"}  # overall and by_class only (aggregate.convention_metrics)
 
 
 def _check_block(block: dict, extra: frozenset | set = frozenset()) -> None:
@@ -78,6 +78,7 @@ def test_metrics_json_layout(cv_run):
     _check_block(m["overall"], CONVENTION_KEYS)
     # one mode: the AV2 leaderboard's minADE is the plain one; Waymo's 3 s miss needs a 3 s future (2 s here)
     assert m["overall"]["minADE@6-av2"] == pytest.approx(m["overall"]["minADE@6"])
+    assert m["overall"]["FDE-least-risk"] == pytest.approx(m["overall"]["minFDE@1"])  # one mode: it is the top one
     assert m["overall"]["MR@6-waymo3s"] is None
     assert set(m["by_class"]) == set(CLASSES)
     for c in CLASSES:

@@ -78,6 +78,12 @@ def test_world_frame_output_equals_torch(predictor, torch_model, layers, agents)
     # world frame: the first predicted step lies near each agent's t0 position (one step of motion away)
     step = np.linalg.norm(pred.traj_world[:, :, 0] - tracks.xy[:, t0][:, None], axis=-1)
     assert step.max() < 5.0
+    # the one future to read: no mode has a lower expected endpoint error under prob, the most likely included
+    ends = pred.traj_world[:, :, -1]
+    risk = (np.linalg.norm(ends[:, :, None] - ends[:, None], axis=-1) * pred.prob[:, None]).sum(-1)  # [A, K]
+    chosen = pred.least_risk_mode()
+    assert chosen.shape == (agents,)
+    np.testing.assert_allclose(risk[np.arange(agents), chosen], risk.min(1))
 
 
 def test_plan_is_followed_in_world_frame(predictor, torch_model, layers):
