@@ -253,9 +253,14 @@ class _Run:
                     self.tracker.finish(status)
                 except Exception as exc:  # the outputs are committed; a tracking server's hiccup must not hide that
                     self.opts.log(f"warning: could not close the MLflow run: {type(exc).__name__}: {exc}")
-        except StopRequested:
-            if not stopping:
-                raise  # a signal during the last writes: the run still ends as stopped
+        except StopRequested as exc:
+            if not stopping:  # a signal during the last writes: the run still ends as stopped, and says so
+                self.result.status, self.result.error = "stopped", f"{type(exc).__name__}: {exc}"
+                try:
+                    self._write_latest("stopped")
+                except OSError as err:
+                    self.opts.log(f"warning: could not write {self.work_dir / 'latest.json'}: {err}")
+                raise
         except OSError as exc:
             self.opts.log(f"warning: could not write {self.work_dir / 'latest.json'}: {exc}")
 

@@ -110,6 +110,23 @@ def test_resumable_step_keeps_its_partial_on_stop(tmp_path):
     assert not (p[1].partial / SUCCESS).exists()
 
 
+def test_a_signal_during_the_runs_last_writes_is_recorded_as_stopped(tmp_path):
+    from forecast.pipeline.tracking import NullTracker
+    from tests.pipeline.test_runner import FakeStep
+
+    class SignalAtFinish(NullTracker):
+        def finish(self, status) -> None:  # the run's last writes: latest.json already says how it ended
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    steps = [FakeStep("simulate")]
+    with StopSignals(), pytest.raises(StopRequested) as info:
+        run_pipeline(steps, tmp_path, RunOptions(name="t", progress=False, log=lambda m: None), SignalAtFinish())
+    assert info.value.exit_code == 143
+    latest = json.loads((tmp_path / "latest.json").read_text())
+    assert latest["status"] == "stopped"  # as the exit code says; the step itself had committed in full
+    assert latest["steps"]["simulate"]["status"] == "ran" and plan(steps, tmp_path)[0].done
+
+
 @pytest.fixture
 def signal_inside_sqlite_write():
     """Sends SIGTERM from inside MLflow's first INSERT, as SQLAlchemy hands it to SQLite: the handler then
