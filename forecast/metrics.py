@@ -31,12 +31,7 @@ All functions are stateless; inputs are never modified.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
-
-if TYPE_CHECKING:  # shapely is only needed by the off-road metric
-    from shapely.geometry.base import BaseGeometry
 
 __all__ = [
     "ade_of_best_fde_mode",
@@ -45,12 +40,11 @@ __all__ = [
     "calibration_curve",
     "displacement_errors",
     "expected_calibration_error",
+    "least_risk_fde",
+    "least_risk_mode",
     "min_ade",
     "min_fde",
     "miss_rate",
-    "offroad",
-    "offroad_rate",
-    "overlap_rate",
     "truncate_horizon",
     "validate_probabilities",
 ]
@@ -88,14 +82,19 @@ def validate_probabilities(prob: np.ndarray, atol: float = 1e-3) -> np.ndarray:
     return p
 
 
+def _as_pred(pred: np.ndarray) -> np.ndarray:
+    pred = np.asarray(pred, dtype=np.float64)
+    if pred.ndim != 4 or pred.shape[-1] != 2:
+        raise ValueError(f"pred must have shape [N, K, T, 2], got {pred.shape}")
+    return pred
+
+
 def _check_inputs(
     pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Convert to arrays, check shapes, and return ``(pred, gt, valid)`` with ``valid`` filled in."""
-    pred = np.asarray(pred, dtype=np.float64)
+    pred = _as_pred(pred)
     gt = np.asarray(gt, dtype=np.float64)
-    if pred.ndim != 4 or pred.shape[-1] != 2:
-        raise ValueError(f"pred must have shape [N, K, T, 2], got {pred.shape}")
     n, _, t, _ = pred.shape
     if gt.shape != (n, t, 2):
         raise ValueError(f"gt must have shape [N, T, 2] = {(n, t, 2)}, got {gt.shape}")
@@ -304,9 +303,7 @@ def least_risk_mode(pred: np.ndarray, prob: np.ndarray, valid: np.ndarray | None
     two near modes of 0.3 each beat a lone one of 0.4. Ties -> lower index. Needs no ground truth:
     ``valid`` only says where each agent's endpoint is.
     """
-    pred = np.asarray(pred, dtype=np.float64)
-    if pred.ndim != 4 or pred.shape[-1] != 2:
-        raise ValueError(f"pred must have shape [N, K, T, 2], got {pred.shape}")
+    pred = _as_pred(pred)
     n, k_modes, t = pred.shape[:3]
     p = _check_prob(prob, n, k_modes)
     last = np.full(n, t - 1) if valid is None else _last_valid_index(np.asarray(valid, dtype=bool))[0]
@@ -428,67 +425,6 @@ def expected_calibration_error(
     """
     _, mean_prob, freq, counts = calibration_curve(prob, pred, gt, valid=valid, bins=bins)
     return calibration_error(mean_prob, freq, counts)
-
-
-# --------------------------------------------------------------------------------------------------
-# scene-level and map metrics
-# --------------------------------------------------------------------------------------------------
-
-
-def overlap_rate(trajectories: np.ndarray, radius: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-    """Per-agent overlap indicator ``[N]`` (float 0.0/1.0) for the agents of one scene.
-
-    ``trajectories`` ``[N, T, 2]`` are the agents' (e.g. most likely) futures, ``radius`` ``[N]`` their
-    half sizes in metres (discs). Agent ``i`` overlaps if at some step ``t`` where both ``i`` and
-    another agent ``j`` are valid, ``||x_i(t) - x_j(t)|| < radius_i + radius_j`` (strict: touching
-    discs do not overlap). NaN for agents without valid steps. Memory is ``O(N^2 T)``.
-    """
-    x = np.asarray(trajectories, dtype=np.float64)
-    if x.ndim != 3 or x.shape[-1] != 2:
-        raise ValueError(f"trajectories must have shape [N, T, 2], got {x.shape}")
-    n, t, _ = x.shape
-    r = np.asarray(radius, dtype=np.float64)
-    if r.shape != (n,):
-        raise ValueError(f"radius must have shape [N] = {(n,)}, got {r.shape}")
-    if not np.isfinite(r).all() or (r < 0).any():
-        raise ValueError("radius must be finite and non-negative")
-    if valid is None:
-        valid = np.ones((n, t), dtype=bool)
-    else:
-        valid = np.asarray(valid)
-        if valid.dtype != bool or valid.shape != (n, t):
-            raise ValueError(f"valid must be a bool array of shape {(n, t)}, got {valid.dtype} {valid.shape}")
-    dist = np.linalg.norm(x[:, None] - x[None, :], axis=-1)  # [N, N, T]
-    both = valid[:, None, :] & valid[None, :, :] & ~np.eye(n, dtype=bool)[:, :, None]
-    close = np.where(both, dist, np.inf) < (r[:, None] + r[None, :])[:, :, None]
-    out = close.any(axis=(1, 2)).astype(np.float64)
-    return np.where(valid.any(axis=1), out, np.nan)
-
-
-def offroad(endpoints: np.ndarray, drivable: BaseGeometry, tolerance: float = 1e-6) -> np.ndarray:
-    """Off-road flags ``[N]`` bool: True where an endpoint ``[N, 2]`` lies outside ``drivable``.
-
-    Uses the vectorised ``shapely.contains_xy`` on ``drivable`` buffered by ``tolerance`` metres, so
-    points on (or within ``tolerance`` of) the boundary count as on-road. Non-finite endpoints raise
-    ``ValueError`` (mask out agents without a valid endpoint first).
-    """
-    import shapely
-
-    e = np.asarray(endpoints, dtype=np.float64)
-    if e.ndim != 2 or e.shape[1] != 2:
-        raise ValueError(f"endpoints must have shape [N, 2], got {e.shape}")
-    if not np.isfinite(e).all():
-        raise ValueError("endpoints contain non-finite values")
-    if tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    area = drivable.buffer(tolerance) if tolerance > 0 else drivable
-    shapely.prepare(area)
-    return ~np.asarray(shapely.contains_xy(area, e[:, 0], e[:, 1]), dtype=bool)
-
-
-def offroad_rate(endpoints: np.ndarray, drivable: BaseGeometry, tolerance: float = 1e-6) -> float:
-    """Fraction of endpoints that are off-road (mean of :func:`offroad`); NaN for no endpoints."""
-    return aggregate(offroad(endpoints, drivable, tolerance).astype(np.float64))
 
 
 # --------------------------------------------------------------------------------------------------

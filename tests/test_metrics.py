@@ -7,6 +7,7 @@ import pytest
 from shapely.geometry import box
 
 from forecast import metrics as m
+from forecast import scene_metrics as sm
 
 # --------------------------------------------------------------------------------------------------
 # A 2-mode agent whose best-ADE and best-FDE modes differ.
@@ -298,20 +299,20 @@ def test_overlap_two_agents_crossing():
         ]
     )
     radius = np.array([1.0, 1.0, 1.0])
-    np.testing.assert_array_equal(m.overlap_rate(traj, radius), [1.0, 1.0, 0.0])
+    np.testing.assert_array_equal(sm.overlap_rate(traj, radius), [1.0, 1.0, 0.0])
 
     # same paths, agent 1 one step late: paths cross but never at the same time
     late = traj.copy()
     late[1] = [[0.0, -4.0], [0.0, -2.0], [0.0, 0.0]]
     # closest same-time distance: t=2 -> |(2,0)-(0,0)| = 2 = r0 + r1 -> touching, not overlapping
-    np.testing.assert_array_equal(m.overlap_rate(late, radius), [0.0, 0.0, 0.0])
-    np.testing.assert_array_equal(m.overlap_rate(late, np.array([1.0, 1.01, 1.0])), [1.0, 1.0, 0.0])
+    np.testing.assert_array_equal(sm.overlap_rate(late, radius), [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(sm.overlap_rate(late, np.array([1.0, 1.01, 1.0])), [1.0, 1.0, 0.0])
 
     # the meeting step is invalid for agent 1 -> no overlap; agent without valid steps -> NaN
     valid = np.ones((3, 3), dtype=bool)
     valid[1, 1] = False
     valid[2] = False
-    out = m.overlap_rate(traj, radius, valid)
+    out = sm.overlap_rate(traj, radius, valid)
     assert out[:2].tolist() == [0.0, 0.0] and np.isnan(out[2])
 
 
@@ -327,10 +328,10 @@ def test_offroad_on_square():
             [-3.0, -3.0],  # outside
         ]
     )
-    assert m.offroad(pts, square).tolist() == [False, True, False, False, True, True]
-    assert m.offroad_rate(pts, square) == pytest.approx(0.5)
+    assert sm.offroad(pts, square).tolist() == [False, True, False, False, True, True]
+    assert sm.offroad_rate(pts, square) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="non-finite"):
-        m.offroad(np.array([[np.nan, 0.0]]), square)
+        sm.offroad(np.array([[np.nan, 0.0]]), square)
 
 
 def test_matches_per_agent_loop_reference():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from forecast import metrics as M
+from forecast import scene_metrics as SM
 from forecast.data.types import IS_PHYSICAL, AgentType
 from forecast.evaluation.predictors import _SampleSource
 from forecast.evaluation.results import OVERLAP_RADIUS, AgentTable, Outputs
@@ -66,7 +66,7 @@ def collect(scenes: SceneSet, predictors: dict[str, object], progress: bool = Tr
         spill.append("heading", s.heading[sel], np.float64)
         last = s.future_mask.shape[1] - 1 - np.argmax(s.future_mask[:, ::-1], axis=1)
         spill.append("gt_end_world", gt_world[sel, last[sel]], np.float64)
-        spill.append("gt_overlap", M.overlap_rate(gt_world, radius, valid=s.future_mask & physical)[sel], np.float64)
+        spill.append("gt_overlap", SM.overlap_rate(gt_world, radius, valid=s.future_mask & physical)[sel], np.float64)
         spill.append("sample", np.full(n, k), np.int64)
         spill.append("row", sel, np.int64)
         for name, p in predictors.items():
@@ -82,7 +82,7 @@ def collect(scenes: SceneSet, predictors: dict[str, object], progress: bool = Tr
             spill.append(f"{name}.pred", traj[sel])
             spill.append(f"{name}.prob", prob[sel])
             spill.append(f"{name}.end_world", best_world[sel, -1], np.float64)
-            spill.append(f"{name}.overlap", M.overlap_rate(best_world, radius, valid=np.broadcast_to(physical, best_world.shape[:2]))[sel], np.float64)
+            spill.append(f"{name}.overlap", SM.overlap_rate(best_world, radius, valid=np.broadcast_to(physical, best_world.shape[:2]))[sel], np.float64)
     if not text["source"]:
         raise ValueError(f"no scored agent in the {len(scenes)} samples (each needs its whole future of "
                          f"{tf} steps and {scenes.cfg.min_history_steps} history steps)")

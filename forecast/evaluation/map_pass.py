@@ -4,7 +4,7 @@ Argoverse 2 has a map per scenario: holding every map's shapely layers of a spli
 drivable-area unions) made ``forecast evaluate`` grow by about 1 MB per scenario. :func:`map_pass`
 groups the scored agents by map, reads each map once through the SceneSet's bounded cache and
 keeps only per-agent results: the slice tags (:func:`forecast.evaluation.slices.tag_agents`) and
-the off-road flags of every predictor and of the ground truth (``metrics.offroad`` of the vehicles'
+the off-road flags of every predictor and of the ground truth (``scene_metrics.offroad`` of the vehicles'
 endpoints), value for value what holding every map at once gave.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from forecast import metrics as M
+from forecast import scene_metrics as SM
 from forecast.data.types import AgentType
 from forecast.evaluation import slices as S
 from forecast.evaluation.aggregate import _drivable
@@ -65,6 +65,6 @@ def map_pass(agents: AgentTable, outputs: dict[str, Outputs], load: Callable[[st
         if area is None or not len(cars):
             continue
         for name, out in outputs.items():
-            offroad[name][cars] = M.offroad(out.end_world[cars], area).astype(np.float64)
-        offroad_gt[cars] = M.offroad(agents.gt_end_world[cars], area).astype(np.float64)
+            offroad[name][cars] = SM.offroad(out.end_world[cars], area).astype(np.float64)
+        offroad_gt[cars] = SM.offroad(agents.gt_end_world[cars], area).astype(np.float64)
     return tags, offroad, offroad_gt

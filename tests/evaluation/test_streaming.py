@@ -10,6 +10,7 @@ import pytest
 
 from forecast import joint_metrics as J
 from forecast import metrics as M
+from forecast import scene_metrics as SM
 from forecast.data.types import AgentType
 from forecast.evaluation import slices as S
 from forecast.evaluation.aggregate import (
@@ -42,7 +43,7 @@ def offroad_flags(end_world: np.ndarray, agents: AgentTable, drivable: dict[str,
             continue
         sel = vehicle & (agents.map_id == map_id)
         if sel.any():
-            out[sel] = M.offroad(end_world[sel], area).astype(np.float64)
+            out[sel] = SM.offroad(end_world[sel], area).astype(np.float64)
     return out
 
 
