@@ -260,6 +260,10 @@ class _Run:
                     self._write_latest("stopped")
                 except OSError as err:
                     self.opts.log(f"warning: could not write {self.work_dir / 'latest.json'}: {err}")
+                try:  # MLflow closed the run as it was about to end; it ends as stopped there too
+                    self.tracker.finish("KILLED")
+                except Exception as err:  # noqa: BLE001 - the stop goes on whatever the tracking store says
+                    self.opts.log(f"warning: could not mark the MLflow run stopped: {type(err).__name__}: {err}")
                 raise
         except OSError as exc:
             self.opts.log(f"warning: could not write {self.work_dir / 'latest.json'}: {exc}")

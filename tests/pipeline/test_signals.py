@@ -127,6 +127,29 @@ def test_a_signal_during_the_runs_last_writes_is_recorded_as_stopped(tmp_path):
     assert latest["steps"]["simulate"]["status"] == "ran" and plan(steps, tmp_path)[0].done
 
 
+def test_a_signal_during_the_runs_last_writes_marks_the_mlflow_run_killed(tmp_path):
+    """The signal lands while MLflow closes the parent run as FINISHED: the run must not stay FINISHED
+    when the pipeline exits 143 and latest.json says stopped."""
+    from mlflow.tracking import MlflowClient
+
+    from forecast.pipeline.tracking import MlflowTracker
+    from tests.pipeline.test_runner import FakeStep
+
+    class SignalAtFinish(MlflowTracker):
+        def finish(self, status) -> None:
+            super().finish(status)
+            if status == "FINISHED":
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = SignalAtFinish(uri, "t")
+    with StopSignals(), pytest.raises(StopRequested):
+        run_pipeline([FakeStep("simulate")], tmp_path / "w", RunOptions(name="t", progress=False, log=lambda m: None),
+                     tracker)
+    assert json.loads((tmp_path / "w" / "latest.json").read_text())["status"] == "stopped"
+    assert MlflowClient(uri).get_run(tracker.parent).info.status == "KILLED"
+
+
 @pytest.fixture
 def signal_inside_sqlite_write():
     """Sends SIGTERM from inside MLflow's first INSERT, as SQLAlchemy hands it to SQLite: the handler then
