@@ -15,7 +15,7 @@ def machine() -> dict:
     import numpy
 
     info = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-            "numpy": numpy.__version__}
+            "cpu": cpu_model(), "numpy": numpy.__version__}
     try:
         import torch
 
@@ -24,6 +24,22 @@ def machine() -> dict:
     except ImportError:
         pass
     return info
+
+
+def cpu_model() -> dict:
+    """The CPU as /proc/cpuinfo names it, with its widest vector extension: single-thread figures moved by
+    2-3 x between hosts of one machine kind (Zen 3 without AVX-512, Zen 4 and 5 with it), so a bench
+    figure says which one it came from."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"name": platform.processor() or "unknown"}
+    first = dict(line.split(":", 1) for line in text.split("\n\n", 1)[0].splitlines() if ":" in line)
+    first = {k.strip(): v.strip() for k, v in first.items()}
+    flags = set(first.get("flags", "").split())
+    vector = next((f for f in ("avx512f", "avx2", "avx", "sse4_2", "asimd") if f in flags), "none")
+    return {"name": first.get("model name", "unknown"), "family": first.get("cpu family"),
+            "model": first.get("model"), "vector": vector}
 
 
 def best_of(fn, repeat: int = 3) -> float:

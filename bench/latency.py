@@ -1,7 +1,7 @@
 """Per-scene latency, p50 and p99 milliseconds, for 8, 32, 64 and 128 agents.
 
 Usage: python bench/latency.py [--model model.pt | --bundle DIR] [--config configs/train/quickstart.yaml]
-                               [--runs 50] [--agents 8 32 64 128] [--skip-cpu] [--json PATH]
+                               [--runs 50] [--agents 8 32 64 128] [--skip-cpu] [--ort-profile CALLS] [--json PATH]
 
 Rows: the streaming runtime's per-tick state update (``SceneTracker.update``); preprocessing alone
 (``build_sample``, the runtime's code path, with ``--signals`` closed traffic signals among the agents);
@@ -17,6 +17,7 @@ depend on the weights). Goals (issue 13): tick update <= 1 ms at 128 agents; pre
 at 128 agents and 128 agents <= 2.3 x 64 agents; onnxruntime CPU one thread, 64 agents, p50 <= 10 ms
 and <= half of torch eager one thread; on an H100, the model <= 2 ms at 128 agents (CUDA graph) and end
 to end <= 8 ms.
+``--ort-profile CALLS`` adds where onnxruntime's one thread spends a call, by operator type (its profiler).
 ``--accuracy-store STORE`` also measures the int8 variant's accuracy cost: minFDE@6 of int8 vs fp32
 on the store's ``--accuracy-split`` samples (goal: at most +2 %).
 """
@@ -161,6 +162,37 @@ def int8_accuracy(bundle: Path, store_path: str, split: str, samples: int, seed:
             "int8_cost_pct": 100.0 * (m8 - m32) / m32, "store": store_path, "split": split}
 
 
+def ort_op_profile(model: bytes, feed: dict, runs: int, warmup: int = 3) -> list[dict]:
+    """Where onnxruntime's one thread spends a call, by operator type: kernel ms per call and kernels
+    per call over ``runs`` calls after ``warmup`` (onnxruntime's own profiler, which adds some overhead
+    of its own, so the sum is above the timed p50). ``model``: the graph's bytes, as verified from the bundle."""
+    import json
+    from collections import defaultdict
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="ort-profile-") as d:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = 1, 1, 3
+        so.enable_profiling, so.profile_file_prefix = True, str(Path(d) / "ort")
+        sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        for _ in range(warmup + runs):
+            sess.run(None, feed)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    calls = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    if len(calls) < warmup + runs:
+        raise RuntimeError(f"onnxruntime's profile holds {len(calls)} calls, {warmup + runs} were made")
+    start = calls[warmup]  # the warm-up calls (allocations, first-touch) are left out
+    ms, count = defaultdict(float), defaultdict(int)
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= start:
+            op = e["args"]["op_name"]
+            ms[op] += e["dur"] / 1e3 / runs
+            count[op] += 1
+    return [{"op": op, "ms_per_call": ms[op], "kernels_per_call": count[op] / runs}
+            for op in sorted(ms, key=ms.get, reverse=True)]
+
+
 def with_signals(tracks, t0: int, k: int):
     """``tracks`` with its last ``k`` agents turned into closed traffic signals, standing where they are at t0
     (the raster's signal channel and its warp are then part of what preprocessing costs), and ``t0``."""
@@ -192,6 +224,8 @@ def main() -> None:
                     help="GPU rows only (torch eager, CUDA graph, end to end, onnxruntime CUDA); needs a GPU")
     ap.add_argument("--signals", type=int, default=8,
                     help="closed traffic signals per scene (at most a quarter of its agents): a signalised junction's")
+    ap.add_argument("--ort-profile", type=int, default=0, metavar="CALLS",
+                    help="also profile onnxruntime's one-thread fp32 graph by operator type over CALLS calls per agent count")
     ap.add_argument("--json")
     args = ap.parse_args()
     cuda = torch.cuda.is_available()
@@ -213,7 +247,7 @@ def main() -> None:
         t = time.perf_counter()
         export_bundle(model_path, bundle, fp16=cuda, int8=not args.skip_cpu, progress=False)
         print(f"export: {time.perf_counter() - t:.1f} s")
-    from forecast.runtime.predictor import Predictor
+    from forecast.runtime.predictor import Predictor, verify_bundle
     from forecast.runtime.tracker import SceneTracker
 
     pred1 = Predictor(bundle, threads=1)
@@ -237,7 +271,7 @@ def main() -> None:
                     gpu_preds[variant] = Predictor(bundle, providers=["CUDAExecutionProvider"], variant=variant)
                 except Exception as exc:  # noqa: BLE001 - report, keep measuring the rest
                     print(f"onnxruntime CUDA {variant}: {exc}")
-    rows = []
+    rows, profiles = [], {}
     all_threads = torch.get_num_threads()
     for a in args.agents:
         tracks, t0 = with_signals(*synthetic_tracks(a, feats, seed=a), min(args.signals, a // 4))
@@ -264,6 +298,13 @@ def main() -> None:
             for name, sess in ort1.items():
                 add(f"onnxruntime CPU 1 thread, {name}",
                     *percentiles(lambda s=sess: s.run(None, feed), args.runs))  # noqa: B023
+            if args.ort_profile:
+                profiles[a] = ort_op_profile(verify_bundle(bundle)[pred1.model_file], feed, args.ort_profile)
+                print(f"  {a} agents, onnxruntime one thread ({pred1.model_file}) by operator, kernel ms per call:")
+                for r in profiles[a][:12]:
+                    print(f"    {r['op']:<22} {r['ms_per_call']:7.3f} ms  {r['kernels_per_call']:5.0f} kernels")
+                print(f"    {'all':<22} {sum(r['ms_per_call'] for r in profiles[a]):7.3f} ms  "
+                      f"{sum(r['kernels_per_call'] for r in profiles[a]):5.0f} kernels")
             add(f"onnxruntime CPU, default threads ({os.cpu_count()} cores)",
                 *percentiles(lambda: pred_all.session.run(None, feed), args.runs))  # noqa: B023
             tracker, _ = tick_replay(tracks, t0 + 1, SceneTracker, pred1)
@@ -301,6 +342,8 @@ def main() -> None:
     summary = _summary(rows, pred1.model_file)
     for k, v in summary.items():
         print(f"{k}: {v}")
+    if profiles:
+        summary["ort_profile"] = {str(a): r for a, r in profiles.items()}
     if args.accuracy_store and "int8" in pred1.manifest["models"]:
         summary["int8_accuracy"] = int8_accuracy(bundle, args.accuracy_store, args.accuracy_split, args.accuracy_samples)
         print("int8 accuracy:", summary["int8_accuracy"])
