@@ -140,8 +140,9 @@ def export_bundle(model_path: str | Path, out_dir: str | Path, fp16: bool = Fals
     Every variant is also saved with onnxruntime's graph optimisations applied (``*.ort.onnx``).
     verify: torch vs onnxruntime on ``build_sample`` scenes of 1, 7, 64 and 256 agents, every file;
     raises ``ParityError`` with the table beyond 1e-3 m (fp32) / 5e-2 m (fp16) / 0.5 m (int8).
-    tracking_uri / register_name / $MLFLOW_TRACKING_URI: log the bundle to MLflow and register
-    a model version (the result goes to ``registration.json`` beside ``bundle.json``).
+    register_name: log the bundle to MLflow (``tracking_uri``, else $MLFLOW_TRACKING_URI, else
+    sqlite:///mlflow.db) and register a model version of that name (the result goes to
+    ``registration.json`` beside ``bundle.json``); None registers nothing.
     """
     import onnx
 
@@ -206,10 +207,12 @@ def export_bundle(model_path: str | Path, out_dir: str | Path, fp16: bool = Fals
             shutil.rmtree(stage, ignore_errors=True)
     say(f"bundle: {out_dir}")
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri or register_name:
+    # Registration is asked for, never implied by $MLFLOW_TRACKING_URI: with a team's server set, every
+    # ad-hoc export (and every test run) added an unvetted version of the production model name.
+    if register_name:
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
         with deferred():  # a stop inside MLflow's SQLite calls would leave the store locked for the process
-            reg = register_bundle(out_dir, uri or "sqlite:///mlflow.db", register_name or DEFAULT_REGISTERED_NAME)
+            reg = register_bundle(out_dir, uri, register_name)
         how = "already registered as" if reg["reused"] else "registered"
         say(f"{how} {reg['name']} version {reg['version']} (mlflow run {reg['run_id']}, {reg['tracking_uri']})")
     return out_dir

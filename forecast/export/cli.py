@@ -26,6 +26,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from forecast.export.bundle import export_bundle
     from forecast.export.onnx_export import ExportError, ParityError
 
+    if args.tracking_uri and not args.register:
+        print("forecast export: error: --tracking-uri is where --register NAME registers; without --register "
+              "nothing is registered", file=sys.stderr)
+        return EXIT_USAGE
     try:
         export_bundle(args.model, args.out, fp16=args.fp16, verify=args.verify, opset=args.opset,
                       tracking_uri=args.tracking_uri, register_name=args.register, max_agents=args.max_agents,
@@ -59,8 +63,8 @@ def register(sub) -> None:
     s.add_argument("--verify", action="store_true",
                    help="compare onnxruntime with torch at 1, 7, 64 and 256 agents (<= 1e-3 m fp32, 5e-2 m fp16)")
     s.add_argument("--register", metavar="NAME", help="register a model version NAME in the MLflow registry")
-    s.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI; with --register and "
-                                          "neither: sqlite:///mlflow.db)")
+    s.add_argument("--tracking-uri", help="with --register: the MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+                                          "else sqlite:///mlflow.db); nothing is registered without --register")
     s.add_argument("--opset", type=_int_at_least(MIN_OPSET, "--opset"),
                    help=f"ONNX opset, >= {MIN_OPSET} (default: the exporter's)")
     s.add_argument("--max-agents", type=_int_at_least(1, "--max-agents"), default=256,

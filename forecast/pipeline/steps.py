@@ -394,14 +394,7 @@ class ExportStep:
             "export", "--model", str(ctx.inputs["train"] / "model.pt"), "--out", str(bundle),
             *(["--verify"] if self.cfg.verify else []), *self.cfg.args,
         ]
-        # `forecast export` registers the bundle whenever $MLFLOW_TRACKING_URI is set; in the pipeline
-        # only the register step does that, after the gate.
-        saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
-        try:
-            call_cli(argv)
-        finally:
-            if saved is not None:
-                os.environ["MLFLOW_TRACKING_URI"] = saved
+        call_cli(argv)  # registers nothing (no --register): in the pipeline the register step does, after the gate
         manifest = json.loads(_require(bundle / "bundle.json", "bundle manifest").read_text())
         return StepResult({"bundle": "bundle", "manifest": "bundle/bundle.json"},
                           {"files": sorted(manifest.get("files", {})), "models": manifest.get("models", {})})

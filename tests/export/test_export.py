@@ -193,6 +193,21 @@ def test_cli_errors_are_clear(exported, tmp_path, capsys):
     assert "not a bundle" in capsys.readouterr().err and (precious / "notes.txt").exists()
 
 
+def test_export_registers_only_when_asked(exported, tmp_path, monkeypatch, capsys):
+    """$MLFLOW_TRACKING_URI says where a registration goes, not that there is one: with a team's server set,
+    every ad-hoc export and every test run registered a version of the production model name."""
+    uri = f"sqlite:///{tmp_path / 'team.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "bundle"
+    assert main(["--quiet", "export", "--model", str(exported / "model.pt"), "--out", str(out)]) == 0
+    assert not (out / "registration.json").exists()
+    assert not (tmp_path / "team.db").exists() and not (tmp_path / "mlflow.db").exists()
+    assert main(["--quiet", "export", "--model", str(exported / "model.pt"), "--out", str(out),
+                 "--tracking-uri", uri]) == 2
+    assert "without --register nothing is registered" in capsys.readouterr().err
+
+
 @pytest.mark.slow  # about 10 s: a fresh SQLite tracking store runs MLflow's migrations
 def test_register_in_mlflow_keeps_bundle_json_stable(exported, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
