@@ -113,7 +113,7 @@ def load_predictors(models: list[str], cfg: EvalConfig, features: FeatureConfig 
             # memory, and a scheduled pipeline must not leave a copy in the temp folder on every run
             # (one a SIGKILL left is swept by a later evaluation).
             with process_tempdir(CHAMPION_PREFIX) as tmp:
-                local = resolve_model(baseline, tmp, log)
+                local = resolve_model(baseline, tmp, log, cfg.mlflow.tracking_uri)
                 if local is not None:
                     cname, cp = load_predictor(local, cfg.features or FeatureConfig(), cfg.device)
                     champion = _unique(f"champion:{cname}", set(names))

@@ -118,13 +118,58 @@ class _SampleSource:
         return s
 
 
-def resolve_model(spec: str, dst: str | Path, log=None) -> str | None:
+class _NotRegistered(Exception):
+    pass
+
+
+def _registered_ref(spec: str) -> tuple[str, str | None, str | None]:
+    """``models:/NAME@ALIAS`` -> (NAME, ALIAS, None); ``models:/NAME/VERSION`` -> (NAME, None, VERSION)."""
+    ref = spec[len("models:/"):]
+    if "@" in ref:
+        name, alias = ref.rsplit("@", 1)
+        if name and alias:
+            return name, alias, None
+    elif "/" in ref:
+        name, version = ref.rsplit("/", 1)
+        if name and version:
+            return name, None, version
+    raise ValueError(f"--baseline {spec!r}: a registered model is models:/NAME@ALIAS or models:/NAME/VERSION")
+
+
+def _check_registered(name: str, alias: str | None, version: str | None, uri: str, spec: str) -> None:
+    """Raise _NotRegistered when ``name`` is not registered, ValueError when it lacks the alias or version."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":  # a first run, or a typo: say what is there
+            names = sorted(m.name for m in client.search_registered_models(max_results=20))
+            raise _NotRegistered(f"registered there: {', '.join(names) or 'none'}") from exc
+        raise
+    if alias is not None and alias not in (model.aliases or {}):
+        known = ", ".join(f"@{a} (version {v})" for a, v in sorted((model.aliases or {}).items())) or "none"
+        raise ValueError(f"--baseline {spec}: registered model {name} in {uri} has no alias {alias!r}; "
+                         f"its aliases: {known}")
+    if version is not None:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        if not version.isdigit() or int(version) not in versions:
+            raise ValueError(f"--baseline {spec}: registered model {name} in {uri} has no version {version!r}; "
+                             f"its versions: {versions}")
+
+
+def resolve_model(spec: str, dst: str | Path, log=None, tracking_uri: str | None = None) -> str | None:
     """A registered model ``models:/NAME@ALIAS`` (or ``models:/NAME/VERSION``) -> a local bundle directory
     (MLflow downloads the registered bundle's artifacts into ``dst``, an existing directory the caller
-    owns and removes); anything else as is. None when the registry has no such model yet (the first
-    run of a pipeline).
+    owns and removes); anything else as is.
 
-    The tracking server is ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` here (as training).
+    None when the registry has no model NAME yet (the first run of a pipeline: nothing to compare with).
+    A NAME that is registered but has no such alias or version is a ``ValueError`` naming the ones it
+    has: a typo there must not turn the comparison off with exit 0.
+    The registry is ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` here
+    (as training); a SQLite store that does not exist is not created.
     """
     if not spec.startswith("models:/"):
         return spec
@@ -133,18 +178,27 @@ def resolve_model(spec: str, dst: str | Path, log=None) -> str | None:
 
     from forecast.export.mlflow_model import tracking
     from forecast.pipeline.signals import deferred
-    from forecast.training.train import tracking_uri
+    from forecast.training.train import tracking_uri as resolve_uri
 
-    uri = tracking_uri(None)
+    say = log or (lambda msg: None)
+    uri = resolve_uri(tracking_uri)
+    name, alias, version = _registered_ref(spec)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        say(f"no MLflow store at {uri}, so no registered model {name} yet ({spec}): comparison skipped")
+        return None
+    try:
+        with deferred(), tracking(uri):
+            _check_registered(name, alias, version, uri, spec)
+    except _NotRegistered as exc:
+        say(f"no registered model {name} in {uri} yet ({spec}; {exc}): comparison skipped")
+        return None
     try:
         # models:/ URIs resolve through MLflow's process-wide registry URI, not the tracking_uri argument:
         # point it at this store for the download, then restore whatever an earlier caller had set.
         with deferred(), tracking(uri):
             local = mlflow.artifacts.download_artifacts(artifact_uri=spec, dst_path=str(dst), tracking_uri=uri)
     except MlflowException as exc:
-        if log:
-            log(f"no champion {spec} in the registry ({type(exc).__name__}): comparison skipped")
-        return None
+        raise ValueError(f"cannot download the registered model {spec} from {uri}: {exc}") from exc
     path = Path(local)
     # a pyfunc model (forecast.export.mlflow_model) keeps the bundle in artifacts/bundle; older versions in bundle/
     for candidate in (path / "artifacts" / "bundle", path / "bundle"):

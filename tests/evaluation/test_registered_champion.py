@@ -47,6 +47,35 @@ def test_registered_champion_resolves_to_its_bundle(exported, tmp_path, monkeypa
 
 
 @pytest.mark.slow
+def test_registered_champion_comes_from_the_given_store_and_a_wrong_alias_is_an_error(exported, tmp_path,
+                                                                                      monkeypatch):
+    """``--tracking-uri`` was ignored for the champion (the environment's store was asked), and a mistyped
+    alias or version skipped the comparison with exit 0 as if nothing were registered yet."""
+    name = f"champ-{tmp_path.name}"
+    spec = _register(exported, tmp_path, monkeypatch, name)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{elsewhere}/other.db")  # no such store: not created
+    dst = tmp_path / "download"
+    dst.mkdir()
+    logs: list[str] = []
+    assert resolve_model(spec, dst, logs.append) is None and "comparison skipped" in logs[-1]
+    assert not (elsewhere / "other.db").exists()
+    local = resolve_model(spec, dst, logs.append, tracking_uri=uri)  # the store given wins over the environment
+    assert local is not None and is_bundle(Path(local))
+    with pytest.raises(ValueError, match=r"has no alias 'champoin'; its aliases: @champion \(version 1\)"):
+        resolve_model(f"models:/{name}@champoin", dst, tracking_uri=uri)
+    with pytest.raises(ValueError, match=r"has no version '7'; its versions: \[1\]"):
+        resolve_model(f"models:/{name}/7", dst, tracking_uri=uri)
+    with pytest.raises(ValueError, match="models:/NAME@ALIAS or models:/NAME/VERSION"):
+        resolve_model(f"models:/{name}", dst, tracking_uri=uri)
+    assert resolve_model(f"models:/{name}-typo@champion", dst, logs.append, tracking_uri=uri) is None  # not registered
+    assert f"registered there: {name})" in logs[-1] and "comparison skipped" in logs[-1]
+
+
+@pytest.mark.slow
 def test_champion_download_is_removed_once_loaded(exported, tmp_path, monkeypatch):
     """A scheduled evaluation against the registered champion runs every day: its download must not pile up
     in the temp folder (it did, 2.3 MB a run), nor when a run is killed, and the loaded champion must still
