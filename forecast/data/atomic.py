@@ -13,8 +13,31 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where the OS tells it (Linux); else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool = False) -> int:
+    """The mode a new file (0o666) or directory (0o777) of this process gets under its umask: for what
+    mkstemp / mkdtemp made private (0o600 / 0o700) and is then renamed into place for other users to read."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary path beside ``path``, fsync it, then rename over ``path``."""
+    """Call ``write(tmp)`` on a temporary path beside ``path``, fsync it, then rename over ``path``.
+
+    The file gets the mode any new file would (0o666 less the umask), not mkstemp's private 0o600:
+    stores, models and reports are read by other users, as the data files beside them are.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -22,6 +45,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, default_mode())
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import forecast
 from forecast.config import to_dict
-from forecast.data.atomic import sha256_file, write_json_atomic
+from forecast.data.atomic import default_mode, sha256_file, write_json_atomic
 from forecast.data.schema import TARGET_TYPES, AgentType
 from forecast.features.config import HIST_FEATURES, FeatureConfig
 from forecast.pipeline.signals import deferred
@@ -230,9 +230,9 @@ def _check_out_dir(out_dir: Path) -> None:
 
 def _publish(stage: Path, out_dir: Path) -> None:
     """Move the finished bundle into place; an older bundle there is replaced as a whole."""
-    os.chmod(stage, 0o755)  # mkdtemp/mkstemp create private files; a bundle is read by other users
+    os.chmod(stage, default_mode(directory=True))  # mkdtemp/mkstemp create private files; a bundle is read by other users
     for p in stage.iterdir():
-        os.chmod(p, 0o644)
+        os.chmod(p, default_mode())
     old = None
     if out_dir.exists():
         old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
