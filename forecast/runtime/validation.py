@@ -8,6 +8,7 @@ No torch here (the car imports this).
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 import warnings
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from forecast.features.raster import LAYER_TO_CHANNEL
 from forecast.features.tracks import AgentTracks
 from forecast.runtime.errors import (
     BundleIntegrityError,
@@ -254,6 +256,11 @@ def check_map_layers(layers: object) -> dict:
     for name, geoms in layers.items():
         if not isinstance(name, str):
             raise MapError(f"map layer names must be strings, got {name!r}")
+        if name not in LAYER_TO_CHANNEL:  # a misspelt layer would silently drop its lanes or area from the rasters
+            close = difflib.get_close_matches(name, list(LAYER_TO_CHANNEL), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise MapError(f"map layer {name!r} is not a layer the model draws{hint}; known layers: "
+                           f"{', '.join(LAYER_TO_CHANNEL)}")
         if isinstance(geoms, shapely.Geometry) or not isinstance(geoms, list | tuple):
             raise MapError(f"map layer {name!r} must be a list of shapely geometries, got {type(geoms).__name__}")
         fixed = list(geoms)

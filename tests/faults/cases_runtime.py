@@ -203,7 +203,8 @@ def _map_faults():
         "geometry_array": ({"lane": [np.zeros((3, 2))]}, "lane"),
         "layer_name_int": ({1: [shapely.box(0, 0, 1, 1)]}, "name"),
         "not_a_dict": ([shapely.box(0, 0, 1, 1)], "map_layers"),
-        "no_drawable_layer": ({"building": [shapely.box(0, 0, 10, 10)]}, "drawable"),
+        "unknown_layer": ({"building": [shapely.box(0, 0, 10, 10)]}, "building"),
+        "misspelt_layer": ({"drivable_aera": [shapely.box(0, 0, 10, 10)]}, "drivable_area"),
         "empty": ({}, "drawable"),
         "too_large": ({"drivable_area": [shapely.box(-1e7, -1e7, 1e7, 1e7)]}, "too large"),
     }
@@ -418,7 +419,8 @@ def cases() -> list[Case]:
             Case("runtime", "plan/agent_absent_at_t0", _plan_agent_absent_at_t0, needs=("bundle",))]
     out += [_map_case(n) for n in ("polygon_inf", "polygon_nan", "line_huge", "point_nan", "layer_not_list",
                                    "layer_none", "geometry_none", "geometry_str", "geometry_array", "layer_name_int",
-                                   "not_a_dict", "no_drawable_layer", "empty", "too_large")]
+                                   "not_a_dict", "unknown_layer", "misspelt_layer", "empty",
+                                   "too_large")]
     out += [Case("runtime", "map/self_intersecting", _map_self_intersecting, needs=("bundle",)),
             Case("runtime", "map/id_unhashable", _map_id_unhashable, needs=("bundle",)),
             Case("runtime", "map/id_unknown", _map_id_unknown, needs=("bundle",)),

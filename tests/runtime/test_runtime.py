@@ -156,7 +156,7 @@ def test_too_many_agents(predictor):
 
 def test_map_errors_and_cache(predictor, layers, monkeypatch):
     tracks, t0 = synthetic_tracks(3, FEATURES, seed=5)
-    with pytest.raises(MapError, match="no drawable layers"):
+    with pytest.raises(MapError, match="'building' is not a layer the model draws; known layers: drivable_area, lane, "):
         predictor.predict(tracks, t0, {"building": [shapely.box(0, 0, 10, 10)]})
     with pytest.raises(MapError, match="no drawable layers"):
         predictor.predict(tracks, t0, {})

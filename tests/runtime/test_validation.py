@@ -135,7 +135,10 @@ def test_self_intersecting_polygon_is_repaired_with_a_warning(predictor):
 
 @pytest.mark.parametrize("layers, match", [({"lane": shapely.LineString([(0, 0), (1, 1)])}, "must be a list"),
                                            ({"lane": [None]}, "not a shapely geometry"),
-                                           ({1: []}, "names must be strings")])
+                                           ({1: []}, "names must be strings"),
+                                           # a typo silently dropped the drivable area from every raster
+                                           ({"drivable_aera": [shapely.box(0, 0, 9, 9)]},
+                                            r"'drivable_aera' is not a layer .*did you mean 'drivable_area'")])
 def test_malformed_map_layers(predictor, layers, match):
     tracks, t0 = synthetic_tracks(3, FEATURES, seed=5)
     with pytest.raises(MapError, match=match):
