@@ -205,7 +205,8 @@ def export_bundle(model_path: str | Path, out_dir: str | Path, fp16: bool = Fals
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
-    say(f"bundle: {out_dir}")
+    say(f"bundle: {out_dir}  (bundle.json sha256 {sha256_file(out_dir / BUNDLE_FILE)}: "
+        f"Predictor(..., bundle_sha256=...) pins it)")
 
     # Registration is asked for, never implied by $MLFLOW_TRACKING_URI: with a team's server set, every
     # ad-hoc export (and every test run) added an unvetted version of the production model name.

@@ -76,15 +76,25 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_manifest(bundle_dir: str | Path) -> dict:
+def read_manifest(bundle_dir: str | Path, expected_sha256: str | None = None) -> dict:
+    """``bundle.json`` of ``bundle_dir``, checked. ``expected_sha256``: the digest of ``bundle.json`` itself
+    as the deployment recorded it (``forecast export`` prints it; ``registration.json`` has it): the
+    manifest holds every other file's sha256, so only a digest kept outside the bundle covers an edit of it."""
     bundle_dir = Path(bundle_dir)
     path = bundle_dir / BUNDLE_FILE
+    if bundle_dir.is_file():
+        raise BundleIntegrityError(f"{bundle_dir} is a file; a bundle is the directory `forecast export --out` "
+                                   f"wrote (with {BUNDLE_FILE} and the ONNX files)")
     if not bundle_dir.is_dir():
         raise BundleIntegrityError(f"bundle directory {bundle_dir} does not exist")
     if not path.exists():
         raise BundleIntegrityError(f"{bundle_dir} is not a bundle: {BUNDLE_FILE} is missing")
     try:
-        manifest = json.loads(path.read_text())
+        raw = path.read_bytes()
+        if expected_sha256 is not None and _sha256(raw) != expected_sha256.lower():
+            raise BundleIntegrityError(f"{path}: sha256 {_sha256(raw)} differs from the expected {expected_sha256}; "
+                                       f"refusing to load it")
+        manifest = json.loads(raw.decode())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleIntegrityError(f"{path}: unreadable ({exc})") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
@@ -156,7 +166,9 @@ def resolve_providers(providers) -> list:
 class Predictor:
     """Run an exported bundle on raw world-frame tracks.
 
-    ``Predictor(bundle_dir)`` checks every file's sha256 before onnxruntime sees any of them.
+    ``Predictor(bundle_dir)`` checks every file's sha256 before onnxruntime sees any of them; with
+    ``bundle_sha256`` (the digest ``forecast export`` printed for ``bundle.json``) it also refuses an
+    edited ``bundle.json``, which holds those hashes and so cannot vouch for itself.
     ``variant`` picks ``fp32`` (default) or ``fp16`` when the bundle has it; ``threads`` sets
     onnxruntime's intra-op threads (None: its default). ``optimized``: on the CPU provider alone, load
     the variant's graph as onnxruntime optimised it at export (``*.ort.onnx``, hashed like every
@@ -164,11 +176,11 @@ class Predictor:
     """
 
     def __init__(self, bundle_dir: str | Path, providers=None, variant: str = "fp32", threads: int | None = None,
-                 map_cache_size: int = 8, optimized: bool = True):
+                 map_cache_size: int = 8, optimized: bool = True, bundle_sha256: str | None = None):
         import onnxruntime as ort
 
         self.bundle_dir = Path(bundle_dir)
-        self.manifest = read_manifest(self.bundle_dir)
+        self.manifest = read_manifest(self.bundle_dir, bundle_sha256)
         blobs = verify_bundle(self.bundle_dir, self.manifest)
         spec = validation.check_manifest(self.manifest, str(self.bundle_dir / BUNDLE_FILE))
         models = spec.models

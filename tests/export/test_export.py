@@ -142,6 +142,26 @@ def test_incomplete_bundle_is_refused(exported, tmp_path, damage, message):
         Predictor(bundle)
 
 
+def test_an_edited_bundle_json_is_refused_when_its_digest_is_pinned(exported, tmp_path):
+    """bundle.json holds every other file's sha256, so nothing inside the bundle can vouch for it: an edited
+    sample time step loaded silently. The digest export prints, passed to the Predictor, refuses it."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(exported / "bundle", bundle)
+    digest = sha256_file(bundle / "bundle.json")
+    assert Predictor(bundle, bundle_sha256=digest).dt == Predictor(bundle).dt
+    assert Predictor(bundle, bundle_sha256=digest.upper()).modes  # hex digests compare in either case
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    manifest["sample"]["feature_config"]["dt"] *= 2
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleIntegrityError, match=f"differs from the expected {digest}"):
+        Predictor(bundle, bundle_sha256=digest)
+
+
+def test_a_file_given_for_a_bundle_is_named_as_such(exported):
+    with pytest.raises(BundleIntegrityError, match="model.pt is a file; a bundle is the directory"):
+        Predictor(exported / "model.pt")
+
+
 def test_fp16_variant_runs_close_to_fp32(exported):
     from forecast.export.onnx_export import synthetic_tracks
 
