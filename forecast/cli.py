@@ -1,7 +1,8 @@
 """``forecast`` command line: one subcommand per pipeline step.
 
 Exit codes (for schedulers): 0 success, 1 failure, 2 usage or bad input,
-3 ``--strict`` ingestion with quarantined rows, 4 promotion gate said no, 75 locked by another run.
+3 ``--strict`` ingestion with quarantined rows, 4 promotion gate said no, 75 locked by another run,
+143 / 130 stopped by SIGTERM / Ctrl-C (a rerun resumes), 141 the reader of stdout went away (| head).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -126,7 +129,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     for register in _extra_commands():
         register(sub)
+    _quiet_everywhere(p)
     return p
+
+
+def _quiet_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept ``--quiet`` after the subcommand too (``forecast evaluate ... --quiet``), not only before it:
+    every subparser, nested ones included, gets the flag, with no default of its own so that it never
+    undoes a ``--quiet`` given before the subcommand."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                if "--quiet" not in child._option_string_actions:
+                    child.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                                       help="no progress bars (as before the subcommand)")
+                _quiet_everywhere(child)
 
 
 def _extra_commands():
@@ -175,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # The reader went away (`forecast store S | head -1`): stop quietly with SIGPIPE's code, as a Unix
+        # tool does, rather than "error: Broken pipe" and exit 1 (a failure). stdout goes to /dev/null so
+        # that the interpreter's last flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"forecast {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -31,6 +31,8 @@ def _split_rest(args: argparse.Namespace) -> None:
             args.until = rest.pop(0)
         elif token.startswith("--until=") and hasattr(args, "until"):
             args.until = token.split("=", 1)[1]
+        elif token == "--quiet":  # as before the subcommand (forecast --quiet pipeline run ...)
+            args.quiet = True
         elif token == "--json" and hasattr(args, "json"):
             args.json = True
         elif token == "--dry-run" and hasattr(args, "dry_run"):

@@ -13,7 +13,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from forecast.training.train import run_training  # torch and Lightning: only once the config is good
     result = run_training(cfg, progress=not args.quiet, fresh=args.fresh)
     print(f"model: {result.model_path}")
-    print(f"mlflow run: {result.run_id}  (see it with: mlflow ui --backend-store-uri sqlite:///mlflow.db)")
+    if result.run_id:
+        from forecast.training.train import tracking_uri
+
+        uri = tracking_uri(cfg.mlflow.tracking_uri)  # where the run went: the config, $MLFLOW_TRACKING_URI, ./mlflow.db
+        how = f"mlflow ui --backend-store-uri {uri}" if uri.startswith(("sqlite:", "file:", "/")) else uri
+        print(f"mlflow run: {result.run_id}  (see it with: {how})")
     for k, v in sorted(result.metrics.items()):
         print(f"  {k:<28}{v:10.3f}")
     return 0
