@@ -55,6 +55,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     quiet = getattr(args, "quiet", False)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     if args.merge:
+        ignored = [flag for flag, given in (("--model", args.model), ("--store", args.store), ("--shard", args.shard),
+                                            ("--baseline", args.baseline)) if given]
+        if ignored:  # the parts hold their models, samples and champion: a flag here would be silently unused
+            raise ValueError(f"--merge combines what the parts evaluated; {', '.join(ignored)} belong(s) to the "
+                             "runs that wrote them (forecast evaluate ... --shard i/N)")
         from forecast.evaluation.shard import merge_parts
 
         result = merge_parts(args.merge, args.out, cfg, progress=not quiet, log=log)

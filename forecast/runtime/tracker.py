@@ -22,6 +22,7 @@ import numpy as np
 from forecast.features.tracks import AgentTracks
 from forecast.runtime.errors import EmptySceneError, InputError, InvalidTracksError, TooManyAgentsError
 from forecast.runtime.predictor import Prediction, Predictor
+from forecast.runtime.validation import plain
 
 
 class TickError(InputError):
@@ -201,7 +202,7 @@ class SceneTracker:
             raise InvalidTracksError(f"xy must be float metres of shape ({n}, 2), got {xy.dtype} {xy.shape}")
         if not np.isfinite(xy).all():
             bad = int(np.flatnonzero(~np.isfinite(xy).all(1))[0])
-            raise InvalidTracksError(f"NaN or infinite position for track {d.track_id[bad]!r}")
+            raise InvalidTracksError(f"NaN or infinite position for track {plain(d.track_id[bad])!r} (row {bad})")
         types = np.asarray(d.agent_type)
         if types.shape != (n,) or types.dtype.kind not in "iu":
             raise InvalidTracksError(f"agent_type must be integer AgentType codes of shape ({n},), got "

@@ -228,12 +228,17 @@ def check_plan(plan: object, plan_agent: object, future_steps: int, dt: float, t
         ids = tracks.track_ids
         hits = np.flatnonzero(np.asarray(ids) == plan_agent) if ids is not None else np.array([], int)
         if len(hits) == 0:
-            raise PlanError(f"plan_agent {plan_agent!r} is not a track id of the scene")
+            raise PlanError(f"plan_agent {plain(plan_agent)!r} is not a track id of the scene")
         return arr.astype(np.float64), int(hits[0])
     if not is_int(plan_agent) or not 0 <= int(plan_agent) < tracks.num_agents:
         raise PlanError(f"plan_agent must be a track id (str) or a row index in [0, {tracks.num_agents}), "
                         f"got {plan_agent!r} ({type(plan_agent).__name__})")
     return arr.astype(np.float64), int(plan_agent)
+
+
+def plain(x: object) -> object:
+    """A numpy scalar as the Python value it holds, for messages: track 'a', not np.str_('a')."""
+    return x.item() if isinstance(x, np.generic) else x
 
 
 # --- maps ------------------------------------------------------------------------------------------

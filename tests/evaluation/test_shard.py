@@ -50,7 +50,7 @@ def test_merge_refuses_missing_or_mismatched_parts(sumo_store, tmp_path):
         evaluate_part(sumo_store, ["constant_velocity"], capped, (0, 2), tmp_path / "c", progress=False)
 
 
-def test_cli_shard_and_merge(sumo_store, tmp_path):
+def test_cli_shard_and_merge(sumo_store, tmp_path, capsys):
     config = tmp_path / "eval.yaml"
     config.write_text(json.dumps({"world_model": {"enabled": False}, "num_worst": 1, "num_random": 1,
                                   "features": {"history_steps": 10, "future_steps": 20, "max_agents": 16,
@@ -61,6 +61,9 @@ def test_cli_shard_and_merge(sumo_store, tmp_path):
                      "--out", str(tmp_path / "parts")]) == 0
     parts = sorted(str(p) for p in (tmp_path / "parts").glob("part-*.npz"))
     assert len(parts) == 2
+    # what the parts already decided is not asked again: a --model here was silently ignored
+    assert main([*common, "--merge", *parts, "--model", "ctrv", "--out", str(tmp_path / "m2")]) == 2
+    assert "--model belong(s) to the runs that wrote them" in capsys.readouterr().err
     assert main([*common, "--merge", *parts, "--out", str(tmp_path / "merged")]) == 0
     merged = json.loads((tmp_path / "merged" / "metrics.json").read_text())
     one = evaluate(sumo_store, ["constant_velocity"], _shard_cfg(), progress=False).metrics

@@ -125,8 +125,8 @@ def test_bad_ticks_are_refused(predictor):
         tracker.update(_det(["a"], [[0, 0]]), step=3)
     with pytest.raises(TickError, match="duplicate"):
         tracker.update(_det(["a", "a"], [[0, 0], [1, 1]]))
-    with pytest.raises(InvalidTracksError, match="NaN"):
-        tracker.update(_det(["a"], [[np.nan, 0]]))
+    with pytest.raises(InvalidTracksError, match=r"NaN or infinite position for track 'b' \(row 1\)$"):
+        tracker.update(_det(np.array(["a", "b"]), [[0, 0], [np.nan, 0]]))  # ids as numpy gives them, named plainly
     with pytest.raises(InvalidTracksError, match="unknown agent type"):
         tracker.update(_det(["a"], [[0, 0]], types=[9]))
     small = SceneTracker(predictor, capacity=2)
