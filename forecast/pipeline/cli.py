@@ -198,7 +198,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
         for reason in s.get("why", []):  # stale (or partial): what changed since its last finished output
             print(f"  {'':<19}{reason}")
     if gate:
-        print(f"gate ({gate.get('decided')}): {'passed' if gate['passed'] else 'FAILED'}")
+        # gate.json is the last decision made; a later run with the gate off (or stopped before it) leaves it
+        earlier = bool(last and last.get("started") and gate.get("decided") and gate["decided"] < last["started"])
+        print(f"gate ({gate.get('decided')}{': from an earlier run, the last run did not gate' if earlier else ''}): "
+              f"{'passed' if gate['passed'] else 'FAILED'}")
         for reason in gate.get("reasons", []):
             print(f"  {reason}")
     return 0

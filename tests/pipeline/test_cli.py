@@ -82,6 +82,22 @@ def test_exit_codes():
     assert exit_code(PipelineResult("gate_failed"), GateConfig(fail_on_gate=False)) == 0
 
 
+def test_status_says_when_the_gate_shown_is_from_an_earlier_run(tmp_path, capsys):
+    """A run with the gate off left the previous run's FAILED gate under 'last run: ok' as if it were its own."""
+    cfg = write_tiny_pipeline(tmp_path, ["simulate", "ingest", "train"])
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    (work / "gate.json").write_text(json.dumps({"passed": False, "reasons": ["FAIL beat constant_velocity"],
+                                                "decided": "2026-11-28T10:00:00"}))
+    for started, earlier in (("2026-11-29T10:00:00", True), ("2026-11-28T09:59:00", False)):
+        (work / "latest.json").write_text(json.dumps({"status": "ok", "started": started, "updated": started,
+                                                      "steps": {}}))
+        assert main(["pipeline", "status", str(cfg)]) == 0
+        out = capsys.readouterr().out
+        assert "gate (2026-11-28T10:00:00" in out and "FAILED" in out
+        assert ("from an earlier run, the last run did not gate" in out) is earlier
+
+
 def test_status_and_options_after_the_config(tmp_path, capsys):
     cfg = write_tiny_pipeline(tmp_path, ["simulate", "ingest", "train"])
     assert main(["pipeline", "status", str(cfg), "--json"]) == 0
