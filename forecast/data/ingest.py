@@ -101,8 +101,9 @@ class IngestSummary:
             ("units (total / in shard)", f"{self.units_total} / {self.units_in_shard}"),
             ("units written / skipped", f"{self.units_written} / {self.units_skipped}"),
             ("files quarantined", self.files_quarantined),
-            ("rows read", self.rows_read),
-            ("rows written", self.rows_written),
+            # whole-shard counts, skipped units' from their manifests: a resumed ingest reports the same totals
+            ("rows read (whole shard)", self.rows_read),
+            ("rows in the store", self.rows_written),
             ("rows quarantined", self.rows_quarantined),
             ("scenarios written / in shard", f"{self.scenarios_written} / {self.scenarios_total}"),
         ]
