@@ -5,6 +5,7 @@ Only tensors and plain Python values are stored, so it loads with ``torch.load(w
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +24,24 @@ class LoadedModel:
     meta: dict  # run_id, version, metrics, train config
 
 
+def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order: what ``model.pt`` carries so
+    that a damaged file is refused at load. torch's zip format checks no checksum of tensor data, so 64
+    zeroed bytes inside a weight loaded, evaluated and exported without a word."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_model(path: Path, model: WorldModel, features: FeatureConfig, meta: dict) -> None:
     from forecast.data.atomic import atomic_write
 
-    payload = {"state_dict": model.state_dict(), "model_config": to_dict(model.cfg), "feature_config": to_dict(features),
-               "meta": meta}
+    state = model.state_dict()
+    payload = {"state_dict": state, "model_config": to_dict(model.cfg), "feature_config": to_dict(features),
+               "meta": meta, "weights_sha256": weights_sha256(state)}
     atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
 
 
@@ -43,6 +57,10 @@ def load_model(path: str | Path, map_location: str = "cpu") -> LoadedModel:
         missing = [k for k in ("feature_config", "model_config", "state_dict") if k not in payload]
         if missing:
             raise KeyError(f"no {missing} (a bare state dict or another program's checkpoint?)")
+        recorded = payload.get("weights_sha256")  # absent in files written before it was added: not checked
+        if recorded is not None and weights_sha256(payload["state_dict"]) != recorded:
+            raise ValueError("its weights do not match the sha256 written with them: the file is damaged "
+                             "(a partial copy, a bad disk or an edit); copy it again from where it was trained")
         features = from_dict(FeatureConfig, payload["feature_config"])
         cfg = from_dict(ModelConfig, payload["model_config"])
         model = WorldModel(cfg, pose_scale=features.scene_scale)

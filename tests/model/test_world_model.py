@@ -150,3 +150,32 @@ def test_a_model_of_other_raster_channels_is_refused_by_name(tmp_path):
     save_model(old, WorldModel(replace(MCFG, raster_channels=8)), feats, {})
     with pytest.raises(ModelFileError, match=r"old\.pt was trained on 8-channel rasters.*builds 9.*traffic_signal"):
         load_model(old)
+
+
+def test_a_damaged_model_file_is_refused(tmp_path):
+    """64 zeroed bytes inside a weight: torch's zip format checks no checksum of tensor data, and the damaged
+    model loaded, evaluated and exported without a word. model.pt now carries its weights' sha256."""
+    from dataclasses import replace
+
+    import pytest
+
+    from forecast.model.checkpoint import ModelFileError, load_model, save_model
+
+    feats = FeatureConfig(history_steps=8, future_steps=12, raster=RasterConfig(size=16, resolution=1.0))
+    model = WorldModel(replace(MCFG, raster_channels=len(feats.raster.channels)))
+    path = tmp_path / "model.pt"
+    save_model(path, model, feats, {})
+    assert load_model(path).model.cfg == model.cfg
+    data = bytearray(path.read_bytes())
+    name, weight = max(model.state_dict().items(), key=lambda kv: kv[1].numel())
+    at = bytes(data).find(weight.detach().numpy().tobytes()[:256])  # torch stores tensor bytes uncompressed
+    assert at > 0, name
+    data[at + 64: at + 128] = bytes(64)
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match=r"damaged\.pt.*weights do not match the sha256 written with them"):
+        load_model(damaged)
+    legacy = torch.load(path, weights_only=True)  # a file from before the digest still loads
+    del legacy["weights_sha256"]
+    torch.save(legacy, tmp_path / "legacy.pt")
+    assert load_model(tmp_path / "legacy.pt").model.cfg == model.cfg
