@@ -462,7 +462,7 @@ def log_to_mlflow(result: dict, cfg: BenchmarkConfig, json_path: Path, table_pat
     """One MLflow run with the measured numbers as metrics and the JSON and table as artifacts."""
     import mlflow
 
-    from forecast.training.train import tracking_uri
+    from forecast.tracking_uri import tracking_uri
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri(cfg.train.mlflow.tracking_uri))
     exp = client.get_experiment_by_name(cfg.mlflow_experiment)

@@ -17,6 +17,11 @@ def _features(path: str):
     return from_dict(FeatureConfig, data, where=f"{path}")
 
 
+# What each part recorded when it was evaluated (``--shard``): ``--merge`` takes them from the parts.
+DECIDED_BY_THE_PARTS = ("model", "store", "shard", "baseline", "split", "source", "max_samples", "t0_stride", "seed",
+                        "features", "tags", "suite", "device")
+
+
 def config_from_args(args: argparse.Namespace):
     from forecast.config import from_dict, load_yaml
     from forecast.evaluation.evaluate import EvalConfig
@@ -55,8 +60,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     quiet = getattr(args, "quiet", False)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     if args.merge:
-        ignored = [flag for flag, given in (("--model", args.model), ("--store", args.store), ("--shard", args.shard),
-                                            ("--baseline", args.baseline)) if given]
+        ignored = [f"--{dest.replace('_', '-')}" for dest in DECIDED_BY_THE_PARTS if getattr(args, dest) is not None]
         if ignored:  # the parts hold their models, samples and champion: a flag here would be silently unused
             raise ValueError(f"--merge combines what the parts evaluated; {', '.join(ignored)} belong(s) to the "
                              "runs that wrote them (forecast evaluate ... --shard i/N)")

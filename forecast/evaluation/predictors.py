@@ -5,6 +5,7 @@ Every predictor has ``predict(sample) -> (traj [A, K, T, 2], prob [A, K])`` in t
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import numpy as np
@@ -123,21 +124,40 @@ class _NotRegistered(Exception):
 
 
 def _registered_ref(spec: str) -> tuple[str, str | None, str | None]:
-    """``models:/NAME@ALIAS`` -> (NAME, ALIAS, None); ``models:/NAME/VERSION`` -> (NAME, None, VERSION)."""
+    """Split ``models:/...`` as MLflow does: ``NAME/VERSION_OR_STAGE`` on the slash (a name has none),
+    else ``NAME@ALIAS`` on the last ``@``. -> (NAME, ALIAS, VERSION_OR_STAGE); (ref, None, None) for
+    anything else (an MLflow logged-model id), which only MLflow's own download checks."""
     ref = spec[len("models:/"):]
-    if "@" in ref:
+    parts = ref.split("/")
+    if len(parts) == 2 and all(parts):
+        return parts[0], None, parts[1]
+    if len(parts) == 1 and "@" in ref:
         name, alias = ref.rsplit("@", 1)
         if name and alias:
             return name, alias, None
-    elif "/" in ref:
-        name, version = ref.rsplit("/", 1)
-        if name and version:
-            return name, None, version
+    if len(parts) == 1 and ref:
+        return ref, None, None
     raise ValueError(f"--baseline {spec!r}: a registered model is models:/NAME@ALIAS or models:/NAME/VERSION")
 
 
+def _missing_sqlite_store(uri: str) -> bool:
+    """Whether ``uri`` is a SQLite file that does not exist (asking MLflow would create it, empty)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(uri)
+    except ArgumentError:  # not a database URL (a server, a file store): MLflow answers for it
+        return False
+    db = url.database
+    return url.get_backend_name() == "sqlite" and db not in (None, "", ":memory:") and not Path(db).exists()
+
+
 def _check_registered(name: str, alias: str | None, version: str | None, uri: str, spec: str) -> None:
-    """Raise _NotRegistered when ``name`` is not registered, ValueError when it lacks the alias or version."""
+    """Raise _NotRegistered when there is nothing to compare with yet (``name`` not registered, or no
+    alias set on it at all: the pipeline's register step sets the first); ValueError for what looks
+    like a mistake (another alias is set, a version that does not exist); ConnectionError when the
+    registry cannot be read."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -145,19 +165,26 @@ def _check_registered(name: str, alias: str | None, version: str | None, uri: st
     try:
         model = client.get_registered_model(name)
     except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":  # a first run, or a typo: say what is there
-            names = sorted(m.name for m in client.search_registered_models(max_results=20))
-            raise _NotRegistered(f"registered there: {', '.join(names) or 'none'}") from exc
-        raise
-    if alias is not None and alias not in (model.aliases or {}):
-        known = ", ".join(f"@{a} (version {v})" for a, v in sorted((model.aliases or {}).items())) or "none"
-        raise ValueError(f"--baseline {spec}: registered model {name} in {uri} has no alias {alias!r}; "
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise ConnectionError(f"cannot read the registry at {uri} for {spec}: {exc}") from exc
+        names = sorted(m.name for m in client.search_registered_models(max_results=20))
+        raise _NotRegistered(f"registered there: {', '.join(names) or 'none'}") from exc
+    aliases = dict(model.aliases or {})
+    if alias is not None and alias not in aliases:
+        if not aliases:  # registered, never promoted: as the gate, nothing to compare with yet
+            raise _NotRegistered(f"{name} has no alias yet")
+        close = difflib.get_close_matches(alias, list(aliases), n=1)
+        hint = f" (did you mean @{close[0]}?)" if close else ""
+        known = ", ".join(f"@{a} (version {v})" for a, v in sorted(aliases.items()))
+        raise ValueError(f"--baseline {spec}: registered model {name} in {uri} has no alias {alias!r}{hint}; "
                          f"its aliases: {known}")
-    if version is not None:
-        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
-        if not version.isdigit() or int(version) not in versions:
-            raise ValueError(f"--baseline {spec}: registered model {name} in {uri} has no version {version!r}; "
-                             f"its versions: {versions}")
+    if version is not None and version.isdigit():  # a stage or 'latest' is MLflow's to resolve
+        try:
+            client.get_model_version(name, version)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise ConnectionError(f"cannot read the registry at {uri} for {spec}: {exc}") from exc
+            raise ValueError(f"--baseline {spec}: registered model {name} in {uri} has no version {version}") from exc
 
 
 def resolve_model(spec: str, dst: str | Path, log=None, tracking_uri: str | None = None) -> str | None:
@@ -165,11 +192,12 @@ def resolve_model(spec: str, dst: str | Path, log=None, tracking_uri: str | None
     (MLflow downloads the registered bundle's artifacts into ``dst``, an existing directory the caller
     owns and removes); anything else as is.
 
-    None when the registry has no model NAME yet (the first run of a pipeline: nothing to compare with).
-    A NAME that is registered but has no such alias or version is a ``ValueError`` naming the ones it
-    has: a typo there must not turn the comparison off with exit 0.
-    The registry is ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` here
-    (as training); a SQLite store that does not exist is not created.
+    None when there is nothing to compare with yet: no model NAME registered, or NAME without any alias
+    (a pipeline's first runs; the gate reads the registry the same way). Another alias than the one
+    asked for, or a version that does not exist, is a ``ValueError`` naming what is there: a typo must
+    not turn the comparison off with exit 0. The registry is ``tracking_uri``, else
+    ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` here (as training); a SQLite store that does
+    not exist is not created.
     """
     if not spec.startswith("models:/"):
         return spec
@@ -178,12 +206,12 @@ def resolve_model(spec: str, dst: str | Path, log=None, tracking_uri: str | None
 
     from forecast.export.mlflow_model import tracking
     from forecast.pipeline.signals import deferred
-    from forecast.training.train import tracking_uri as resolve_uri
+    from forecast.tracking_uri import tracking_uri as resolve_uri
 
     say = log or (lambda msg: None)
     uri = resolve_uri(tracking_uri)
     name, alias, version = _registered_ref(spec)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+    if _missing_sqlite_store(uri):
         say(f"no MLflow store at {uri}, so no registered model {name} yet ({spec}): comparison skipped")
         return None
     try:

@@ -57,7 +57,7 @@ def _log_mlflow(result: EvalResult, cfg: EvalConfig) -> str:
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
 
-    from forecast.training.train import tracking_uri
+    from forecast.tracking_uri import tracking_uri
 
     warnings.filterwarnings("ignore", ".*MLflow Model Registry.*")
     client = MlflowClient(tracking_uri=tracking_uri(cfg.mlflow.tracking_uri))

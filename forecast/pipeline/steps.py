@@ -45,7 +45,7 @@ from typing import Protocol
 import yaml
 
 from forecast.config import to_dict
-from forecast.data.atomic import sha256_text, write_json_atomic
+from forecast.data.atomic import sha256_file, sha256_text, write_json_atomic
 from forecast.pipeline.config import (
     ExportStepConfig,
     IngestStepConfig,
@@ -285,9 +285,10 @@ class MlflowFlags:
     tracking_uri: str | None = None
 
     def args(self, run_name: str) -> list[str]:
-        if not self.enabled:
-            return ["--no-mlflow"]
-        return ["--run-name", run_name] + (["--tracking-uri", self.tracking_uri] if self.tracking_uri else [])
+        # the store is passed with tracking off too: a champion models:/... is read from it, as the gate and
+        # the register step read theirs
+        uri = ["--tracking-uri", self.tracking_uri] if self.tracking_uri else []
+        return (["--no-mlflow"] if not self.enabled else ["--run-name", run_name]) + uri
 
 
 class ChampionStep(TrainStep):
@@ -397,7 +398,8 @@ class ExportStep:
         call_cli(argv)  # registers nothing (no --register): in the pipeline the register step does, after the gate
         manifest = json.loads(_require(bundle / "bundle.json", "bundle manifest").read_text())
         return StepResult({"bundle": "bundle", "manifest": "bundle/bundle.json"},
-                          {"files": sorted(manifest.get("files", {})), "models": manifest.get("models", {})})
+                          {"files": sorted(manifest.get("files", {})), "models": manifest.get("models", {}),
+                           "bundle_json_sha256": sha256_file(bundle / "bundle.json")})  # to pin in the car
 
 
 # ----------------------------------------------------------------------------------------------

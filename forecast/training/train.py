@@ -20,6 +20,7 @@ from forecast.config import to_dict
 from forecast.data.atomic import write_json_atomic
 from forecast.model.checkpoint import save_model
 from forecast.pipeline.signals import deferred, lightning_callback
+from forecast.tracking_uri import tracking_uri
 from forecast.training.calibration import calibrate
 from forecast.training.config import TrainConfig
 from forecast.training.datamodule import ForecastDataModule
@@ -34,11 +35,6 @@ class TrainResult:
     run_id: str | None
     metrics: dict[str, float]
     global_step: int
-
-
-def tracking_uri(configured: str | None) -> str:
-    """Explicit config, else $MLFLOW_TRACKING_URI (a team's server), else a local SQLite store here."""
-    return configured or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
 
 
 def run_training(cfg: TrainConfig, progress: bool = True, extra_callbacks: list | None = None,

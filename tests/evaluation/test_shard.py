@@ -64,6 +64,9 @@ def test_cli_shard_and_merge(sumo_store, tmp_path, capsys):
     # what the parts already decided is not asked again: a --model here was silently ignored
     assert main([*common, "--merge", *parts, "--model", "ctrv", "--out", str(tmp_path / "m2")]) == 2
     assert "--model belong(s) to the runs that wrote them" in capsys.readouterr().err
+    assert main([*common, "--merge", *parts, "--split", "test", "--t0-stride", "5", "--seed", "9",
+                 "--out", str(tmp_path / "m3")]) == 2
+    assert "--split, --t0-stride, --seed belong(s)" in capsys.readouterr().err
     assert main([*common, "--merge", *parts, "--out", str(tmp_path / "merged")]) == 0
     merged = json.loads((tmp_path / "merged" / "metrics.json").read_text())
     one = evaluate(sumo_store, ["constant_velocity"], _shard_cfg(), progress=False).metrics
