@@ -189,14 +189,33 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
 
 
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (poll says POLLERR), as after `... | head -1`."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll on this OS, or stdout is not a file (a test's capture)
+        return False
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
-        return int(args.func(args) or 0)
-    except BrokenPipeError:
-        # The reader went away (`forecast store S | head -1`): stop quietly with SIGPIPE's code, as a Unix
-        # tool does, rather than "error: Broken pipe" and exit 1 (a failure). stdout goes to /dev/null so
-        # that the interpreter's last flush does not raise again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a piped stdout is block-buffered: a closed reader shows here, not at exit
+        return code
+    except BrokenPipeError as exc:
+        if not _stdout_reader_gone():  # another pipe (a child process, a socket): an ordinary failure
+            print(f"forecast {args.command}: error: {exc}", file=sys.stderr)
+            return EXIT_FAIL
+        # The reader of stdout went away (`forecast store S | head -1`): stop quietly with SIGPIPE's code, as a
+        # Unix tool does, rather than "error: Broken pipe" and exit 1. stdout goes to /dev/null so that the
+        # interpreter's last flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
         return 128 + signal.SIGPIPE
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"forecast {args.command}: error: {exc}", file=sys.stderr)

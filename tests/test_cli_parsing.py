@@ -34,17 +34,35 @@ def test_quiet_before_or_after_the_subcommand(argv, quiet):
     assert args.quiet is quiet
 
 
-def test_a_closed_pipe_ends_the_command_quietly(sumo_store):
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+@pytest.mark.parametrize("extra", [[], ["--json"]])
+def test_a_closed_pipe_ends_the_command_quietly(sumo_store, unbuffered, extra):
     """`forecast store S | head -1`: the reader goes away before the output is written. The command said
-    "error: Broken pipe" and exited 1 (a failure); it now ends as a Unix tool does, with SIGPIPE's 141."""
+    "error: Broken pipe" and exited 1 (a failure), or, with stdout block-buffered as it is in a pipe,
+    "Exception ignored ... BrokenPipeError" and 120 at exit; it now ends as a Unix tool does, with 141."""
     read, write = os.pipe()
     os.close(read)  # the reader is gone before the command writes anything
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "forecast.cli", "store", str(sumo_store.path)], stdout=write,
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = unbuffered
+    proc = subprocess.run([sys.executable, "-m", "forecast.cli", "store", str(sumo_store.path), *extra], stdout=write,
                           stderr=subprocess.PIPE, text=True, env=env, timeout=300)
     os.close(write)
     assert proc.returncode == 128 + signal.SIGPIPE, proc.stderr
-    assert "Broken pipe" not in proc.stderr and "Traceback" not in proc.stderr
+    assert "Broken pipe" not in proc.stderr and "BrokenPipe" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_a_failure(monkeypatch, capsys, tmp_path):
+    """Only stdout's reader going away is the quiet 141: a write to a child process that died is an error."""
+    import forecast.cli as cli
+
+    def command(args) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "_cmd_store", command)
+    assert cli.main(["store", str(tmp_path)]) == 1
+    assert "forecast store: error: [Errno 32] Broken pipe" in capsys.readouterr().err
 
 
 def test_train_points_at_the_store_its_run_went_to(monkeypatch, capsys, tmp_path):
