@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,8 @@ import pyarrow.parquet as pq
 
 
 def _umask() -> int:
-    """The process's umask, read without changing it where the OS tells it (Linux); else set and restored."""
+    """The process's umask, read without changing it where the OS tells it (Linux); else set and restored,
+    which another thread creating a file at that instant would see (no OS in use here needs it)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):
@@ -30,6 +32,12 @@ def default_mode(directory: bool = False) -> int:
     """The mode a new file (0o666) or directory (0o777) of this process gets under its umask: for what
     mkstemp / mkdtemp made private (0o600 / 0o700) and is then renamed into place for other users to read."""
     return (0o777 if directory else 0o666) & ~_umask()
+
+
+def open_directory(path: Path) -> None:
+    """Give a directory made by mkdtemp (0o700) the mode of a new directory before it is renamed into place,
+    keeping the setgid bit it inherited in a team share (which gives files added later the team's group)."""
+    os.chmod(path, default_mode(directory=True) | (os.stat(path).st_mode & stat.S_ISGID))
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from forecast.data.atomic import default_mode
+from forecast.data.atomic import open_directory
 from forecast.data.ragged import ragged_rows
 from forecast.data.scenario import ScenarioInfo, _sorted_codes
 from forecast.data.schema import AGENT_TYPE_LABELS
@@ -99,7 +99,7 @@ class SamplePlan(Sequence):
         try:
             for k in self._ARRAYS:
                 np.save(tmp / f"{k}.npy", np.ascontiguousarray(getattr(self, k)))
-            os.chmod(tmp, default_mode(directory=True))  # mkdtemp's 0o700 would hide it from other readers
+            open_directory(tmp)  # mkdtemp's 0o700 would hide it from other readers
             os.replace(tmp, path)
         except OSError:
             if not path.is_dir():

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forecast.data.atomic import default_mode, sha256_text
+from forecast.data.atomic import open_directory, sha256_text
 from forecast.progress import track
 from forecast.sim.signals import (
     SIGNAL_VCLASS,
@@ -180,7 +180,7 @@ def simulate_network(cfg: SimConfig, net: NetworkConfig, out: Path) -> Path:
         if run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(tmp, default_mode(directory=True))  # mkdtemp's 0o700 would hide the run from other users
+        open_directory(tmp)  # mkdtemp's 0o700 would hide the run from other users
         os.replace(tmp, run_dir)
         tmp.mkdir()  # TemporaryDirectory cleans up the (now empty) placeholder
     return run_dir

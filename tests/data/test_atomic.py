@@ -49,7 +49,12 @@ def test_a_sample_plan_saved_whole_is_readable_by_others(tmp_path):
     old = os.umask(0o022)
     try:
         plan.save(tmp_path / "plan")
+        share = tmp_path / "share"  # a team share: setgid, so that what is added later gets the team's group
+        share.mkdir()
+        os.chmod(share, 0o2775)
+        plan.save(share / "plan")
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "plan").stat().st_mode) == 0o755
     assert len(SamplePlan.load(tmp_path / "plan")) == 2
+    assert stat.S_IMODE((share / "plan").stat().st_mode) == 0o2755  # the inherited setgid bit is kept
