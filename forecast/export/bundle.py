@@ -25,11 +25,12 @@ from pathlib import Path
 
 import forecast
 from forecast.config import to_dict
-from forecast.data.atomic import default_mode, sha256_file, write_json_atomic
+from forecast.data.atomic import default_mode, open_directory, sha256_file, write_json_atomic
 from forecast.data.schema import TARGET_TYPES, AgentType
 from forecast.features.config import HIST_FEATURES, FeatureConfig
 from forecast.pipeline.signals import deferred
 from forecast.runtime.predictor import BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, REGISTRATION_FILE
+from forecast.tracking_uri import tracking_uri as resolve_uri
 
 MODEL_FILE = "model.onnx"
 MODEL_FP16_FILE = "model_fp16.onnx"
@@ -164,6 +165,9 @@ def export_bundle(model_path: str | Path, out_dir: str | Path, fp16: bool = Fals
         if progress:
             print(msg, flush=True)
 
+    if tracking_uri and not register_name:
+        raise ValueError("tracking_uri (--tracking-uri) is where register_name (--register NAME) registers; "
+                         "without --register nothing is registered")
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
     loaded = load_model(model_path)
@@ -205,13 +209,14 @@ def export_bundle(model_path: str | Path, out_dir: str | Path, fp16: bool = Fals
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
-    say(f"bundle: {out_dir}  (bundle.json sha256 {sha256_file(out_dir / BUNDLE_FILE)}: "
-        f"Predictor(..., bundle_sha256=...) pins it)")
+    # a result, not progress: printed with --quiet too, for a deployment to pin
+    print(f"bundle: {out_dir}  (bundle.json sha256 {sha256_file(out_dir / BUNDLE_FILE)}: "
+          f"Predictor(..., bundle_sha256=...) pins it)", flush=True)
 
     # Registration is asked for, never implied by $MLFLOW_TRACKING_URI: with a team's server set, every
     # ad-hoc export (and every test run) added an unvetted version of the production model name.
     if register_name:
-        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+        uri = resolve_uri(tracking_uri)
         with deferred():  # a stop inside MLflow's SQLite calls would leave the store locked for the process
             reg = register_bundle(out_dir, uri, register_name)
         how = "already registered as" if reg["reused"] else "registered"
@@ -231,7 +236,7 @@ def _check_out_dir(out_dir: Path) -> None:
 
 def _publish(stage: Path, out_dir: Path) -> None:
     """Move the finished bundle into place; an older bundle there is replaced as a whole."""
-    os.chmod(stage, default_mode(directory=True))  # mkdtemp/mkstemp create private files; a bundle is read by other users
+    open_directory(stage)  # mkdtemp/mkstemp create private files; a bundle is read by other users
     for p in stage.iterdir():
         os.chmod(p, default_mode())
     old = None

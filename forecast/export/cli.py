@@ -26,10 +26,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from forecast.export.bundle import export_bundle
     from forecast.export.onnx_export import ExportError, ParityError
 
-    if args.tracking_uri and not args.register:
-        print("forecast export: error: --tracking-uri is where --register NAME registers; without --register "
-              "nothing is registered", file=sys.stderr)
-        return EXIT_USAGE
     try:
         export_bundle(args.model, args.out, fp16=args.fp16, verify=args.verify, opset=args.opset,
                       tracking_uri=args.tracking_uri, register_name=args.register, max_agents=args.max_agents,

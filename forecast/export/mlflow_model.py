@@ -60,17 +60,14 @@ class ForecastPyfunc(PythonModel):
     """``predict(DataFrame of observations, params) -> DataFrame of futures`` through the ONNX bundle."""
 
     def load_context(self, context) -> None:
-        from forecast.runtime import BundleIntegrityError, Predictor
+        from forecast.runtime import Predictor
 
         bundle = Path(context.artifacts[BUNDLE_ARTIFACT])
         config = context.model_config or {}
-        expected = config.get("bundle_json_sha256")
-        actual = hashlib.sha256((bundle / "bundle.json").read_bytes()).hexdigest()
-        if expected and actual != expected:
-            raise BundleIntegrityError(f"{bundle / 'bundle.json'}: sha256 {actual[:16]}... differs from the "
-                                       f"{expected[:16]}... recorded when the model was logged; refusing to load it")
-        # Predictor checks the sha256 of every model file against bundle.json before onnxruntime reads it.
-        self.predictor = Predictor(bundle, variant=config.get("variant", "fp32"))
+        # Predictor checks bundle.json against the digest recorded when the model was logged, then every model
+        # file against bundle.json, before onnxruntime reads any of them.
+        self.predictor = Predictor(bundle, variant=config.get("variant", "fp32"),
+                                   bundle_sha256=config.get("bundle_json_sha256") or None)
 
     def predict(self, context, model_input, params: dict | None = None):
         return predict_frame(self.predictor, model_input, {**DEFAULT_PARAMS, **(params or {})})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -89,11 +90,16 @@ def read_manifest(bundle_dir: str | Path, expected_sha256: str | None = None) ->
         raise BundleIntegrityError(f"bundle directory {bundle_dir} does not exist")
     if not path.exists():
         raise BundleIntegrityError(f"{bundle_dir} is not a bundle: {BUNDLE_FILE} is missing")
+    want = None
+    if expected_sha256 is not None:  # read from a file or a config: its newline and case are not the bundle's fault
+        want = expected_sha256.strip().lower() if isinstance(expected_sha256, str) else ""
+        if not re.fullmatch(r"[0-9a-f]{64}", want):
+            raise OptionError(f"bundle_sha256 must be a sha256 digest (64 hex digits), got {expected_sha256!r}")
     try:
         raw = path.read_bytes()
-        if expected_sha256 is not None and _sha256(raw) != expected_sha256.lower():
-            raise BundleIntegrityError(f"{path}: sha256 {_sha256(raw)} differs from the expected {expected_sha256}; "
-                                       f"refusing to load it")
+        if want is not None and _sha256(raw) != want:
+            raise BundleIntegrityError(f"{path}: sha256 {_sha256(raw)} differs from the expected {want} "
+                                       f"(recorded when the model was exported or logged); refusing to load it")
         manifest = json.loads(raw.decode())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleIntegrityError(f"{path}: unreadable ({exc})") from exc

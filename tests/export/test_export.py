@@ -28,7 +28,7 @@ from forecast.features.raster import rasterize_map_layers
 from forecast.model.batch import MODEL_INPUT_NAMES, MODEL_OUTPUT_NAMES, collate
 from forecast.model.checkpoint import load_model
 from forecast.model.world_model import WorldModel
-from forecast.runtime import BundleIntegrityError, Predictor
+from forecast.runtime import BundleIntegrityError, OptionError, Predictor
 from tests.conftest import tiny_features_and_model
 
 FEATURES, MODEL = tiny_features_and_model()
@@ -149,7 +149,9 @@ def test_an_edited_bundle_json_is_refused_when_its_digest_is_pinned(exported, tm
     shutil.copytree(exported / "bundle", bundle)
     digest = sha256_file(bundle / "bundle.json")
     assert Predictor(bundle, bundle_sha256=digest).dt == Predictor(bundle).dt
-    assert Predictor(bundle, bundle_sha256=digest.upper()).modes  # hex digests compare in either case
+    assert Predictor(bundle, bundle_sha256=digest.upper() + "\n").modes  # as read from a file: either case, a newline
+    with pytest.raises(OptionError, match="bundle_sha256 must be a sha256 digest"):
+        Predictor(bundle, bundle_sha256=digest[:16])
     manifest = json.loads((bundle / "bundle.json").read_text())
     manifest["sample"]["feature_config"]["dt"] *= 2
     (bundle / "bundle.json").write_text(json.dumps(manifest))

@@ -145,7 +145,7 @@ def test_an_altered_logged_bundle_is_refused(registered, tmp_path):
     manifest = json.loads((local / "artifacts/bundle/bundle.json").read_text())
     manifest["training_run_id"] = "someone-else"
     (local / "artifacts/bundle/bundle.json").write_text(json.dumps(manifest))
-    with pytest.raises(BundleIntegrityError, match="recorded when the model was logged"):
+    with pytest.raises(BundleIntegrityError, match="recorded when the model was exported or logged"):
         mlflow.pyfunc.load_model(str(local))
 
 
