@@ -26,20 +26,26 @@ def machine() -> dict:
     return info
 
 
-def cpu_model() -> dict:
-    """The CPU as /proc/cpuinfo names it, with its widest vector extension: single-thread figures moved by
-    2-3 x between hosts of one machine kind (Zen 3 without AVX-512, Zen 4 and 5 with it), so a bench
-    figure says which one it came from."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {"name": platform.processor() or "unknown"}
-    first = dict(line.split(":", 1) for line in text.split("\n\n", 1)[0].splitlines() if ":" in line)
-    first = {k.strip(): v.strip() for k, v in first.items()}
-    flags = set(first.get("flags", "").split())
-    vector = next((f for f in ("avx512f", "avx2", "avx", "sse4_2", "asimd") if f in flags), "none")
-    return {"name": first.get("model name", "unknown"), "family": first.get("cpu family"),
-            "model": first.get("model"), "vector": vector}
+def cpu_model(cpuinfo: str | None = None) -> dict:
+    """The CPU as /proc/cpuinfo names it (``cpuinfo``: its text, read here when None), with its widest
+    vector extension: single-thread figures moved by 2-3 x between hosts of one machine kind (Zen 3
+    without AVX-512, Zen 4 and 5 with it), so a bench figure says which one it came from. Always the
+    keys name, family, model, vector (None where the OS does not say)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    first = {}
+    for line in cpuinfo.split("\n\n", 1)[0].splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            first[key.strip()] = value.strip()
+    flags = set((first.get("flags") or first.get("Features") or "").split())  # x86 / ARM
+    vector = next((f for f in ("avx512f", "avx2", "avx", "sse4_2", "sve2", "sve", "asimd") if f in flags), None)
+    name = first.get("model name") or (f"ARM implementer {first['CPU implementer']} part {first.get('CPU part')}"
+                                       if "CPU implementer" in first else platform.processor() or None)
+    return {"name": name, "family": first.get("cpu family"), "model": first.get("model"), "vector": vector}
 
 
 def best_of(fn, repeat: int = 3) -> float:

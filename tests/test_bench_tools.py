@@ -7,11 +7,30 @@ from onnx import TensorProto, helper
 
 from tests.conftest import bench_module
 
+ZEN4 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: AMD EPYC
+flags\t\t: fpu sse4_2 avx avx2 avx512f avx512_vnni
 
-def test_machine_names_the_cpu_and_its_vector_width(monkeypatch):
-    info = bench_module(monkeypatch, "_common").machine()
-    assert info["cpu"]["name"]
-    assert info["cpu"]["vector"] in {"avx512f", "avx2", "avx", "sse4_2", "asimd", "none"}
+processor\t: 1
+"""
+NEOVERSE = """processor\t: 0
+BogoMIPS\t: 243.75
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics
+CPU implementer\t: 0x41
+CPU part\t: 0xd0c
+"""
+
+
+def test_cpu_model_reads_x86_and_arm_cpuinfo(monkeypatch):
+    common = bench_module(monkeypatch, "_common")
+    assert common.cpu_model(ZEN4) == {"name": "AMD EPYC", "family": "25", "model": "17", "vector": "avx512f"}
+    assert common.cpu_model(NEOVERSE) == {"name": "ARM implementer 0x41 part 0xd0c", "family": None, "model": None,
+                                          "vector": "asimd"}
+    assert set(common.cpu_model("")) == {"name", "family", "model", "vector"}  # no /proc: the same keys
+    assert set(common.machine()["cpu"]) == {"name", "family", "model", "vector"}
 
 
 def _softmax_concat() -> bytes:

@@ -100,11 +100,11 @@ class IngestSummary:
             ("shard", self.shard),
             ("units (total / in shard)", f"{self.units_total} / {self.units_in_shard}"),
             ("units written / skipped", f"{self.units_written} / {self.units_skipped}"),
-            ("files quarantined", self.files_quarantined),
             # whole-shard counts, skipped units' from their manifests: a resumed ingest reports the same totals
+            ("files quarantined (whole shard)", self.files_quarantined),
             ("rows read (whole shard)", self.rows_read),
-            ("rows in the store", self.rows_written),
-            ("rows quarantined", self.rows_quarantined),
+            ("rows stored (whole shard)", self.rows_written),
+            ("rows quarantined (whole shard)", self.rows_quarantined),
             ("scenarios written / in shard", f"{self.scenarios_written} / {self.scenarios_total}"),
         ]
         rows += [(f"  quarantine: {k}", v) for k, v in sorted(self.quarantine_reasons.items())]

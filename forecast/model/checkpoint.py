@@ -30,9 +30,13 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     zeroed bytes inside a weight loaded, evaluated and exported without a word."""
     h = hashlib.sha256()
     for name in sorted(state_dict):
-        t = state_dict[name].detach().cpu().contiguous()
+        t = state_dict[name]
+        if not isinstance(t, torch.Tensor):  # a module's extra state
+            h.update(f"{name}|{t!r}|".encode())
+            continue
+        t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
     return h.hexdigest()
 
 
@@ -46,12 +50,12 @@ def save_model(path: Path, model: WorldModel, features: FeatureConfig, meta: dic
 
 
 def load_model(path: str | Path, map_location: str = "cpu") -> LoadedModel:
-    """Load ``model.pt`` (never unpickles arbitrary objects: ``weights_only=True``)."""
+    """Load ``model.pt`` onto ``map_location`` (never unpickles arbitrary objects: ``weights_only=True``)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file {path} does not exist")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True)  # checked on the CPU, then moved
         if not isinstance(payload, dict):
             raise TypeError(f"holds a {type(payload).__name__}, not a dict")
         missing = [k for k in ("feature_config", "model_config", "state_dict") if k not in payload]
@@ -72,7 +76,9 @@ def load_model(path: str | Path, map_location: str = "cpu") -> LoadedModel:
         raise ModelFileError(f"model {path} was trained on {cfg.raster_channels}-channel rasters; this version of "
                              f"forecast builds {len(features.raster.channels)} ({', '.join(features.raster.channels)}): "
                              "retrain it (a model from before the traffic-signal channel has 8)")
-    model.eval()
+    # load_state_dict copies into the CPU parameters the model was built with, whatever device the tensors
+    # were loaded to: a model asked for on "cuda" stayed on the CPU beside inputs on the GPU
+    model.to(map_location).eval()
     return LoadedModel(model, features, payload.get("meta", {}))
 
 

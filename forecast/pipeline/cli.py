@@ -62,7 +62,7 @@ def _registry(loaded):
     if "register" not in cfg.steps and not (cfg.gate.enabled and cfg.gate.must_beat_registered):
         return None
     from forecast.pipeline.registry import MlflowRegistry
-    from forecast.training.train import tracking_uri
+    from forecast.tracking_uri import tracking_uri
 
     return MlflowRegistry(tracking_uri(cfg.mlflow.tracking_uri), cfg.mlflow.experiment)
 
@@ -102,7 +102,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     tracker = NullTracker()
     if cfg.mlflow.enabled:
-        from forecast.training.train import tracking_uri  # imports Lightning: only when tracking is on
+        from forecast.tracking_uri import tracking_uri
 
         tracker = MlflowTracker(tracking_uri(cfg.mlflow.tracking_uri), cfg.mlflow.experiment)
     params = {**flatten(to_dict(cfg)), "config_file": args.config, "overrides": " ".join(args.overrides) or "-",
@@ -199,9 +199,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
             print(f"  {'':<19}{reason}")
     if gate:
         # gate.json is the last decision made; a later run with the gate off (or stopped before it) leaves it
+        # (both times are this host's local time, as latest.json and gate.json record them)
         earlier = bool(last and last.get("started") and gate.get("decided") and gate["decided"] < last["started"])
-        print(f"gate ({gate.get('decided')}{': from an earlier run, the last run did not gate' if earlier else ''}): "
-              f"{'passed' if gate['passed'] else 'FAILED'}")
+        note = ": from an earlier run, " + ("the run now going has not gated yet" if last["status"] == "running"
+                                            else "the last run did not gate") if earlier else ""
+        print(f"gate ({gate.get('decided')}{note}): {'passed' if gate['passed'] else 'FAILED'}")
         for reason in gate.get("reasons", []):
             print(f"  {reason}")
     return 0

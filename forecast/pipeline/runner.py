@@ -257,13 +257,18 @@ class _Run:
             if not stopping:  # a signal during the last writes: the run still ends as stopped, and says so
                 self.result.status, self.result.error = "stopped", f"{type(exc).__name__}: {exc}"
                 try:
-                    self._write_latest("stopped")
-                except OSError as err:
-                    self.opts.log(f"warning: could not write {self.work_dir / 'latest.json'}: {err}")
-                try:  # MLflow closed the run as it was about to end; it ends as stopped there too
-                    self.tracker.finish("KILLED")
-                except Exception as err:  # noqa: BLE001 - the stop goes on whatever the tracking store says
-                    self.opts.log(f"warning: could not mark the MLflow run stopped: {type(err).__name__}: {err}")
+                    with deferred():  # a second signal must not cut these two in half either
+                        try:
+                            self._write_latest("stopped")
+                        except OSError as err:
+                            self.opts.log(f"warning: could not write {self.work_dir / 'latest.json'}: {err}")
+                        try:  # MLflow closed the run as it was about to end; it ends as stopped there too
+                            self.tracker.finish("KILLED")
+                        except Exception as err:  # noqa: BLE001 - the stop goes on whatever the store says
+                            self.opts.log(f"warning: could not mark the MLflow run stopped: "
+                                          f"{type(err).__name__}: {err}")
+                except StopRequested:
+                    pass  # the section's end raises the stop again: the one being handled goes on below
                 raise
         except OSError as exc:
             self.opts.log(f"warning: could not write {self.work_dir / 'latest.json'}: {exc}")

@@ -14,10 +14,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = run_training(cfg, progress=not args.quiet, fresh=args.fresh)
     print(f"model: {result.model_path}")
     if result.run_id:
-        from forecast.training.train import tracking_uri
+        from forecast.tracking_uri import tracking_uri
 
         uri = tracking_uri(cfg.mlflow.tracking_uri)  # where the run went: the config, $MLFLOW_TRACKING_URI, ./mlflow.db
-        how = f"mlflow ui --backend-store-uri {uri}" if uri.startswith(("sqlite:", "file:", "/")) else uri
+        remote = uri.startswith(("http://", "https://", "databricks"))  # a server: its own web page
+        how = uri if remote else f"mlflow ui --backend-store-uri {uri}"
         print(f"mlflow run: {result.run_id}  (see it with: {how})")
     for k, v in sorted(result.metrics.items()):
         print(f"  {k:<28}{v:10.3f}")
