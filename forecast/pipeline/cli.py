@@ -161,8 +161,12 @@ def _print_summary(result, cfg) -> None:
     evaluate, export = result.path("evaluate"), result.path("export")
     if evaluate is not None:
         print(f"report: {evaluate / 'report.html'}")
-    if export is not None:
-        print(f"bundle: {export / 'bundle'}")
+    if export is not None:  # with the digest a deployment pins (Predictor(bundle, bundle_sha256=...))
+        from forecast.data.atomic import sha256_file
+
+        manifest = export / "bundle" / "bundle.json"
+        digest = f"  (bundle.json sha256 {sha256_file(manifest)})" if manifest.exists() else ""
+        print(f"bundle: {export / 'bundle'}{digest}")
     registered = result.path("register")
     if registered is not None and (registered / "registered.json").exists():
         info = json.loads((registered / "registered.json").read_text())

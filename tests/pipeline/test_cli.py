@@ -106,3 +106,21 @@ def test_status_and_options_after_the_config(tmp_path, capsys):
     assert main(["pipeline", "run", str(cfg), "--until", "nope"]) == 2
     assert "--until 'nope'" in capsys.readouterr().err
     assert main(["pipeline", "run", str(cfg), "--frobnicate"]) == 2
+
+
+def test_the_run_summary_gives_the_committed_bundle_with_its_digest(tmp_path, capsys):
+    """The export step printed its digest beside the staging folder's path; the summary gives the committed
+    bundle with the digest to pin in the car."""
+    from types import SimpleNamespace
+
+    from forecast.data.atomic import sha256_file
+    from forecast.pipeline.cli import _print_summary
+    from forecast.pipeline.runner import StepOutcome
+
+    export = tmp_path / "export" / "f5d8"
+    (export / "bundle").mkdir(parents=True)
+    (export / "bundle" / "bundle.json").write_text('{"files": {}}')
+    result = PipelineResult("ok", [StepOutcome("export", "f5d8", "ran", export, 1.0)])
+    _print_summary(result, SimpleNamespace(name="t", work_dir=str(tmp_path)))
+    digest = sha256_file(export / "bundle" / "bundle.json")
+    assert f"bundle: {export / 'bundle'}  (bundle.json sha256 {digest})" in capsys.readouterr().out
