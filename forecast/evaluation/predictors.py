@@ -168,7 +168,7 @@ def _check_registered(name: str, alias: str | None, version: str | None, uri: st
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise ConnectionError(f"cannot read the registry at {uri} for {spec}: {exc}") from exc
         names = sorted(m.name for m in client.search_registered_models(max_results=20))
-        raise _NotRegistered(f"registered there: {', '.join(names) or 'none'}") from exc
+        raise _NotRegistered(f"{name} is not registered; registered there: {', '.join(names) or 'none'}") from exc
     aliases = dict(model.aliases or {})
     if alias is not None and alias not in aliases:
         if not aliases:  # registered, never promoted: as the gate, nothing to compare with yet
@@ -215,10 +215,11 @@ def resolve_model(spec: str, dst: str | Path, log=None, tracking_uri: str | None
         say(f"no MLflow store at {uri}, so no registered model {name} yet ({spec}): comparison skipped")
         return None
     try:
-        with deferred(), tracking(uri):
-            _check_registered(name, alias, version, uri, spec)
+        if alias is not None or version is not None:  # a logged-model id is for MLflow's download alone to check
+            with deferred(), tracking(uri):
+                _check_registered(name, alias, version, uri, spec)
     except _NotRegistered as exc:
-        say(f"no registered model {name} in {uri} yet ({spec}; {exc}): comparison skipped")
+        say(f"nothing to compare with in {uri} yet ({spec}: {exc}): comparison skipped")
         return None
     try:
         # models:/ URIs resolve through MLflow's process-wide registry URI, not the tracking_uri argument:

@@ -74,6 +74,8 @@ def test_registered_champion_comes_from_the_given_store_and_a_wrong_alias_is_an_
     assert is_bundle(Path(resolve_model(f"models:/{name}/latest", tmp_path / "latest", tracking_uri=uri)))  # MLflow's
     assert resolve_model(f"models:/{name}-typo@champion", dst, logs.append, tracking_uri=uri) is None  # not registered
     assert f"registered there: {name})" in logs[-1] and "comparison skipped" in logs[-1]
+    with pytest.raises(ValueError, match="cannot download the registered model models:/m-0123abc"):
+        resolve_model("models:/m-0123abc", tmp_path / "lm", tracking_uri=uri)  # an MLflow logged-model id: its own
     # a SQLite URL with options is the same store (it was read as a file named 'mlflow.db?timeout=30')
     assert resolve_model(spec, tmp_path / "opts", tracking_uri=f"{uri}?timeout=30") is not None
 
