@@ -164,7 +164,16 @@ def _extra_commands():
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:  # --help and usage errors print, then exit: `forecast --help | head -3` too
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            if _stdout_reader_gone():
+                raise SystemExit(_silence_stdout()) from None
+            raise
+        raise
     from forecast.pipeline.signals import StopRequested, StopSignals, running
 
     # A pipeline stops at clean points of its own (forecast.pipeline.signals), also in the commands
@@ -201,6 +210,16 @@ def _stdout_reader_gone() -> bool:
         return False
 
 
+def _silence_stdout() -> int:
+    """The reader of stdout went away (`forecast store S | head -1`): stop quietly with SIGPIPE's code, as a
+    Unix tool does, rather than "error: Broken pipe" and exit 1. stdout goes to /dev/null so that the
+    interpreter's last flush does not raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         code = int(args.func(args) or 0)
@@ -210,13 +229,7 @@ def _run(args: argparse.Namespace) -> int:
         if not _stdout_reader_gone():  # another pipe (a child process, a socket): an ordinary failure
             print(f"forecast {args.command}: error: {exc}", file=sys.stderr)
             return EXIT_FAIL
-        # The reader of stdout went away (`forecast store S | head -1`): stop quietly with SIGPIPE's code, as a
-        # Unix tool does, rather than "error: Broken pipe" and exit 1. stdout goes to /dev/null so that the
-        # interpreter's last flush does not raise again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return 128 + signal.SIGPIPE
+        return _silence_stdout()
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"forecast {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -61,8 +61,8 @@ def run_training(cfg: TrainConfig, progress: bool = True, extra_callbacks: list 
 def _run_training(cfg: TrainConfig, progress: bool, extra_callbacks: list | None, fresh: bool) -> TrainResult:
     cfg = cfg.resolved()
     out = Path(cfg.out_dir)
+    config, fingerprint = to_dict(cfg), data_fingerprint(cfg.data.store)  # a missing store fails before out_dir exists
     out.mkdir(parents=True, exist_ok=True)
-    config, fingerprint = to_dict(cfg), data_fingerprint(cfg.data.store)
     if decide(out, config, fingerprint, fresh) == "done":
         summary = json.loads((out / "train_summary.json").read_text())
         print(f"{out} holds the finished run of this config and data: nothing to train "
