@@ -237,8 +237,9 @@ def _check_out_dir(out_dir: Path) -> None:
 def _publish(stage: Path, out_dir: Path) -> None:
     """Move the finished bundle into place; an older bundle there is replaced as a whole."""
     open_directory(stage)  # mkdtemp/mkstemp create private files; a bundle is read by other users
+    mode = default_mode()
     for p in stage.iterdir():
-        os.chmod(p, default_mode())
+        os.chmod(p, mode)
     old = None
     if out_dir.exists():
         old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")

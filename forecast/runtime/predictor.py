@@ -97,8 +97,8 @@ def read_manifest(bundle_dir: str | Path, expected_sha256: str | None = None) ->
             raise OptionError(f"bundle_sha256 must be a sha256 digest (64 hex digits), got {expected_sha256!r}")
     try:
         raw = path.read_bytes()
-        if want is not None and _sha256(raw) != want:
-            raise BundleIntegrityError(f"{path}: sha256 {_sha256(raw)} differs from the expected {want} "
+        if want is not None and (actual := _sha256(raw)) != want:
+            raise BundleIntegrityError(f"{path}: sha256 {actual} differs from the expected {want} "
                                        f"(recorded when the model was exported or logged); refusing to load it")
         manifest = json.loads(raw.decode())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
