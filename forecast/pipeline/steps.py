@@ -310,7 +310,8 @@ class TagStep:
     def run(self, ctx: StepContext) -> StepResult:
         from forecast.scenarios.table import read_meta
 
-        argv = ["tag", "--store", str(ctx.inputs["ingest"] / "store"), "--out", str(ctx.out / "tags.parquet")]
+        argv = ([] if ctx.progress else ["--quiet"]) + [
+            "tag", "--store", str(ctx.inputs["ingest"] / "store"), "--out", str(ctx.out / "tags.parquet")]
         for split in self.splits:
             argv += ["--split", split]
         call_cli(argv)

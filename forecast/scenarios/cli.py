@@ -10,7 +10,7 @@ def _cmd_tag(args: argparse.Namespace) -> int:
     from forecast.scenarios.table import read_meta, tag_store
 
     path = tag_store(args.store, splits=args.split or None, out=args.out,
-                     log=lambda msg: print(msg, file=sys.stderr))
+                     log=lambda msg: print(msg, file=sys.stderr), progress=not args.quiet)
     meta = read_meta(path) or {}
     print(f"tags: {path}  ({meta.get('num_scenarios')} scenarios, {meta.get('agent_steps')} agent-steps)")
     for tag, n in sorted((meta.get("counts") or {}).items()):

@@ -72,8 +72,9 @@ def tag_scenario(scenario, layers: dict | None, cfg: TagConfig) -> tuple[dict[st
 
 
 def tag_store(store: Store | str | Path, cfg: TagConfig | None = None, splits: list[str] | None = None,
-              out: Path | None = None, log=None) -> Path:
-    """Tag every scenario (of ``splits``; all when None) and write the table; returns its path."""
+              out: Path | None = None, log=None, progress: bool = True) -> Path:
+    """Tag every scenario (of ``splits``; all when None) and write the table; returns its path.
+    ``log`` gets what happened; with ``progress`` also a line per 16 scenarios tagged."""
     cfg = cfg or TagConfig()
     log = log or (lambda msg: None)
     store = store if isinstance(store, Store) else Store(store)
@@ -114,7 +115,8 @@ def tag_store(store: Store | str | Path, cfg: TagConfig | None = None, splits: l
             cols["agent_type"] += labels[sc.agent_type[a].astype(int)].tolist()
             for t in TAGS:
                 cols[t].append(tags[t][a, t0])
-        log(f"tagged {min(k + 16, len(infos))}/{len(infos)} scenarios")
+        if progress:
+            log(f"tagged {min(k + 16, len(infos))}/{len(infos)} scenarios")
     table = pa.table({
         "scenario_id": pa.array(cols["scenario_id"], pa.string()), "split": pa.array(cols["split"], pa.string()),
         "track_id": pa.array(cols["track_id"], pa.string()),

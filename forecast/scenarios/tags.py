@@ -22,6 +22,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from forecast.data.types import IS_PHYSICAL, AgentType
 
@@ -166,11 +167,22 @@ class Pairs:
     dhead: np.ndarray  # |heading j - heading i|, radians in [0, pi] (NaN unknown)
 
 
+def neighbour_pairs(p: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ordered pairs (i, j), i != j, of points ``p [N, 2]`` at most ``radius`` apart, sorted by i then j.
+
+    A k-d tree, not the [N, N] distance matrix: a city scene has up to ~800 agents at a step, where the
+    matrix took ~20 ms per step and the tree takes ~0.2 ms."""
+    if len(p) < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    half = cKDTree(p).query_pairs(radius, output_type="ndarray").astype(np.int64)  # [P, 2], i < j
+    i, j = np.concatenate([half[:, 0], half[:, 1]]), np.concatenate([half[:, 1], half[:, 0]])
+    order = np.lexsort((j, i))
+    return i[order], j[order]
+
+
 def pairs_at(m: Motion, t: int, radius: float) -> Pairs:
     here = np.flatnonzero(m.present[:, t] & np.isfinite(m.xy[:, t, 0]))
-    p = m.xy[here, t]
-    d = np.hypot(*(p[None] - p[:, None]).transpose(2, 0, 1))
-    ii, jj = np.nonzero((d <= radius) & ~np.eye(len(here), dtype=bool))
+    ii, jj = neighbour_pairs(m.xy[here, t], radius)
     i, j = here[ii], here[jj]
     dp = m.xy[j, t] - m.xy[i, t]
     h = np.nan_to_num(m.heading[i, t])

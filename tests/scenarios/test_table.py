@@ -39,3 +39,15 @@ def test_cli_tag(sumo_store, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "agent-steps" in text and "near_miss" in text
     assert main(["tag", "--store", str(tmp_path / "none")]) == 2
+
+
+def test_cli_tag_quiet_prints_no_progress(sumo_store, tmp_path, capsys):
+    from forecast.cli import main
+
+    out = tmp_path / "t.parquet"
+    assert main(["tag", "--store", str(sumo_store.path), "--split", "test", "--out", str(out), "--quiet"]) == 0
+    quiet = capsys.readouterr()
+    assert "agent-steps" in quiet.out and "tagged" not in quiet.err
+    out.unlink()
+    assert main(["tag", "--store", str(sumo_store.path), "--split", "test", "--out", str(out)]) == 0
+    assert "tagged" in capsys.readouterr().err

@@ -179,3 +179,16 @@ def test_scene_tags_has_every_tag():
     tags = G.scene_tags(m, CFG)
     assert set(tags) == set(G.TAGS)
     assert all(t.shape == (1, T) and t.dtype == bool for t in tags.values())
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 300])
+def test_neighbour_pairs_are_the_distance_matrix_pairs(n):
+    rng = np.random.default_rng(n)
+    p = rng.uniform(0, 200, (n, 2))
+    p[1::7] = p[::7][: len(p[1::7])]  # coincident points are neighbours of each other
+    i, j = G.neighbour_pairs(p, 30.0)
+    d = np.hypot(*(p[None] - p[:, None]).transpose(2, 0, 1))
+    ei, ej = np.nonzero((d <= 30.0) & ~np.eye(n, dtype=bool))
+    np.testing.assert_array_equal(i, ei)
+    np.testing.assert_array_equal(j, ej)
+    assert i.dtype == np.int64 and j.dtype == np.int64
