@@ -106,9 +106,10 @@ def _check_inputs(
             raise ValueError(f"valid must be a bool array, got dtype {valid.dtype}")
         if valid.shape != (n, t):
             raise ValueError(f"valid must have shape [N, T] = {(n, t)}, got {valid.shape}")
-    if not np.isfinite(gt[valid]).all():
+    # The whole array first: a boolean gather copies, and all finite is the common case.
+    if not np.isfinite(gt).all() and not np.isfinite(gt[valid]).all():
         raise ValueError("gt has non-finite values at valid steps (mark them invalid in `valid`)")
-    if not np.isfinite(pred.transpose(0, 2, 1, 3)[valid]).all():
+    if not np.isfinite(pred).all() and not np.isfinite(pred.transpose(0, 2, 1, 3)[valid]).all():
         raise ValueError("pred has non-finite values at valid steps")
     return pred, gt, valid
 

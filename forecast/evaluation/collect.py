@@ -17,7 +17,10 @@ from forecast.evaluation.spill import Spill
 from forecast.features.config import FeatureConfig
 from forecast.features.dataset import SceneSet
 from forecast.features.frames import to_world
+from forecast.features.sample import Sample
 from forecast.progress import track
+
+BATCH = 16  # samples per forward pass of a batching predictor: ~3 x faster than one by one on a CPU
 
 
 def _radius(agent_type: np.ndarray) -> np.ndarray:
@@ -29,8 +32,11 @@ def _most_likely(traj: np.ndarray, prob: np.ndarray) -> np.ndarray:
     return traj[np.arange(len(traj)), best]
 
 
-def collect(scenes: SceneSet, predictors: dict[str, object], progress: bool = True) -> tuple[AgentTable, dict[str, Outputs]]:
-    """Run every predictor on every sample of ``scenes``; keep the scored agents (trajectories on disk)."""
+def collect(scenes: SceneSet, predictors: dict[str, object], progress: bool = True,
+            batch_size: int = BATCH) -> tuple[AgentTable, dict[str, Outputs]]:
+    """Run every predictor on every sample of ``scenes``; keep the scored agents (trajectories on disk).
+
+    A predictor with ``predict_batch(samples)`` gets ``batch_size`` samples at a time, the others one by one."""
     source = _SampleSource(scenes)
     feats: dict[str, FeatureConfig | None] = {}
     for name, p in predictors.items():
@@ -43,11 +49,18 @@ def collect(scenes: SceneSet, predictors: dict[str, object], progress: bool = Tr
     text: dict[str, list] = {"source": [], "map_id": [], "scenario_id": []}
     modes: dict[str, int] = {}
     tf = scenes.cfg.future_steps
-    for k in track(range(len(scenes)), "evaluate", "sample", progress):
-        s = scenes.sample(k)
+    def flush(pending: list[tuple[int, Sample]]) -> None:
+        """Run every predictor on the pending samples (in one batch where it can) and keep their scored agents."""
+        preds = {}
+        for name, p in predictors.items():
+            inputs = [source.sample_for(k, feats[name], s) for k, s in pending]
+            batched = getattr(p, "predict_batch", None)
+            preds[name] = batched(inputs) if batched is not None else [p.predict(x) for x in inputs]
+        for i, (k, s) in enumerate(pending):
+            keep(k, s, {name: out[i] for name, out in preds.items()})
+
+    def keep(k: int, s: Sample, preds: dict[str, tuple]) -> None:
         sel = np.flatnonzero(s.target_mask)
-        if len(sel) == 0:
-            continue
         info = scenes.infos[scenes.index[k].scenario]
         radius = _radius(s.agent_type)
         physical = IS_PHYSICAL[s.agent_type][:, None]  # [A, 1]: no overlap with a stop wall
@@ -69,8 +82,7 @@ def collect(scenes: SceneSet, predictors: dict[str, object], progress: bool = Tr
         spill.append("gt_overlap", SM.overlap_rate(gt_world, radius, valid=s.future_mask & physical)[sel], np.float64)
         spill.append("sample", np.full(n, k), np.int64)
         spill.append("row", sel, np.int64)
-        for name, p in predictors.items():
-            traj, prob = p.predict(source.sample_for(k, feats[name], s))
+        for name, (traj, prob) in preds.items():
             traj, prob = np.asarray(traj, dtype=np.float32), np.asarray(prob, dtype=np.float32)
             if traj.ndim != 4 or traj.shape[0] != s.num_agents or traj.shape[2] != tf or prob.shape != traj.shape[:2]:
                 raise ValueError(f"predictor {name!r} returned traj {traj.shape} / prob {prob.shape}; expected "
@@ -83,6 +95,17 @@ def collect(scenes: SceneSet, predictors: dict[str, object], progress: bool = Tr
             spill.append(f"{name}.prob", prob[sel])
             spill.append(f"{name}.end_world", best_world[sel, -1], np.float64)
             spill.append(f"{name}.overlap", SM.overlap_rate(best_world, radius, valid=np.broadcast_to(physical, best_world.shape[:2]))[sel], np.float64)
+
+    pending: list[tuple[int, Sample]] = []
+    for k in track(range(len(scenes)), "evaluate", "sample", progress):
+        s = scenes.sample(k)
+        if s.target_mask.any():
+            pending.append((k, s))
+        if len(pending) == batch_size:
+            flush(pending)
+            pending = []
+    if pending:
+        flush(pending)
     if not text["source"]:
         raise ValueError(f"no scored agent in the {len(scenes)} samples (each needs its whole future of "
                          f"{tf} steps and {scenes.cfg.min_history_steps} history steps)")

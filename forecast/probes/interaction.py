@@ -94,11 +94,15 @@ def find_pairs(scenes: SceneSet, max_pairs: int = 200, seed: int = 0) -> list[Pr
     rng = np.random.default_rng(seed)
     found: dict[str, list[ProbePair]] = {p: [] for p in PROBES}
     order = rng.permutation(len(scenes.index))
+    crossings: dict[str | None, object | None] = {}  # per map: the union is the scan's costliest step otherwise
     for k in order:
         if all(len(v) >= max_pairs for v in found.values()):
             break
         idx, tracks, m = sample_place(scenes, int(k))
-        for pair in _pairs_in_sample(tracks, idx.t0, idx.agents, scenes.cfg, m, crosswalks_of(scenes, idx)):
+        map_id = scenes.infos[idx.scenario].map_id
+        if map_id not in crossings:
+            crossings[map_id] = crosswalks_of(scenes, idx)
+        for pair in _pairs_in_sample(tracks, idx.t0, idx.agents, scenes.cfg, m, crossings[map_id]):
             if len(found[pair.probe]) < max_pairs:
                 found[pair.probe].append(replace(pair, sample=int(k)))
     return [p for v in found.values() for p in v]

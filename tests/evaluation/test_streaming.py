@@ -209,3 +209,19 @@ def test_a_killed_evaluations_spill_is_swept_by_the_next(tmp_path, monkeypatch):
     assert spill.path.exists()  # its own spill is not swept by a later one in the same process
     Spill()
     assert spill.path.exists()
+
+
+def test_batched_predictions_equal_one_by_one(collected, tiny_model):  # noqa: F811
+    """collect() hands a batching predictor several samples per forward pass: the same rows, and the same
+    predictions up to float rounding (padding changes the matrix shapes, not what real agents see)."""
+    cfg, feats, scenes, agents, outputs = collected
+    _, predictors, _, _ = load_predictors([str(tiny_model)], cfg)
+    assert any(hasattr(p, "predict_batch") for p in predictors.values())  # the learned model batches
+    one_agents, one_outputs = collect(scenes, predictors, progress=False, batch_size=1)
+    for field in ("sample", "row", "t0", "agent_type"):
+        np.testing.assert_array_equal(getattr(one_agents, field), getattr(agents, field))
+    np.testing.assert_array_equal(np.asarray(one_agents.gt), np.asarray(agents.gt))
+    assert outputs.keys() == one_outputs.keys()
+    for name, out in outputs.items():
+        np.testing.assert_allclose(np.asarray(out.pred), np.asarray(one_outputs[name].pred), atol=1e-4)
+        np.testing.assert_allclose(np.asarray(out.prob), np.asarray(one_outputs[name].prob), atol=1e-5)
