@@ -20,12 +20,22 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_QUARANTINE, EXIT_GATE, EXIT_LOCKED = 0, 1, 
 _PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT}
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from forecast.config import apply_overrides, from_dict, load_yaml
     from forecast.sim.sumo import SimConfig, simulate
 
     cfg = from_dict(SimConfig, apply_overrides(load_yaml(args.config), args.overrides), where=args.config)
-    runs = simulate(cfg, Path(args.out), progress=not args.quiet)
+    runs = simulate(cfg, Path(args.out), progress=not args.quiet, jobs=args.jobs)
     for r in runs:
         print(r)
     return EXIT_OK
@@ -106,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="generate SUMO traffic (networks, demand, 10 Hz FCD) from a data config")
     s.add_argument("--config", required=True, help="configs/data/<name>.yaml")
     s.add_argument("--out", required=True, help="output directory: OUT/<split>/<network>/")
+    s.add_argument("--jobs", type=_positive_int, default=None,
+                   help="networks simulated side by side (default: one per CPU); the data does not depend on it")
     s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. duration_s=120")
     s.set_defaults(func=_cmd_simulate)
 

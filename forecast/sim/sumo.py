@@ -14,7 +14,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -122,25 +124,86 @@ def _bin(name: str) -> str:
 TOOL_TIMEOUT_S = 3 * 3600
 
 
-def _run(cmd: list[str], cwd: Path) -> None:
-    try:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"{' '.join(cmd)} did not finish within {TOOL_TIMEOUT_S} s; it was stopped") from None
+class Children:
+    """The tool processes of one ``simulate`` call that runs networks side by side: when the call ends
+    early (a failed network, a stop signal in the main thread), the running ones are killed and no new
+    one starts, so a stop does not wait for the other networks' simulations."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._procs: set[subprocess.Popen] = set()
+        self._stopped = False
+
+    def add(self, proc: subprocess.Popen) -> bool:
+        with self._lock:
+            if not self._stopped:
+                self._procs.add(proc)
+            return not self._stopped
+
+    def discard(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.discard(proc)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            for proc in self._procs:
+                proc.kill()
+
+
+def _run(cmd: list[str], cwd: Path, children: Children | None = None) -> None:
+    with subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        if children is not None and not children.add(proc):
+            proc.kill()
+            proc.communicate()
+            raise RuntimeError(f"{' '.join(cmd)} not run: the simulation was stopped")
+        try:
+            _, stderr = proc.communicate(timeout=TOOL_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise RuntimeError(f"{' '.join(cmd)} did not finish within {TOOL_TIMEOUT_S} s; it was stopped") from None
+        except BaseException:  # a stop signal in the main thread: the tool goes with it, as subprocess.run does
+            proc.kill()
+            raise
+        finally:
+            if children is not None:
+                children.discard(proc)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-2000:]}")
 
 
-def simulate(cfg: SimConfig, out: Path, progress: bool = True) -> list[Path]:
-    """Generate every network of ``cfg`` under ``out``; a run whose config hash matches is kept."""
+def default_jobs() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def simulate(cfg: SimConfig, out: Path, progress: bool = True, jobs: int | None = None) -> list[Path]:
+    """Generate every network of ``cfg`` under ``out``, ``jobs`` at a time (default: one per CPU; each SUMO
+    run is one thread); a run whose config hash matches is kept. Returns the run directories in config
+    order. Each network depends on its own settings and seed only, so ``jobs`` does not change the data."""
     out = Path(out)
-    runs = []
-    for net in track(cfg.networks, "simulate", "network", progress):
-        runs.append(simulate_network(cfg, net, out))
-    return runs
+    jobs = max(1, min(jobs or default_jobs(), len(cfg.networks)))
+    if jobs == 1:
+        return [simulate_network(cfg, net, out) for net in track(cfg.networks, "simulate", "network", progress)]
+    children = Children()
+    with ThreadPoolExecutor(jobs, thread_name_prefix="simulate") as pool:
+        futures = [pool.submit(simulate_network, cfg, net, out, children) for net in cfg.networks]
+        try:
+            for f in track(as_completed(futures), "simulate", "network", progress, total=len(futures)):
+                f.result()
+        except BaseException:
+            children.stop()
+            for f in futures:
+                f.cancel()
+            raise
+    return [f.result() for f in futures]
 
 
-def simulate_network(cfg: SimConfig, net: NetworkConfig, out: Path) -> Path:
+def simulate_network(cfg: SimConfig, net: NetworkConfig, out: Path, children: Children | None = None) -> Path:
     demand = net.demand or cfg.demand
     seed = cfg.seed * 1000 + net.seed
     spec = {"net": asdict(net), "demand": asdict(demand), "seed": seed, "duration_s": cfg.duration_s,
@@ -155,8 +218,8 @@ def simulate_network(cfg: SimConfig, net: NetworkConfig, out: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=out, prefix=f".{net.name}.") as tmp_name:
         tmp = Path(tmp_name)
         net_file = f"{net.name}.net.xml"
-        _run(_netgenerate_cmd(net, seed, net_file), tmp)
-        trips = _make_demand(tmp, net_file, demand, seed, cfg.duration_s)
+        _run(_netgenerate_cmd(net, seed, net_file), tmp, children)
+        trips = _make_demand(tmp, net_file, demand, seed, cfg.duration_s, children)
         _run(
             [_bin("sumo"), "-n", net_file, "-r", ",".join(trips), "--step-length", "0.1", "--begin", "0",
              "--end", str(cfg.duration_s), "--seed", str(seed), "--fcd-output", "fcd.parquet",
@@ -164,7 +227,7 @@ def simulate_network(cfg: SimConfig, net: NetworkConfig, out: Path) -> Path:
              "--device.fcd.begin", str(cfg.warmup_s),
              "--no-step-log", "true", "--no-warnings", "true", *cfg.sumo.args(),
              *(["-a", _write_tls_additional(tmp)] if cfg.sumo.signals else [])],
-            tmp,
+            tmp, children,
         )
         vtypes, lengths = _vtypes([tmp / t for t in trips])
         if cfg.sumo.signals:
@@ -216,15 +279,16 @@ def _netgenerate_cmd(net: NetworkConfig, seed: int, net_file: str) -> list[str]:
     return cmd
 
 
-def _make_demand(tmp: Path, net_file: str, d: DemandConfig, seed: int, duration: float) -> list[str]:
+def _make_demand(tmp: Path, net_file: str, d: DemandConfig, seed: int, duration: float,
+                 children: Children | None = None) -> list[str]:
     tool = str(sumo_home() / "tools" / "randomTrips.py")
     common = [sys.executable, tool, "-n", net_file, "-e", str(duration), "--seed", str(seed)]
     _run(common + ["-o", "cars.trips.xml", "-r", "cars.rou.xml", "-p", str(d.car_period), "--prefix", "car",
-                   "--fringe-factor", str(d.car_fringe_factor), "--validate"], tmp)
+                   "--fringe-factor", str(d.car_fringe_factor), "--validate"], tmp, children)
     _run(common + ["-o", "bikes.trips.xml", "-r", "bikes.rou.xml", "-p", str(d.bike_period), "--prefix", "bike",
-                   "--vehicle-class", "bicycle", "--vclass", "bicycle", "--validate"], tmp)
+                   "--vehicle-class", "bicycle", "--vclass", "bicycle", "--validate"], tmp, children)
     _run(common + ["-o", "peds.trips.xml", "-p", str(d.ped_period), "--prefix", "ped", "--pedestrians",
-                   "--max-distance", str(d.ped_max_distance)], tmp)
+                   "--max-distance", str(d.ped_max_distance)], tmp, children)
     return ["cars.trips.xml", "bikes.trips.xml", "peds.trips.xml"]
 
 
