@@ -49,6 +49,7 @@ def collect(scenes: SceneSet, predictors: dict[str, object], progress: bool = Tr
     text: dict[str, list] = {"source": [], "map_id": [], "scenario_id": []}
     modes: dict[str, int] = {}
     tf = scenes.cfg.future_steps
+
     def flush(pending: list[tuple[int, Sample]]) -> None:
         """Run every predictor on the pending samples (in one batch where it can) and keep their scored agents."""
         preds = {}
