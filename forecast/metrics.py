@@ -147,7 +147,11 @@ def _per_mode_errors(
     pred: np.ndarray, gt: np.ndarray, valid: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``ade [N, K]``, ``fde [N, K]`` (NaN for agents without valid steps) and ``any_valid [N]``."""
-    err = np.linalg.norm(pred - gt[:, None], axis=-1)  # [N, K, T]
+    return _errors_to_ade_fde(np.linalg.norm(pred - gt[:, None], axis=-1), valid)
+
+
+def _errors_to_ade_fde(err: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_per_mode_errors`` from the displacements ``err [N, K, T]``."""
     v = valid[:, None, :]
     count = valid.sum(axis=1)  # [N]
     total = np.where(v, err, 0.0).sum(axis=-1)  # [N, K]
@@ -333,6 +337,31 @@ def truncate_horizon(
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= t:
         raise ValueError(f"steps must be an int in [1, T={t}], got {steps!r}")
     return pred[:, :, :steps], gt[:, :steps], None if valid is None else valid_full[:, :steps]
+
+
+def min_ade_fde_at_horizons(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    prob: np.ndarray | None,
+    steps: np.ndarray,
+    k: int | None = None,
+    valid: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """minADE and minFDE ``[S, N]`` with the future cut at each of ``steps`` ``[S]``: row s equals
+    ``min_ade`` / ``min_fde`` of ``truncate_horizon(pred, gt, valid, steps[s])``, from one computation
+    of the displacements (a horizon curve of 30 points costs one metric call, not 60)."""
+    pred, gt, valid = _check_inputs(pred, gt, valid)
+    n, k_modes, t = pred.shape[:3]
+    mask = _topk_mask(None if prob is None else _check_prob(prob, n, k_modes), n, k_modes, k)
+    err = np.linalg.norm(pred - gt[:, None], axis=-1)  # [N, K, T]
+    ade_out, fde_out = np.empty((len(steps), n)), np.empty((len(steps), n))
+    for i, s in enumerate(steps):
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 1 <= s <= t:
+            raise ValueError(f"steps must be ints in [1, T={t}], got {s!r}")
+        ade, fde, any_valid = _errors_to_ade_fde(err[:, :, :s], valid[:, :s])
+        ade_out[i] = _pick(ade, np.argmin(np.where(mask, np.nan_to_num(ade, nan=np.inf), np.inf), axis=1), any_valid)
+        fde_out[i] = _pick(fde, _best_mode(fde, mask), any_valid)
+    return ade_out, fde_out
 
 
 # --------------------------------------------------------------------------------------------------

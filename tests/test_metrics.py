@@ -399,3 +399,24 @@ def test_joint_metrics_skip_agents_without_valid_steps_and_check_shapes():
     assert list(j["scene"]) == ["a"] and j["n_agents"].tolist() == [1]
     with pytest.raises(ValueError, match="scene must have shape"):
         joint_metrics(pred, gt, np.array([0]))
+
+
+@pytest.mark.parametrize("k", [None, 1, 3])
+def test_horizons_at_once_equal_each_truncated_horizon(k):
+    rng = np.random.default_rng(7)
+    n, modes, t = 9, 4, 12
+    pred, gt = rng.normal(size=(n, modes, t, 2)) * 3, rng.normal(size=(n, t, 2)) * 3
+    prob = rng.dirichlet(np.ones(modes), size=n)
+    valid = rng.random((n, t)) > 0.3
+    valid[0] = False  # no valid step at all: NaN at every horizon
+    valid[1, :5] = False  # none in the first steps: NaN at the short horizons only
+    gt[2, ~valid[2]] = np.nan  # NaN where not valid is allowed
+    steps = np.array([1, 3, 5, 12])
+    ade, fde = m.min_ade_fde_at_horizons(pred, gt, prob, steps, k=k, valid=valid)
+    for i, s in enumerate(steps):
+        args = m.truncate_horizon(pred, gt, valid, int(s))
+        np.testing.assert_array_equal(ade[i], m.min_ade(*args[:2], prob, k=k, valid=args[2]))
+        np.testing.assert_array_equal(fde[i], m.min_fde(*args[:2], prob, k=k, valid=args[2]))
+    assert np.isnan(ade[:, 0]).all() and np.isnan(fde[:2, 1]).all() and not np.isnan(fde[3, 1])
+    with pytest.raises(ValueError, match="steps"):
+        m.min_ade_fde_at_horizons(pred, gt, prob, np.array([0]), valid=valid)

@@ -61,12 +61,14 @@ def horizon_curves(result: EvalResult, names: list[str], keys: tuple[str, ...] =
     """``{name: {group: {key: (seconds, values)}}}``: metrics truncated at (up to ``max_points``) steps.
 
     Means over the agents of each group, summed chunk by chunk (the arrays may be on disk)."""
+    unknown = set(keys) - {"minADE@6", "minFDE@6"}
+    if unknown:
+        raise ValueError(f"horizon curves know minADE@6 and minFDE@6, not {sorted(unknown)}")
     ag = result.agents
     dt = result.scenes.cfg.dt
     t = ag.gt.shape[1]
     steps = np.unique(np.linspace(1, t, min(t, max_points)).round().astype(int))
     groups = {"all": np.ones(len(ag), bool), **{c: ag.agent_class == c for c in CLASSES}}
-    fns = {"minADE@6": M.min_ade, "minFDE@6": M.min_fde}
     out: dict = {}
     for name in names:
         o = result.outputs[name]
@@ -76,10 +78,11 @@ def horizon_curves(result: EvalResult, names: list[str], keys: tuple[str, ...] =
         for lo, hi in row_chunks(ag.sample):
             pred_c, prob_c = read_rows(o.pred, lo, hi), read_rows(o.prob, lo, hi)
             gt_c, valid_c = read_rows(ag.gt, lo, hi), read_rows(ag.valid, lo, hi)
-            for j, s in enumerate(steps):
-                pred, gt, valid = M.truncate_horizon(pred_c, gt_c, valid_c, int(s))
-                for key in keys:
-                    v = fns[key](pred, gt, prob_c, k=k6, valid=valid)
+            ade, fde = M.min_ade_fde_at_horizons(pred_c, gt_c, prob_c, steps, k=k6, valid=valid_c)  # [S, n] each
+            for key, values in (("minADE@6", ade), ("minFDE@6", fde)):
+                if key not in keys:
+                    continue
+                for j, v in enumerate(values):
                     for g, mask in groups.items():
                         keep = mask[lo:hi] & ~np.isnan(v)
                         total[g, key][j] += v[keep].sum()
