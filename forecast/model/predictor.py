@@ -37,9 +37,10 @@ class TorchPredictor:
 
         The samples are padded to the largest; the padding changes the shapes of the matrix products,
         not what the real agents see, so each result equals ``predict``'s up to float rounding (~1e-5 m).
-        On a CPU a batch of 16 takes about a third of the time of 16 single calls (the model's many small
-        operations cost per call, not per agent)."""
-        batch = collate(samples, self.features.future_steps)
+        The rasters go packed (the real agents' only): the CNN does not run on padding. On the demo's
+        model a batch of 16 took 0.36 of the time of 16 single calls (the model's many small operations
+        cost per call, not per agent)."""
+        batch = collate(samples, self.features.future_steps, pack_rasters=True)
         traj, _, prob = self.model(*batch.to(self.device).model_inputs())
         traj, prob = traj.cpu().numpy(), prob.cpu().numpy()
         return [(traj[i, : s.num_agents], prob[i, : s.num_agents]) for i, s in enumerate(samples)]

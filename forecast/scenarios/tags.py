@@ -181,7 +181,7 @@ def neighbour_pairs(p: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarra
 
 
 def pairs_at(m: Motion, t: int, radius: float) -> Pairs:
-    here = np.flatnonzero(m.present[:, t] & np.isfinite(m.xy[:, t, 0]))
+    here = np.flatnonzero(m.present[:, t] & np.isfinite(m.xy[:, t]).all(-1))
     ii, jj = neighbour_pairs(m.xy[here, t], radius)
     i, j = here[ii], here[jj]
     dp = m.xy[j, t] - m.xy[i, t]

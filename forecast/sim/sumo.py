@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -148,23 +149,36 @@ class Children:
         with self._lock:
             self._stopped = True
             for proc in self._procs:
-                proc.kill()
+                _kill_tool(proc)
+
+
+def _kill_tool(proc: subprocess.Popen) -> None:
+    """Kill a tool and everything it started. The ``sumo`` and ``netgenerate`` on the PATH are pip's
+    launcher scripts that run the real binary as their child, and randomTrips.py runs duarouter: killing
+    the launcher alone leaves the simulation running, holding the output pipes open until it is done."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the tool's own process group (``_run``)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
 
 
 def _run(cmd: list[str], cwd: Path, children: Children | None = None) -> None:
-    with subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+    # A process group of its own (same session: a terminal's Ctrl-C and a scheduler's signal to our
+    # group still reach this process, whose handler ends here), so that ``_kill_tool`` reaches the tool's children.
+    with subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          process_group=0) as proc:
         if children is not None and not children.add(proc):
-            proc.kill()
+            _kill_tool(proc)
             proc.communicate()
             raise RuntimeError(f"{' '.join(cmd)} not run: the simulation was stopped")
         try:
             _, stderr = proc.communicate(timeout=TOOL_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _kill_tool(proc)
             proc.communicate()
             raise RuntimeError(f"{' '.join(cmd)} did not finish within {TOOL_TIMEOUT_S} s; it was stopped") from None
-        except BaseException:  # a stop signal in the main thread: the tool goes with it, as subprocess.run does
-            proc.kill()
+        except BaseException:  # a stop signal in the main thread: the tool and its children go with it
+            _kill_tool(proc)
             raise
         finally:
             if children is not None:
@@ -186,19 +200,23 @@ def simulate(cfg: SimConfig, out: Path, progress: bool = True, jobs: int | None 
     run is one thread); a run whose config hash matches is kept. Returns the run directories in config
     order. Each network depends on its own settings and seed only, so ``jobs`` does not change the data."""
     out = Path(out)
+    seen: set[tuple[str, str]] = set()
+    for net in cfg.networks:  # two networks of one run directory would overwrite each other
+        if (net.split, net.name) in seen:
+            raise ValueError(f"network {net.name!r} of split {net.split!r} is listed twice: names must differ")
+        seen.add((net.split, net.name))
     jobs = max(1, min(jobs or default_jobs(), len(cfg.networks)))
     if jobs == 1:
         return [simulate_network(cfg, net, out) for net in track(cfg.networks, "simulate", "network", progress)]
     children = Children()
     with ThreadPoolExecutor(jobs, thread_name_prefix="simulate") as pool:
-        futures = [pool.submit(simulate_network, cfg, net, out, children) for net in cfg.networks]
         try:
+            futures = [pool.submit(simulate_network, cfg, net, out, children) for net in cfg.networks]
             for f in track(as_completed(futures), "simulate", "network", progress, total=len(futures)):
                 f.result()
-        except BaseException:
+        except BaseException:  # a failed network or a stop signal (also while submitting)
             children.stop()
-            for f in futures:
-                f.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)  # the leaving ``with`` waits for the running ones
             raise
     return [f.result() for f in futures]
 

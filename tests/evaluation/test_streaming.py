@@ -211,17 +211,35 @@ def test_a_killed_evaluations_spill_is_swept_by_the_next(tmp_path, monkeypatch):
     assert spill.path.exists()
 
 
-def test_batched_predictions_equal_one_by_one(collected, tiny_model):  # noqa: F811
+def test_batched_predictions_equal_one_by_one(collected, tiny_model, tmp_path):  # noqa: F811
     """collect() hands a batching predictor several samples per forward pass: the same rows, and the same
     predictions up to float rounding (padding changes the matrix shapes, not what real agents see)."""
-    cfg, feats, scenes, agents, outputs = collected
-    _, predictors, _, _ = load_predictors([str(tiny_model)], cfg)
+    import torch
+
+    from forecast.model.checkpoint import load_model, save_model
+
+    cfg, feats, scenes, agents, _ = collected
+    # The fixture's head is zero (an untrained model predicts constant velocity whatever it computes):
+    # random head weights make every trajectory depend on the network, so a wrong batch shows.
+    loaded = load_model(tiny_model)
+    torch.manual_seed(1)
+    torch.nn.init.normal_(loaded.model.rollout.head[-1].weight, std=0.05)
+    path = tmp_path / "headed" / "model.pt"
+    path.parent.mkdir()
+    save_model(path, loaded.model, loaded.features, loaded.meta)
+    _, predictors, _, _ = load_predictors([str(path)], cfg)
     assert any(hasattr(p, "predict_batch") for p in predictors.values())  # the learned model batches
-    one_agents, one_outputs = collect(scenes, predictors, progress=False, batch_size=1)
+    runs = {b: collect(scenes, predictors, progress=False, batch_size=b) for b in (1, 16)}
+    (one_agents, one_outputs), (agents16, outputs16) = runs[1], runs[16]
     for field in ("sample", "row", "t0", "agent_type"):
-        np.testing.assert_array_equal(getattr(one_agents, field), getattr(agents, field))
-    np.testing.assert_array_equal(np.asarray(one_agents.gt), np.asarray(agents.gt))
-    assert outputs.keys() == one_outputs.keys()
-    for name, out in outputs.items():
-        np.testing.assert_allclose(np.asarray(out.pred), np.asarray(one_outputs[name].pred), atol=1e-4)
-        np.testing.assert_allclose(np.asarray(out.prob), np.asarray(one_outputs[name].prob), atol=1e-5)
+        np.testing.assert_array_equal(getattr(agents16, field), getattr(one_agents, field))
+    np.testing.assert_array_equal(np.asarray(agents16.gt), np.asarray(one_agents.gt))
+    name = "headed"
+    assert name in outputs16
+    cv = np.asarray(outputs16["constant_velocity"].pred)
+    assert np.abs(np.asarray(outputs16[name].pred) - cv[:, :1]).max() > 0.01  # not constant velocity
+    for n, out in outputs16.items():
+        np.testing.assert_allclose(np.asarray(out.pred), np.asarray(one_outputs[n].pred), atol=1e-4)
+        np.testing.assert_allclose(np.asarray(out.prob), np.asarray(one_outputs[n].prob), atol=1e-5)
+    with pytest.raises(ValueError, match="batch_size"):
+        collect(scenes, predictors, progress=False, batch_size=0)
