@@ -15,19 +15,11 @@ import signal
 import sys
 from pathlib import Path
 
+from forecast.cli_args import int_at_least
+
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_QUARANTINE, EXIT_GATE, EXIT_LOCKED = 0, 1, 2, 3, 4, 75
 # a path the user gave is wrong (read-only, a file where a folder belongs, missing): usage, exit 2
 _PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT}
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -116,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="generate SUMO traffic (networks, demand, 10 Hz FCD) from a data config")
     s.add_argument("--config", required=True, help="configs/data/<name>.yaml")
     s.add_argument("--out", required=True, help="output directory: OUT/<split>/<network>/")
-    s.add_argument("--jobs", type=_positive_int, default=None,
+    s.add_argument("--jobs", type=int_at_least(1, "--jobs"), default=None,
                    help="networks simulated side by side (default: one per CPU); the data does not depend on it")
     s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. duration_s=120")
     s.set_defaults(func=_cmd_simulate)

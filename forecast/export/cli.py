@@ -6,20 +6,10 @@ import argparse
 import errno
 import sys
 
+from forecast.cli_args import int_at_least
+
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 MIN_OPSET = 18  # torch's exporter writes opset >= 18; asking for less silently got 18 (or a converter crash)
-
-
-def _int_at_least(low: int, what: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{what} must be >= {low}, got {value}")
-        return value
-    return parse
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -61,8 +51,8 @@ def register(sub) -> None:
     s.add_argument("--register", metavar="NAME", help="register a model version NAME in the MLflow registry")
     s.add_argument("--tracking-uri", help="with --register: the MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
                                           "else sqlite:///mlflow.db); nothing is registered without --register")
-    s.add_argument("--opset", type=_int_at_least(MIN_OPSET, "--opset"),
+    s.add_argument("--opset", type=int_at_least(MIN_OPSET, "--opset"),
                    help=f"ONNX opset, >= {MIN_OPSET} (default: the exporter's)")
-    s.add_argument("--max-agents", type=_int_at_least(1, "--max-agents"), default=256,
+    s.add_argument("--max-agents", type=int_at_least(1, "--max-agents"), default=256,
                    help="largest agent count the graph accepts (default 256)")
     s.set_defaults(func=_cmd_export)
