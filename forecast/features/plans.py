@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from forecast.cpus import usable_cpus
 from forecast.data.atomic import open_directory
 from forecast.data.ragged import ragged_rows
 from forecast.data.scenario import ScenarioInfo, _sorted_codes
@@ -120,10 +121,7 @@ def _cat(arrays: list) -> np.ndarray:
 
 def plan_workers() -> int:
     """Processes for planning: the cores this process may use, shared among the ranks of a node."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
+    cores = usable_cpus()
     try:
         ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     except ValueError:

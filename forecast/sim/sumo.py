@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from forecast.cpus import usable_cpus
 from forecast.data.atomic import open_directory, sha256_text
 from forecast.progress import track
 from forecast.sim.signals import (
@@ -187,14 +188,6 @@ def _run(cmd: list[str], cwd: Path, children: Children | None = None) -> None:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-2000:]}")
 
 
-def default_jobs() -> int:
-    """The CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def simulate(cfg: SimConfig, out: Path, progress: bool = True, jobs: int | None = None) -> list[Path]:
     """Generate every network of ``cfg`` under ``out``, ``jobs`` at a time (default: one per CPU; each SUMO
     run is one thread); a run whose config hash matches is kept. Returns the run directories in config
@@ -205,7 +198,7 @@ def simulate(cfg: SimConfig, out: Path, progress: bool = True, jobs: int | None 
         if (net.split, net.name) in seen:
             raise ValueError(f"network {net.name!r} of split {net.split!r} is listed twice: names must differ")
         seen.add((net.split, net.name))
-    jobs = max(1, min(jobs or default_jobs(), len(cfg.networks)))
+    jobs = max(1, min(jobs or usable_cpus(), len(cfg.networks)))
     if jobs == 1:
         return [simulate_network(cfg, net, out) for net in track(cfg.networks, "simulate", "network", progress)]
     children = Children()
