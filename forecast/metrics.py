@@ -164,9 +164,9 @@ def _errors_to_ade_fde(err: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, 
     return ade, fde, any_valid
 
 
-def _best_mode(fde: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Index ``[N]`` of the kept mode with the smallest FDE (ties -> lower index)."""
-    masked = np.where(mask, np.nan_to_num(fde, nan=np.inf), np.inf)
+def _best_mode(err: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Index ``[N]`` of the kept mode with the smallest error ``err [N, K]`` (FDE or ADE; ties -> lower index)."""
+    masked = np.where(mask, np.nan_to_num(err, nan=np.inf), np.inf)
     return np.argmin(masked, axis=1)
 
 
@@ -222,7 +222,7 @@ def min_ade(
     NaN for agents without valid steps.
     """
     ade, _, mask, _, any_valid = _prepare(pred, gt, prob, k, valid)
-    best = np.argmin(np.where(mask, np.nan_to_num(ade, nan=np.inf), np.inf), axis=1)
+    best = _best_mode(ade, mask)
     return _pick(ade, best, any_valid)
 
 
@@ -324,6 +324,11 @@ def least_risk_fde(pred: np.ndarray, gt: np.ndarray, prob: np.ndarray, valid: np
     return _pick(fde, least_risk_mode(pred, prob, valid), any_valid)
 
 
+def _check_steps(steps: object, t: int) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= t:
+        raise ValueError(f"steps must be an int in [1, T={t}], got {steps!r}")
+
+
 def truncate_horizon(
     pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None, steps: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -333,9 +338,7 @@ def truncate_horizon(
     3 s numbers use ``steps`` = 10 / 20 / 30. ``valid`` may be None (stays None). Returns views.
     """
     pred, gt, valid_full = _check_inputs(pred, gt, valid)
-    t = pred.shape[2]
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= t:
-        raise ValueError(f"steps must be an int in [1, T={t}], got {steps!r}")
+    _check_steps(steps, pred.shape[2])
     return pred[:, :, :steps], gt[:, :steps], None if valid is None else valid_full[:, :steps]
 
 
@@ -356,10 +359,9 @@ def min_ade_fde_at_horizons(
     err = np.linalg.norm(pred - gt[:, None], axis=-1)  # [N, K, T]
     ade_out, fde_out = np.empty((len(steps), n)), np.empty((len(steps), n))
     for i, s in enumerate(steps):
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 1 <= s <= t:
-            raise ValueError(f"steps must be ints in [1, T={t}], got {s!r}")
+        _check_steps(s, t)
         ade, fde, any_valid = _errors_to_ade_fde(err[:, :, :s], valid[:, :s])
-        ade_out[i] = _pick(ade, np.argmin(np.where(mask, np.nan_to_num(ade, nan=np.inf), np.inf), axis=1), any_valid)
+        ade_out[i] = _pick(ade, _best_mode(ade, mask), any_valid)
         fde_out[i] = _pick(fde, _best_mode(fde, mask), any_valid)
     return ade_out, fde_out
 
