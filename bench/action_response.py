@@ -90,7 +90,7 @@ def main() -> None:
         model = TorchPredictor(path)
         scenes = SceneSet(store, scenario_ids, model.features, t0_stride=20, max_samples=3 * args.samples,
                           seed=args.seed)
-        card = evaluate_action_conditioning(scenes, model.predict, max_samples=args.samples, seed=args.seed)
+        card = evaluate_action_conditioning(scenes, model, max_samples=args.samples, seed=args.seed)
         split_scenes = SceneSet(store, scenario_ids, model.features, t0_stride=20,
                                 max_samples=5 * args.split_samples, seed=args.seed)
         split = follower_split(split_scenes, model.predict, args.split_samples)

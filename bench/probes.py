@@ -39,7 +39,7 @@ def main() -> None:
             pairs = find_pairs(scenes, max_pairs=args.pairs, seed=args.seed)
         elif model.features != scenes.cfg:
             raise SystemExit(f"{path}: its features differ from the first model's; probe them in separate runs")
-        scored = score_pairs(pairs, model.predict, functools.partial(pair_samples, scenes))
+        scored = score_pairs(pairs, model, functools.partial(pair_samples, scenes))
         for probe, r in scored.items():
             if isinstance(r, dict):
                 rows.append({"model": path, "probe": probe, "pairs": r["n"], "right_direction": r["right_direction"],

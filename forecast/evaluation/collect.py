@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from forecast import scene_metrics as SM
+from forecast.batching import BATCH, Question, batch_call
 from forecast.data.types import IS_PHYSICAL, AgentType
 from forecast.evaluation.predictors import _SampleSource
 from forecast.evaluation.results import OVERLAP_RADIUS, AgentTable, Outputs
@@ -19,8 +20,6 @@ from forecast.features.dataset import SceneSet
 from forecast.features.frames import to_world
 from forecast.features.sample import Sample
 from forecast.progress import track
-
-BATCH = 16  # samples per forward pass of a batching predictor: ~3 x faster than one by one on a CPU
 
 
 def _radius(agent_type: np.ndarray) -> np.ndarray:
@@ -56,9 +55,7 @@ def collect(scenes: SceneSet, predictors: dict[str, object], progress: bool = Tr
         """Run every predictor on the pending samples (in one batch where it can) and keep their scored agents."""
         preds = {}
         for name, p in predictors.items():
-            inputs = [source.sample_for(k, feats[name], s) for k, s in pending]
-            batched = getattr(p, "predict_batch", None)
-            preds[name] = batched(inputs) if batched is not None else [p.predict(x) for x in inputs]
+            preds[name] = batch_call(p)([Question(source.sample_for(k, feats[name], s)) for k, s in pending])
         for i, (k, s) in enumerate(pending):
             keep(k, s, {name: out[i] for name, out in preds.items()})
 

@@ -259,9 +259,8 @@ def world_model_section(store: Store, cfg: EvalConfig, feats: FeatureConfig, sce
         log(f"world-model card skipped: no scenarios of split {w.val_split!r}")
         return None
     val = SceneSet(store, val_infos, feats, cfg.t0_stride, cfg.max_samples, cfg.seed, full_future=True)
-    calls = {name: p.predict for name, p in predictors.items()}  # predict(sample, plan=None, plan_mask=None)
     log("world-model card: interaction probes, actions, persistence, generalisation")
-    return _json_safe(world_model_card(calls, val, scenes, w.max_samples, w.max_pairs, cfg.seed))
+    return _json_safe(world_model_card(predictors, val, scenes, w.max_samples, w.max_pairs, cfg.seed))
 
 
 def _json_safe(obj):

@@ -10,11 +10,10 @@ endpoints at all (``near_endpoint_shift_m``, whatever the truth: zero means the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from forecast import metrics
+from forecast.batching import Question, predict_stream
 from forecast.data.schema import AgentType
 from forecast.features.dataset import SceneSet
 
@@ -38,8 +37,9 @@ def focal_plan(s) -> tuple[np.ndarray, np.ndarray]:
     return plan, mask
 
 
-def evaluate_action_conditioning(scenes: SceneSet, predict: Callable, max_samples: int = 200, seed: int = 0) -> dict:
-    """``predict(sample, plan=None, plan_mask=None) -> (traj, prob)``; plan [A, T_f, 2] agent frame.
+def evaluate_action_conditioning(scenes: SceneSet, predict, max_samples: int = 200, seed: int = 0) -> dict:
+    """``predict(sample, plan=None, plan_mask=None) -> (traj, prob)``; plan [A, T_f, 2] agent frame. Or a
+    predictor object with that ``predict`` (and optionally ``predict_batch``: ``forecast.batching``).
 
     For samples whose focal agent (index 0) has a full future, compares minFDE of the *other*
     scored agents without and with the focal agent's true future as the plan; samples with a scored
@@ -57,16 +57,20 @@ def evaluate_action_conditioning(scenes: SceneSet, predict: Callable, max_sample
         if not others.any():
             continue
         (candidates if close.any() else far).append((int(k), others, close))  # the sample is rebuilt when used
-    for k, others, close in (candidates + far)[:max_samples]:
-        s = scenes.sample(k)
-        plan, mask = focal_plan(s)
-        for key, kwargs in (("free", {}), ("planned", {"plan": plan, "plan_mask": mask})):
-            traj, prob = predict(s, **kwargs)
-            rows[key][0].append(traj[others])
-            rows[key][1].append(prob[others])
-        gts.append(s.future[others])
-        near.append(close[others])
-        kinds.append(s.agent_type[others])
+
+    def questions():
+        for k, others, close in (candidates + far)[:max_samples]:
+            s = scenes.sample(k)
+            plan, mask = focal_plan(s)
+            gts.append(s.future[others])
+            near.append(close[others])
+            kinds.append(s.agent_type[others])
+            yield ("free", others), Question(s)
+            yield ("planned", others), Question(s, plan, mask)
+
+    for (key, others), (traj, prob) in predict_stream(predict, questions()):
+        rows[key][0].append(traj[others])
+        rows[key][1].append(prob[others])
     if not gts:
         return {"n": 0, "n_near": 0}
     gt, is_near, kind = np.concatenate(gts), np.concatenate(near), np.concatenate(kinds)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
 
 import numpy as np
 
 from forecast import metrics
+from forecast.batching import Question, predict_stream
 from forecast.features.dataset import SceneSet
 from forecast.probes.action import evaluate_action_conditioning
 from forecast.probes.interaction import find_pairs, pair_samples, score_pairs
@@ -18,19 +18,24 @@ GOALS = {"persistence_drop_20_max_degradation": 0.10, "generalisation_max_ratio"
          "probe_min_right_direction": 0.85, "braking_min_effect_m": 0.3, "near_plan_max_minFDE_change": -0.05}
 
 
-def split_min_fde(scenes: SceneSet, predict: Callable, max_samples: int, seed: int) -> tuple[float, dict[str, float]]:
-    """minFDE (all modes) over scored agents with a full future, overall and per map."""
+def split_min_fde(scenes: SceneSet, predict, max_samples: int, seed: int) -> tuple[float, dict[str, float]]:
+    """minFDE (all modes) over scored agents with a full future, overall and per map.
+
+    ``predict``: a ``predict(sample)`` callable or a predictor object (``forecast.batching``)."""
     rng = np.random.default_rng(seed)
+
+    def questions():
+        for k in rng.permutation(len(scenes.index))[:max_samples]:
+            s = scenes.sample(int(k))
+            scored = s.target_mask & s.future_mask.all(1)
+            if scored.any():
+                yield (int(k), s, scored), Question(s)
+
     fde_by_map: dict[str, list[np.ndarray]] = {}
-    for k in rng.permutation(len(scenes.index))[:max_samples]:
-        s = scenes.sample(int(k))
-        scored = s.target_mask & s.future_mask.all(1)
-        if not scored.any():
-            continue
-        traj, prob = predict(s)
+    for (k, s, scored), (traj, prob) in predict_stream(predict, questions()):
         prob = prob[scored] / prob[scored].sum(-1, keepdims=True)
         fde = metrics.min_fde(traj[scored], s.future[scored], prob)
-        map_id = scenes.infos[scenes.index[int(k)].scenario].map_id or "none"
+        map_id = scenes.infos[scenes.index[k].scenario].map_id or "none"
         fde_by_map.setdefault(map_id, []).append(fde)
     if not fde_by_map:
         return float("nan"), {}
@@ -38,9 +43,10 @@ def split_min_fde(scenes: SceneSet, predict: Callable, max_samples: int, seed: i
     return float(np.concatenate([np.concatenate(v) for v in fde_by_map.values()]).mean()), per_map
 
 
-def world_model_card(predictors: dict[str, Callable], val: SceneSet, test: SceneSet, max_samples: int = 150,
+def world_model_card(predictors: dict[str, object], val: SceneSet, test: SceneSet, max_samples: int = 150,
                      max_pairs: int = 200, seed: int = 0) -> dict:
-    """Measure each predictor (name -> ``predict(sample, plan=None, plan_mask=None)``) on every behaviour.
+    """Measure each predictor (name -> ``predict(sample, plan=None, plan_mask=None)``, or an object with
+    that ``predict`` and optionally ``predict_batch``: ``forecast.batching``) on every behaviour.
 
     Returns ``{name: {"interaction", "action_conditioning", "persistence", "generalisation"}}``
     plus ``"goals"`` and ``"pairs"`` counts.

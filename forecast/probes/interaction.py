@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import shapely
 
+from forecast.batching import Question, predict_stream
 from forecast.data.schema import AgentType
 from forecast.features.dataset import SceneSet
 from forecast.features.frames import ahead_on_its_way, to_local
@@ -241,26 +242,34 @@ def _heading_at(tracks: AgentTracks, agent: int, t0: int) -> float:
     return float(np.arctan2(d[1], d[0]))
 
 
-def score_pairs(pairs: list[ProbePair], predict: Callable, samples: Callable[[ProbePair], tuple[Sample, Sample]],
+def score_pairs(pairs: list[ProbePair], predict, samples: Callable[[ProbePair], tuple[Sample, Sample]],
                 tie_m: float = 0.01) -> dict:
-    """Run ``predict(sample) -> (traj [A, K, T, 2], prob [A, K])`` on both sides of every pair.
+    """Run the predictor on both sides of every pair.
 
-    ``samples(pair) -> (with cause, without cause)`` builds a pair's samples (``pair_samples`` for a
-    scene set): they are made one pair at a time, in plan order (a scenario is read once), and
-    dropped once scored. Returns per probe: n, share in the right direction (ties count half),
-    effect sizes (metres of travel removed by the cause, positive is the right way: mean, median,
-    and the mean absolute change whatever its sign), and share of ties.
+    ``predict``: ``predict(sample) -> (traj [A, K, T, 2], prob [A, K])``, or an object with such a
+    ``predict`` (one with ``predict_batch`` gets the pairs' samples ``forecast.batching.BATCH``
+    at a time). ``samples(pair) -> (with cause, without cause)`` builds a pair's samples
+    (``pair_samples`` for a scene set): they are made as they are asked, in plan order (a scenario
+    is read once), and dropped once scored. Returns per probe: n, share in the right direction (ties
+    count half), effect sizes (metres of travel removed by the cause, positive is the right way:
+    mean, median, and the mean absolute change whatever its sign), and share of ties.
     """
+    def questions():
+        for n in sorted(range(len(pairs)), key=lambda n: pairs[n].sample):
+            with_cause, without_cause = samples(pairs[n])
+            yield (n, True), Question(with_cause)
+            yield (n, False), Question(without_cause)
+
     effects: list = [None] * len(pairs)  # scalars of predict's dtype, as before: the means are unchanged
-    for n in sorted(range(len(pairs)), key=lambda n: pairs[n].sample):
+    travel_with: dict[int, np.floating] = {}
+    for (n, with_cause), (traj, prob) in predict_stream(predict, questions()):
         p = pairs[n]
-        with_cause, without_cause = samples(p)
-        t_with, pr_with = predict(with_cause)
-        t_without, pr_without = predict(without_cause)
-        i, j = p.subject_with, p.subject_without
-        travel_with = expected_travel(t_with[i : i + 1], pr_with[i : i + 1])[0]
-        travel_without = expected_travel(t_without[j : j + 1], pr_without[j : j + 1])[0]
-        effects[n] = travel_without - travel_with
+        i = p.subject_with if with_cause else p.subject_without
+        travel = expected_travel(traj[i : i + 1], prob[i : i + 1])[0]
+        if with_cause:
+            travel_with[n] = travel
+        else:
+            effects[n] = travel - travel_with.pop(n)
     out = {}
     for probe in PROBES:
         e = np.asarray([effects[n] for n, p in enumerate(pairs) if p.probe == probe])  # in the order found

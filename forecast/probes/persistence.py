@@ -7,11 +7,10 @@ Conditions (the same scored agents and t0 each time; t0 itself always stays obse
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from forecast import metrics
+from forecast.batching import Question, predict_stream
 from forecast.features.dataset import SceneSet
 from forecast.features.sample import build_sample
 from forecast.features.tracks import AgentTracks
@@ -38,32 +37,38 @@ def degrade(tracks: AgentTracks, t0: int, history_steps: int, condition: str, rn
     return AgentTracks(tracks.xy, tracks.heading, present, tracks.agent_type, tracks.dt, tracks.track_ids)
 
 
-def evaluate_persistence(scenes: SceneSet, predict: Callable, max_samples: int = 200, seed: int = 0) -> dict:
-    """minADE/minFDE (all modes) per condition on the same agents, and the relative degradation."""
+def evaluate_persistence(scenes: SceneSet, predict, max_samples: int = 200, seed: int = 0) -> dict:
+    """minADE/minFDE (all modes) per condition on the same agents, and the relative degradation.
+
+    ``predict``: a ``predict(sample)`` callable or a predictor object (``forecast.batching``)."""
     cfg = scenes.cfg
     rng = np.random.default_rng(seed)
     chosen = rng.permutation(len(scenes.index))[:max_samples]
     per: dict[str, dict[str, list]] = {c: {"pred": [], "prob": []} for c in CONDITIONS}
     gts = []
-    for k in chosen:
-        idx = scenes.index[k]
-        info = scenes.infos[idx.scenario]
-        m = scenes.maps.get(info.map_id) if info.map_id else None
-        base = scenes.sample(k)
-        scored = base.target_mask & base.future_mask.all(1)
-        if not scored.any():
-            continue
-        gts.append(base.future[scored])
-        for c in CONDITIONS:
-            if c == "full":
-                s = base  # the unaltered history: the sample already built
-            else:
-                tr = degrade(scenes.tracks[idx.scenario], idx.t0, cfg.history_steps, c,
-                             np.random.default_rng([seed, int(k)]))
-                s = build_sample(tr, idx.t0, cfg, m, idx.agents, idx.agents[0], with_future=False)
-            traj, prob = predict(s)
-            per[c]["pred"].append(traj[scored])
-            per[c]["prob"].append(prob[scored])
+
+    def questions():
+        for k in chosen:
+            idx = scenes.index[k]
+            info = scenes.infos[idx.scenario]
+            m = scenes.maps.get(info.map_id) if info.map_id else None
+            base = scenes.sample(k)
+            scored = base.target_mask & base.future_mask.all(1)
+            if not scored.any():
+                continue
+            gts.append(base.future[scored])
+            for c in CONDITIONS:
+                if c == "full":
+                    s = base  # the unaltered history: the sample already built
+                else:
+                    tr = degrade(scenes.tracks[idx.scenario], idx.t0, cfg.history_steps, c,
+                                 np.random.default_rng([seed, int(k)]))
+                    s = build_sample(tr, idx.t0, cfg, m, idx.agents, idx.agents[0], with_future=False)
+                yield (c, scored), Question(s)
+
+    for (c, scored), (traj, prob) in predict_stream(predict, questions()):
+        per[c]["pred"].append(traj[scored])
+        per[c]["prob"].append(prob[scored])
     if not gts:
         return {"n": 0}
     gt = np.concatenate(gts)
