@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from forecast.features.frames import norm2
+
 __all__ = [
     "ade_of_best_fde_mode",
     "aggregate",
@@ -147,7 +149,7 @@ def _per_mode_errors(
     pred: np.ndarray, gt: np.ndarray, valid: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``ade [N, K]``, ``fde [N, K]`` (NaN for agents without valid steps) and ``any_valid [N]``."""
-    return _errors_to_ade_fde(np.linalg.norm(pred - gt[:, None], axis=-1), valid)
+    return _errors_to_ade_fde(norm2(pred - gt[:, None]), valid)
 
 
 def _errors_to_ade_fde(err: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -203,7 +205,7 @@ def displacement_errors(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | No
     Steps where ``valid`` is False are set to NaN.
     """
     pred, gt, valid = _check_inputs(pred, gt, valid)
-    err = np.linalg.norm(pred - gt[:, None], axis=-1)
+    err = norm2(pred - gt[:, None])
     return np.where(valid[:, None, :], err, np.nan)
 
 
@@ -313,7 +315,7 @@ def least_risk_mode(pred: np.ndarray, prob: np.ndarray, valid: np.ndarray | None
     p = _check_prob(prob, n, k_modes)
     last = np.full(n, t - 1) if valid is None else _last_valid_index(np.asarray(valid, dtype=bool))[0]
     ends = np.take_along_axis(pred, last[:, None, None, None], axis=2)[:, :, 0]  # [N, K, 2]
-    pairwise = np.linalg.norm(ends[:, :, None] - ends[:, None], axis=-1)  # [N, K, K]
+    pairwise = norm2(ends[:, :, None] - ends[:, None])  # [N, K, K]
     return np.argmin((pairwise * p[:, None, :]).sum(-1), axis=1)
 
 
@@ -356,7 +358,7 @@ def min_ade_fde_at_horizons(
     pred, gt, valid = _check_inputs(pred, gt, valid)
     n, k_modes, t = pred.shape[:3]
     mask = _topk_mask(None if prob is None else _check_prob(prob, n, k_modes), n, k_modes, k)
-    err = np.linalg.norm(pred - gt[:, None], axis=-1)  # [N, K, T]
+    err = norm2(pred - gt[:, None])  # [N, K, T]
     ade_out, fde_out = np.empty((len(steps), n)), np.empty((len(steps), n))
     for i, s in enumerate(steps):
         _check_steps(s, t)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from forecast.features.frames import norm2
 from forecast.metrics import aggregate
 
 if TYPE_CHECKING:  # shapely is imported by the off-road metric only, when it runs
@@ -41,7 +42,7 @@ def overlap_rate(trajectories: np.ndarray, radius: np.ndarray, valid: np.ndarray
         valid = np.asarray(valid)
         if valid.dtype != bool or valid.shape != (n, t):
             raise ValueError(f"valid must be a bool array of shape {(n, t)}, got {valid.dtype} {valid.shape}")
-    dist = np.linalg.norm(x[:, None] - x[None, :], axis=-1)  # [N, N, T]
+    dist = norm2(x[:, None] - x[None, :])  # [N, N, T]
     both = valid[:, None, :] & valid[None, :, :] & ~np.eye(n, dtype=bool)[:, :, None]
     close = np.where(both, dist, np.inf) < (r[:, None] + r[None, :])[:, :, None]
     out = close.any(axis=(1, 2)).astype(np.float64)

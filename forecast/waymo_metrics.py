@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from forecast.features.frames import norm2
 from forecast.metrics import _check_inputs, _check_prob, _topk_mask
 
 __all__ = ["WAYMO_MISS_THRESHOLDS", "gt_heading_at", "speed_scale", "speed_scaled_miss"]
@@ -42,7 +43,7 @@ def gt_heading_at(gt: np.ndarray, valid: np.ndarray, step: int, window: int = 5,
         if s < 0:
             continue
         d = gt[:, step] - gt[:, s]
-        ok = ~found & valid[:, s] & valid[:, step] & (np.linalg.norm(d, axis=-1) >= min_move)
+        ok = ~found & valid[:, s] & valid[:, step] & (norm2(d) >= min_move)
         out = np.where(ok, np.arctan2(d[:, 1], d[:, 0]), out)
         found |= ok
     return out

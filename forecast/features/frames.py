@@ -5,6 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 
+def norm2(v: np.ndarray) -> np.ndarray:
+    """Lengths of 2-D vectors: v [..., 2] -> [...]. The arithmetic of ``np.linalg.norm(v, axis=-1)``
+    (square, add, root: the same bits) without numpy's reduction over an axis of two elements, which
+    costs per element and made the norm 6-15 x slower (most of the evaluation's metric time)."""
+    v = np.asarray(v)
+    if not np.issubdtype(v.dtype, np.inexact):
+        v = v.astype(np.float64)  # as np.linalg.norm: integers are measured as floats
+    return np.sqrt(v[..., 0] * v[..., 0] + v[..., 1] * v[..., 1])
+
+
 def wrap_angle(a: np.ndarray) -> np.ndarray:
     """Angles into (-pi, pi]."""
     return np.pi - np.mod(np.pi - a, 2 * np.pi)

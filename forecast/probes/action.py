@@ -16,6 +16,7 @@ from forecast import metrics
 from forecast.batching import Question, predict_stream
 from forecast.data.schema import AgentType
 from forecast.features.dataset import SceneSet
+from forecast.features.frames import norm2
 
 NEAR_RADIUS = 20.0  # metres
 
@@ -25,7 +26,7 @@ def near_others(s) -> tuple[np.ndarray, np.ndarray]:
     and those of them within ``NEAR_RADIUS`` of the focal agent at t0."""
     others = s.target_mask & s.future_mask.all(1)
     others[0] = False
-    return others, others & (np.linalg.norm(s.origin - s.origin[0], axis=-1) < NEAR_RADIUS)
+    return others, others & (norm2(s.origin - s.origin[0]) < NEAR_RADIUS)
 
 
 def focal_plan(s) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +95,7 @@ def evaluate_action_conditioning(scenes: SceneSet, predict, max_samples: int = 2
         c: _relative(out["planned"]["near_minFDE_by_class"][c], out["free"]["near_minFDE_by_class"][c])
         for c in out["free"]["near_minFDE_by_class"]}
     out["n_near_by_class"] = {AgentType(int(c)).label: int((is_near & (kind == c)).sum()) for c in np.unique(kind[is_near])}
-    shift = np.linalg.norm(ends["planned"] - ends["free"], axis=-1).mean(-1)  # [N] m, mean over modes
+    shift = norm2(ends["planned"] - ends["free"]).mean(-1)  # [N] m, mean over modes
     out["near_endpoint_shift_m"] = float(shift[is_near].mean()) if is_near.any() else float("nan")
     out["far_endpoint_shift_m"] = float(shift[~is_near].mean()) if (~is_near).any() else float("nan")
     return out

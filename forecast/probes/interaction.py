@@ -41,7 +41,7 @@ import shapely
 from forecast.batching import Question, predict_stream
 from forecast.data.schema import AgentType
 from forecast.features.dataset import SceneSet
-from forecast.features.frames import ahead_on_its_way, to_local
+from forecast.features.frames import ahead_on_its_way, norm2, to_local
 from forecast.features.sample import Sample, build_sample
 from forecast.features.tracks import AgentTracks
 
@@ -84,7 +84,7 @@ class ProbePair:
 
 def expected_travel(traj: np.ndarray, prob: np.ndarray) -> np.ndarray:
     """traj [A, K, T, 2] agent frame, prob [A, K] -> [A] expected endpoint distance (m)."""
-    return (np.linalg.norm(traj[:, :, -1], axis=-1) * prob).sum(-1)
+    return (norm2(traj[:, :, -1]) * prob).sum(-1)
 
 
 def find_pairs(scenes: SceneSet, max_pairs: int = 200, seed: int = 0) -> list[ProbePair]:

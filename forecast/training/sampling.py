@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import WeightedRandomSampler
 
 from forecast.features.dataset import SceneSet
+from forecast.features.frames import norm2
 
 CLOSE_M = 10.0  # metres: two agents this close at t0 can affect each other within the horizon
 MOVING_MS = 0.5  # m/s: at least one of the two moves
@@ -27,8 +28,8 @@ def interaction_counts(scenes: SceneSet) -> np.ndarray:
         xy = tr.xy[idx.agents, idx.t0]  # [A, 2]
         prev = tr.xy[idx.agents, max(0, idx.t0 - 1)]
         ok = tr.present[idx.agents, idx.t0] & tr.present[idx.agents, max(0, idx.t0 - 1)]
-        speed = np.where(ok, np.linalg.norm(xy - prev, axis=-1) / tr.dt, 0.0)
-        d = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
+        speed = np.where(ok, norm2(xy - prev) / tr.dt, 0.0)
+        d = norm2(xy[:, None] - xy[None])
         close = (d < CLOSE_M) & ~np.eye(len(xy), dtype=bool) & ((speed[:, None] > MOVING_MS) | (speed[None] > MOVING_MS))
         out[k] = int(close[idx.scored].sum())
     return out

@@ -12,7 +12,7 @@ from forecast.features.config import (
     FeatureConfig,
     RasterConfig,
 )
-from forecast.features.frames import to_local, to_world
+from forecast.features.frames import norm2, to_local, to_world
 from forecast.features.raster import rasterize_map_layers
 from forecast.features.sample import build_sample, plan_samples
 from forecast.features.tracks import AgentTracks, check_tracks
@@ -41,6 +41,19 @@ def test_frames_round_trip():
     # the agent itself sits at the origin heading along +x
     unit = origin + np.stack([np.cos(heading), np.sin(heading)], -1)
     np.testing.assert_allclose(to_local(unit[:, None], origin, heading)[:, 0], [[1, 0]] * 4, atol=1e-9)
+
+
+def test_norm2_is_numpys_norm_bit_for_bit():
+    rng = np.random.default_rng(0)
+    for dtype in (np.float64, np.float32):
+        v = (rng.standard_normal((7, 5, 3, 2)) * rng.choice([1e-8, 1.0, 1e8], (7, 5, 3, 1))).astype(dtype)
+        v[0, 0, 0] = [np.inf, 1.0]
+        v[0, 0, 1] = [np.nan, 0.0]
+        v[0, 0, 2] = [-0.0, 0.0]
+        got, want = norm2(v), np.linalg.norm(v, axis=-1)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)  # NaN where numpy has NaN, every other value to the bit
+    np.testing.assert_array_equal(norm2(np.array([[3, 4], [5, 12]])), [5.0, 13.0])  # integers, as floats
 
 
 def test_future_comes_back_in_world_frame():
