@@ -87,25 +87,37 @@ def expected_travel(traj: np.ndarray, prob: np.ndarray) -> np.ndarray:
     return (norm2(traj[:, :, -1]) * prob).sum(-1)
 
 
+SCAN_BLOCK = 1024  # samples scanned per block, in scenario order
+
+
 def find_pairs(scenes: SceneSet, max_pairs: int = 200, seed: int = 0) -> list[ProbePair]:
     """Scan the scene set's samples for the probe situations; at most ``max_pairs`` per probe.
 
+    The samples are taken in a seeded random order, the first ``max_pairs`` of each probe kept. They
+    are read ``SCAN_BLOCK`` at a time in scenario order, each block's pairs then kept in the random
+    order: the same pairs as one sample at a time, but a scenario is read once per block instead of
+    whenever the scan comes back to it (a split has more scenarios than the tracks cache holds).
     Only the pairs' identities are kept (``ProbePair``, a few numbers each): memory does not grow
     with the pairs found."""
     rng = np.random.default_rng(seed)
     found: dict[str, list[ProbePair]] = {p: [] for p in PROBES}
     order = rng.permutation(len(scenes.index))
     crossings: dict[str | None, object | None] = {}  # per map: the union is the scan's costliest step otherwise
-    for k in order:
+    for start in range(0, len(order), SCAN_BLOCK):
         if all(len(v) >= max_pairs for v in found.values()):
             break
-        idx, tracks, m = sample_place(scenes, int(k))
-        map_id = scenes.infos[idx.scenario].map_id
-        if map_id not in crossings:
-            crossings[map_id] = crosswalks_of(scenes, idx)
-        for pair in _pairs_in_sample(tracks, idx.t0, idx.agents, scenes.cfg, m, crossings[map_id]):
-            if len(found[pair.probe]) < max_pairs:
-                found[pair.probe].append(replace(pair, sample=int(k)))
+        block = [int(k) for k in order[start : start + SCAN_BLOCK]]
+        in_sample: dict[int, list[ProbePair]] = {}
+        for k in sorted(block, key=lambda k: scenes.index[k].scenario):
+            idx, tracks, m = sample_place(scenes, k)
+            map_id = scenes.infos[idx.scenario].map_id
+            if map_id not in crossings:
+                crossings[map_id] = crosswalks_of(scenes, idx)
+            in_sample[k] = _pairs_in_sample(tracks, idx.t0, idx.agents, scenes.cfg, m, crossings[map_id])
+        for k in block:
+            for pair in in_sample[k]:
+                if len(found[pair.probe]) < max_pairs:
+                    found[pair.probe].append(replace(pair, sample=k))
     return [p for v in found.values() for p in v]
 
 
@@ -149,7 +161,7 @@ def _pairs_in_sample(tracks: AgentTracks, t0: int, agents: np.ndarray, cfg, m, c
     """The probe situations among ``agents`` at ``t0`` (pairs with ``sample`` = -1: ``find_pairs`` sets it)."""
     out = []
     xy0 = tracks.xy[agents, t0]
-    base = build_sample(tracks, t0, cfg, m, agents, agents[0], with_future=False)
+    base = build_sample(tracks, t0, cfg, m, agents, agents[0], with_future=False, rasterize=False)
     speed = np.hypot(base.hist[:, -1, 2], base.hist[:, -1, 3])
     atype = tracks.agent_type[agents]
     rel_heading = np.abs(np.angle(np.exp(1j * (base.heading[None, :] - base.heading[:, None]))))  # [A, A]

@@ -56,6 +56,26 @@ def test_norm2_is_numpys_norm_bit_for_bit():
     np.testing.assert_array_equal(norm2(np.array([[3, 4], [5, 12]])), [5.0, 13.0])  # integers, as floats
 
 
+def test_a_sample_without_rasters_is_the_same_sample_otherwise():
+    from dataclasses import fields
+
+    from forecast.export.onnx_export import synthetic_tracks
+
+    cfg = FeatureConfig(history_steps=10, future_steps=10, raster=RasterConfig(size=16, resolution=2.0, ahead=4.0))
+    tracks, t0 = synthetic_tracks(9, cfg, seed=3)
+    full = build_sample(tracks, t0, cfg, None)
+    lean = build_sample(tracks, t0, cfg, None, rasterize=False)
+    assert full.raster.any()  # the agents' motion is drawn
+    assert lean.raster.shape == (9, len(cfg.raster.channels), 0, 0) and lean.raster.dtype == np.uint8
+    for f in fields(full):
+        if f.name != "raster":
+            a, b = getattr(full, f.name), getattr(lean, f.name)
+            if isinstance(a, np.ndarray):
+                np.testing.assert_array_equal(a, b, err_msg=f.name)
+            else:
+                assert a == b, f.name
+
+
 def test_future_comes_back_in_world_frame():
     tr = _tracks()
     s = build_sample(tr, 12, CFG, None)

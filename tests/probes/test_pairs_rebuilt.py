@@ -8,6 +8,7 @@ import functools
 from dataclasses import fields
 
 import numpy as np
+import pytest
 
 from forecast.features.config import FeatureConfig, RasterConfig
 from forecast.features.dataset import SceneSet, select_scenarios
@@ -52,8 +53,15 @@ def _sensitive(sample):
     return traj, np.full((a, 2), 0.5, np.float32)
 
 
-def test_rebuilt_pairs_equal_the_pairs_found(sumo_store):
+@pytest.mark.parametrize("block", [1024, 7])
+def test_rebuilt_pairs_equal_the_pairs_found(sumo_store, monkeypatch, block):
+    """find_pairs reads its samples in blocks in scenario order (``SCAN_BLOCK``): the pairs are still the
+    ones a scan one sample at a time in the random order finds, for one block and for many."""
+    import forecast.probes.interaction as I
+
+    monkeypatch.setattr(I, "SCAN_BLOCK", block)
     scenes = SceneSet(sumo_store, select_scenarios(sumo_store, "test"), CFG, t0_stride=5)
+    assert block > len(scenes.index) or len(scenes.index) > 3 * block  # one block, or many
     eager = _found_eagerly(scenes, max_pairs=6, seed=0)
     # small caches: the rebuilds read tracks and draw maps again instead of reusing the scan's objects
     lean = SceneSet(sumo_store, select_scenarios(sumo_store, "test"), CFG, t0_stride=5, tracks_cache=1, raster_cache=1)
