@@ -35,7 +35,8 @@ def collect(scenes: SceneSet, predictors: dict[str, object], progress: bool = Tr
             batch_size: int = BATCH) -> tuple[AgentTable, dict[str, Outputs]]:
     """Run every predictor on every sample of ``scenes``; keep the scored agents (trajectories on disk).
 
-    A predictor with ``predict_batch(samples)`` gets ``batch_size`` samples at a time, the others one by one."""
+    A predictor with ``predict_batch(samples)`` gets ``batch_size`` samples at a time, the others one by one
+    (``forecast.batching``)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     source = _SampleSource(scenes)

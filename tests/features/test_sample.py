@@ -54,6 +54,9 @@ def test_norm2_is_numpys_norm_bit_for_bit():
         assert got.dtype == want.dtype and got.shape == want.shape
         np.testing.assert_array_equal(got, want)  # NaN where numpy has NaN, every other value to the bit
     np.testing.assert_array_equal(norm2(np.array([[3, 4], [5, 12]])), [5.0, 13.0])  # integers, as floats
+    for bad in (np.zeros((4, 3)), np.zeros((4, 1)), np.zeros(()), np.zeros((4, 2), complex), np.zeros((4, 2), object)):
+        with pytest.raises(ValueError, match="2-D vectors"):
+            norm2(bad)
 
 
 def test_a_sample_without_rasters_is_the_same_sample_otherwise():
