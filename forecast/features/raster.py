@@ -182,8 +182,12 @@ def rasterize_agents(m: MapRaster | None, hist_xy: np.ndarray, hist_valid: np.nd
         affines = _agent_affines(origins[g], headings[g], cfg, gx + c0 * res, gy + r0 * res, res)
         for k, i in enumerate(g):
             cv2.warpAffine(window, affines[k], (s, s), dst=tail_crops[i], **_WARP)
-    out[:, :n_head] = head_crops.transpose(0, 3, 1, 2)
-    out[:, n_head : n_head + 4] = tail_crops.transpose(0, 3, 1, 2)
+    # Interleaved [S, S, 4] crops to channel planes: OpenCV's split writes straight into each agent's
+    # planes, about 3 x faster than numpy's transposing copy of uint8 with 4 channels innermost (that copy
+    # was a fifth of the loader's time at the full config).
+    for i in range(a):
+        cv2.split(head_crops[i], list(out[i, :n_head]))
+        cv2.split(tail_crops[i], list(out[i, n_head : n_head + 4]))
     out[:, n_head + 4] = 0
     if len(signals) and len(drawn):
         _draw_signals(out[:, n_head + 4], drawn, origins, headings, origins[signals], headings[signals], cfg)
