@@ -24,7 +24,9 @@ from forecast.training.speed import collate_for_loader, pin_batches
 
 def _worker_init(_: int) -> None:
     # One OpenCV thread per loader worker: the workers are the parallelism (OpenCV's default, a
-    # thread per core in every worker, oversubscribes the cores and costs CPU on 96 px warps).
+    # thread per core in every worker, oversubscribes the cores and costs CPU on 96 px warps). Safe
+    # after the main process warped with OpenCV's pool because forecast.features.opencv_fork brings
+    # the pool down across the fork (without it this call hung in the child).
     cv2.setNumThreads(1)
 
 
