@@ -10,8 +10,11 @@ full-config training whose two forked loader workers produced no batch in 120 s,
 ``install()`` registers ``os.register_at_fork`` hooks: before a fork the parent sets OpenCV to one
 thread (which shuts its pool down, in the process that has the threads), and after the fork it sets
 its own thread count back (the pool restarts on its next parallel call); the child keeps one thread,
-which is what a loader worker wants. ``subprocess`` does not run these hooks (it forks without
-Python's fork handlers), so launching SUMO's tools is unaffected.
+which is what a loader worker wants. The training data module installs them (it makes the loaders);
+the raster code and the car's runtime do not, so a program embedding the runtime keeps its forks as
+they were. ``subprocess`` runs the hooks only with a ``preexec_fn``, which this project does not use.
+OpenCV shuts its pool down only when no other thread is inside a parallel OpenCV call; a fork during
+one leaves the pool's state in the child, which then stays at one thread and never touches it.
 """
 
 from __future__ import annotations

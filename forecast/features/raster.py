@@ -16,10 +16,7 @@ import numpy as np
 import shapely
 
 from forecast.data.types import AgentType
-from forecast.features import opencv_fork
 from forecast.features.config import MAP_CHANNELS, MOTION_CHANNELS, SIGNAL_CHANNELS, RasterConfig
-
-opencv_fork.install()  # every process that warps rasters may fork loader workers later
 
 _SHIFT = 2  # sub-pixel bits for cv2 drawing
 LAYER_TO_CHANNEL = {

@@ -109,11 +109,13 @@ def find_pairs(scenes: SceneSet, max_pairs: int = 200, seed: int = 0) -> list[Pr
         block = [int(k) for k in order[start : start + SCAN_BLOCK]]
         in_sample: dict[int, list[ProbePair]] = {}
         for k in sorted(block, key=lambda k: scenes.index[k].scenario):
-            idx, tracks, m = sample_place(scenes, k)
+            idx = scenes.index[k]
             map_id = scenes.infos[idx.scenario].map_id
             if map_id not in crossings:
                 crossings[map_id] = crosswalks_of(scenes, idx)
-            in_sample[k] = _pairs_in_sample(tracks, idx.t0, idx.agents, scenes.cfg, m, crossings[map_id])
+            # no map raster: the scan reads its samples' kinematics only (they are built without rasters)
+            in_sample[k] = _pairs_in_sample(scenes.tracks[idx.scenario], idx.t0, idx.agents, scenes.cfg, None,
+                                            crossings[map_id])
         for k in block:
             for pair in in_sample[k]:
                 if len(found[pair.probe]) < max_pairs:

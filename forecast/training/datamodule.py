@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from forecast.data.store import Store
+from forecast.features import opencv_fork
 from forecast.features.dataset import SceneSet, select_scenarios
 from forecast.training.config import TrainConfig
 from forecast.training.sampler import BlockShuffleSampler
@@ -26,8 +27,14 @@ def _worker_init(_: int) -> None:
     # One OpenCV thread per loader worker: the workers are the parallelism (OpenCV's default, a
     # thread per core in every worker, oversubscribes the cores and costs CPU on 96 px warps). Safe
     # after the main process warped with OpenCV's pool because forecast.features.opencv_fork brings
-    # the pool down across the fork (without it this call hung in the child).
+    # the pool down across the fork (installed below; without it this call hung in the child).
     cv2.setNumThreads(1)
+
+
+# The loader's workers are forked from a process that may have warped rasters already (calibration, a
+# previous training, a notebook): the hooks are installed where the loaders are made, not by every
+# importer of the raster code (the car's runtime forks nothing of ours).
+opencv_fork.install()
 
 
 class SampleDataset(Dataset):

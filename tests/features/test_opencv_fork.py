@@ -10,10 +10,11 @@ import textwrap
 import pytest
 
 SCRIPT = textwrap.dedent("""
-    import multiprocessing as mp, sys
+    import multiprocessing as mp, sys, time
     import cv2, numpy as np
     if sys.argv[1] == "hooked":
-        import forecast.features.raster  # installs the fork hooks, as every process that builds samples does
+        from forecast.features import opencv_fork
+        opencv_fork.install()  # as forecast.training.datamodule does
 
     def child(q):
         cv2.setNumThreads(1)  # what a loader worker's init does
@@ -26,6 +27,7 @@ SCRIPT = textwrap.dedent("""
         m = np.array([[0.9, 0.1, 3.0], [-0.1, 0.9, 2.0]])
         for _ in range(2000):  # small warps, as building samples makes them: OpenCV's pool is busy
             cv2.warpAffine(img, m, (96, 96))
+        time.sleep(0.1)  # the pool's thread asleep on its condition variable, not still spinning: the hang's state
         ctx = mp.get_context("fork")
         q = ctx.Queue()
         p = ctx.Process(target=child, args=(q,))
@@ -48,8 +50,15 @@ def _run(tmp_path, mode: str, wait_s: float) -> str:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="fork is Linux's start method here")
 def test_a_worker_forked_after_opencv_warps_does_not_hang(tmp_path):
-    control = _run(tmp_path, "plain", 10.0)
-    if control != "hung":  # this OpenCV build or machine does not show the problem: nothing to prove here
-        pytest.skip(f"without the hooks the child did not hang here ({control!r})")
     # with the hooks: the child finishes, with one OpenCV thread, and the parent has its two back
     assert _run(tmp_path, "hooked", 60.0) == "ok 0 1 2"
+    control = _run(tmp_path, "plain", 10.0)
+    if control != "hung":  # this OpenCV build or machine does not show the problem: the hooks proved nothing here
+        pytest.skip(f"without the hooks the child did not hang here ({control!r})")
+
+
+def test_the_training_data_module_installs_the_hooks():
+    from forecast.features import opencv_fork
+    from forecast.training import datamodule  # noqa: F401 - importing it installs them
+
+    assert opencv_fork._installed

@@ -53,19 +53,22 @@ def _sensitive(sample):
     return traj, np.full((a, 2), 0.5, np.float32)
 
 
-@pytest.mark.parametrize("block", [1024, 7])
-def test_rebuilt_pairs_equal_the_pairs_found(sumo_store, monkeypatch, block):
+@pytest.mark.parametrize(("block", "max_pairs"), [(1024, 6), (7, 6), (7, 3)])
+def test_rebuilt_pairs_equal_the_pairs_found(sumo_store, monkeypatch, block, max_pairs):
     """find_pairs reads its samples in blocks in scenario order (``SCAN_BLOCK``): the pairs are still the
-    ones a scan one sample at a time in the random order finds, for one block and for many."""
+    ones a scan one sample at a time in the random order finds, for one block and for many, and when every
+    probe fills before the end (the scan stops early)."""
     import forecast.probes.interaction as I
 
     monkeypatch.setattr(I, "SCAN_BLOCK", block)
     scenes = SceneSet(sumo_store, select_scenarios(sumo_store, "test"), CFG, t0_stride=5)
     assert block > len(scenes.index) or len(scenes.index) > 3 * block  # one block, or many
-    eager = _found_eagerly(scenes, max_pairs=6, seed=0)
+    eager = _found_eagerly(scenes, max_pairs=max_pairs, seed=0)
     # small caches: the rebuilds read tracks and draw maps again instead of reusing the scan's objects
     lean = SceneSet(sumo_store, select_scenarios(sumo_store, "test"), CFG, t0_stride=5, tracks_cache=1, raster_cache=1)
-    pairs = find_pairs(lean, max_pairs=6, seed=0)
+    pairs = find_pairs(lean, max_pairs=max_pairs, seed=0)
+    if max_pairs == 3:
+        assert len(pairs) == 3 * len(PROBES)  # every probe full: the early stop is exercised
     assert len({p.probe for p in pairs}) >= 2, "the fixture should hold at least two kinds of probe situation"
     assert any(p.subject > p.cause for p in pairs if p.probe != "lead_vehicle_braking")  # a cause before its subject
     assert [(k, e.probe, e.subject, e.cause) for k, e, *_ in eager] == [(p.sample, p.probe, p.subject, p.cause)
