@@ -113,8 +113,7 @@ def find_pairs(scenes: SceneSet, max_pairs: int = 200, seed: int = 0) -> list[Pr
             map_id = scenes.infos[idx.scenario].map_id
             if map_id not in crossings:
                 crossings[map_id] = crosswalks_of(scenes, idx)
-            # no map raster: the scan reads its samples' kinematics only (they are built without rasters)
-            in_sample[k] = _pairs_in_sample(scenes.tracks[idx.scenario], idx.t0, idx.agents, scenes.cfg, None,
+            in_sample[k] = _pairs_in_sample(scenes.tracks[idx.scenario], idx.t0, idx.agents, scenes.cfg,
                                             crossings[map_id])
         for k in block:
             for pair in in_sample[k]:
@@ -159,11 +158,12 @@ def build_pair(pair: ProbePair, tracks: AgentTracks, t0: int, agents: np.ndarray
             build_sample(tracks, t0, cfg, m, keep, agents[0] if j != 0 else keep[0], with_future=False))
 
 
-def _pairs_in_sample(tracks: AgentTracks, t0: int, agents: np.ndarray, cfg, m, crosswalks) -> list[ProbePair]:
-    """The probe situations among ``agents`` at ``t0`` (pairs with ``sample`` = -1: ``find_pairs`` sets it)."""
+def _pairs_in_sample(tracks: AgentTracks, t0: int, agents: np.ndarray, cfg, crosswalks) -> list[ProbePair]:
+    """The probe situations among ``agents`` at ``t0`` (pairs with ``sample`` = -1: ``find_pairs`` sets it).
+    Only the agents' kinematics are read: their sample is built without rasters, so no map is needed."""
     out = []
     xy0 = tracks.xy[agents, t0]
-    base = build_sample(tracks, t0, cfg, m, agents, agents[0], with_future=False, rasterize=False)
+    base = build_sample(tracks, t0, cfg, None, agents, agents[0], with_future=False, rasterize=False)
     speed = np.hypot(base.hist[:, -1, 2], base.hist[:, -1, 3])
     atype = tracks.agent_type[agents]
     rel_heading = np.abs(np.angle(np.exp(1j * (base.heading[None, :] - base.heading[:, None]))))  # [A, A]

@@ -35,7 +35,7 @@ def _found_eagerly(scenes: SceneSet, max_pairs: int, seed: int) -> list:
         if all(len(v) >= max_pairs for v in found.values()):
             break
         idx, tracks, m = sample_place(scenes, int(k))
-        for pair in _pairs_in_sample(tracks, idx.t0, idx.agents, scenes.cfg, m, crosswalks_of(scenes, idx)):
+        for pair in _pairs_in_sample(tracks, idx.t0, idx.agents, scenes.cfg, crosswalks_of(scenes, idx)):
             if len(found[pair.probe]) < max_pairs:
                 found[pair.probe].append((int(k), pair, *build_pair(pair, tracks, idx.t0, idx.agents, scenes.cfg, m)))
     return [p for v in found.values() for p in v]

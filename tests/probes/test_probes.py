@@ -84,7 +84,7 @@ def test_queued_vehicle_probe_finds_the_leader_and_removes_it():
     from forecast.probes.interaction import _pairs_in_sample
 
     tracks, t0 = _queue(), 12
-    pairs = [p for p in _pairs_in_sample(tracks, t0, np.array([0, 1, 2]), CFG, None, None)
+    pairs = [p for p in _pairs_in_sample(tracks, t0, np.array([0, 1, 2]), CFG, None)
              if p.probe == "queued_leader_removed"]
     # the follower (0) sees its leader (1); the leader has nobody ahead
     assert len(pairs) == 1
@@ -104,7 +104,7 @@ def test_a_queue_held_by_a_closed_signal_is_no_queued_vehicle_pair():
     wall = np.tile([12.0, 1.5], (t, 1))[None]  # the stop line 6 m past the leader, heading the queue's way
     held = AgentTracks(np.concatenate([q.xy, wall]), np.zeros((4, t)), np.ones((4, t), bool),
                        np.array([0, 0, 1, int(AgentType.TRAFFIC_SIGNAL)]), 0.1)
-    queued = lambda tr: [p for p in _pairs_in_sample(tr, 12, np.arange(tr.num_agents), CFG, None, None)  # noqa: E731
+    queued = lambda tr: [p for p in _pairs_in_sample(tr, 12, np.arange(tr.num_agents), CFG, None)  # noqa: E731
                          if p.probe == "queued_leader_removed"]
     assert queued(held) == []
     # the same signal for the cross traffic (heading north) holds nobody here
@@ -174,7 +174,7 @@ def _crossing_scene(ped_xy0: tuple[float, float], ped_v: tuple[float, float], t:
 def _probes_found(tracks, crosswalks, probe):
     from forecast.probes.interaction import _pairs_in_sample
 
-    return [p for p in _pairs_in_sample(tracks, 12, np.arange(tracks.num_agents), CFG, None, crosswalks)
+    return [p for p in _pairs_in_sample(tracks, 12, np.arange(tracks.num_agents), CFG, crosswalks)
             if p.probe == probe]
 
 
