@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import os
 import shutil
 import subprocess
@@ -100,35 +101,41 @@ def _worker_cpu_s() -> float:
 
 
 def loader_row(dm: ForecastDataModule, batches: int) -> tuple[dict, list]:
+    """The loader row, timed while each batch is dropped once read (as a training loop does: a worker
+    reuses the shared memory of batches the main process let go), then ``batches`` more batches kept for
+    the step rows."""
     loader = dm.train_dataloader()
     it = iter(loader)
     next(it)  # worker start-up is not throughput
     w0, m0, t = _worker_cpu_s(), time.process_time(), time.perf_counter()
-    out = []
+    sizes = []  # per batch: scenes, real agents, agent slots, padded agent count
     for _ in range(batches):
         try:
-            out.append(next(it))
+            b = next(it)
         except StopIteration:
             break
+        sizes.append((b.size, int(b.agent_mask.sum()), b.agent_mask.numel(), b.hist.shape[1]))
+        del b
     dt = time.perf_counter() - t
     main_cpu, worker_cpu = time.process_time() - m0, _worker_cpu_s() - w0
-    n = sum(b.size for b in out)
+    kept = list(itertools.islice(it, batches)) or list(itertools.islice(iter(loader), batches))
     del it  # stops the workers
+    n = sum(x[0] for x in sizes)
     # Agent slots the model computes per real agent: each batch padded to its largest scene, and to a bucket.
-    real = sum(int(b.agent_mask.sum()) for b in out)
+    real = sum(x[1] for x in sizes)
     buckets = dm.cfg.trainer.agent_buckets or BUCKETS
-    slots = sum(b.agent_mask.numel() for b in out) / real
-    bucket_slots = sum(b.size * bucket_size(b.hist.shape[1], buckets) for b in out) / real
+    slots = sum(x[2] for x in sizes) / real
+    bucket_slots = sum(x[0] * bucket_size(x[3], buckets) for x in sizes) / real
     layout = "packed" if dm.cfg.data.pack_rasters else "padded"
     if dm.cfg.data.group_batches > 1:
         layout += f", grouped by {dm.cfg.data.group_batches}"
     return {"row": f"data loader ({dm.cfg.data.num_workers} workers, {layout})", "scenes_per_s": n / dt,
-            "ms_per_batch": 1e3 * dt / len(out),
+            "ms_per_batch": 1e3 * dt / len(sizes),
             # Workers build ahead (prefetch), so their CPU over the window is the batches taken +- a prefetch.
             "worker_cpu_ms_per_scene": 1e3 * worker_cpu / n if dm.cfg.data.num_workers else float("nan"),
             "main_cpu_ms_per_scene": 1e3 * main_cpu / n, "slots_per_agent": slots,
             f"slots_per_agent_buckets{'/'.join(map(str, buckets))}": bucket_slots,
-            "load_avg_1min": os.getloadavg()[0]}, out
+            "load_avg_1min": os.getloadavg()[0]}, kept
 
 
 def step_row(cfg: TrainConfig, option: str, batches: list, device: str) -> dict:

@@ -10,6 +10,7 @@ zeros that every batch built, copied through shared memory and encoded.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -65,7 +66,7 @@ MODEL_INPUT_NAMES = ("hist", "hist_mask", "agent_type", "pose", "raster", "agent
 MODEL_OUTPUT_NAMES = ("traj", "scale", "prob")
 
 
-def _empty(shape: tuple[int, ...], dtype: torch.dtype | type) -> torch.Tensor:
+def batch_empty(shape: tuple[int, ...], dtype: torch.dtype | type) -> torch.Tensor:
     """An uninitialised tensor; in a DataLoader worker, in shared memory already (as torch's
     ``default_collate`` does), so sending it to the main process does not copy it again."""
     if not isinstance(dtype, torch.dtype):
@@ -77,14 +78,18 @@ def _empty(shape: tuple[int, ...], dtype: torch.dtype | type) -> torch.Tensor:
     return elem.new(storage).view(shape)
 
 
-def collate(samples: list[Sample], future_steps: int | None = None, pack_rasters: bool = False) -> Batch:
+def collate(samples: list[Sample], future_steps: int | None = None, pack_rasters: bool = False,
+            raster_alloc: Callable[[tuple[int, ...]], torch.Tensor] | None = None) -> Batch:
     """Pad samples to the largest agent count of the batch.
 
     pack_rasters: ship the rasters packed (``[N, C, S, S]``, the real agents only, traffic signals
     left out: ``raster_mask``) rather than padded; every other field is padded either way (they are small).
+    raster_alloc: makes the uninitialised uint8 raster tensor of a shape (the loader's reused shared
+    memory, ``forecast.training.raster_pool``); default ``batch_empty``.
     """
     if not samples:
         raise ValueError("collate needs at least one sample")
+    alloc = raster_alloc or (lambda shape: batch_empty(shape, torch.uint8))
     b = len(samples)
     a = max(s.num_agents for s in samples)
     s0 = samples[0]
@@ -94,8 +99,8 @@ def collate(samples: list[Sample], future_steps: int | None = None, pack_rasters
             raise ValueError(f"sample {s.scenario_id!r} t0={s.t0}: raster {tuple(s.raster.shape)} does not match "
                              f"{s.num_agents} agents of rasters {tuple(s0.raster.shape[1:])}")
 
-    def pad(get, shape, dtype, fill=0):
-        t = _empty((b, a, *shape), dtype)
+    def pad(get, shape, dtype, fill=0, make=None):
+        t = make((b, a, *shape)) if make else batch_empty((b, a, *shape), dtype)
         out = t.numpy()
         for i, s in enumerate(samples):  # every byte written once: the rows, then only the padding
             v = get(s)
@@ -105,13 +110,13 @@ def collate(samples: list[Sample], future_steps: int | None = None, pack_rasters
 
     if pack_rasters:
         keep = [np.flatnonzero(raster_mask(s.agent_mask, s.agent_type)) for s in samples]  # the rows the model unpacks
-        raster = _empty((sum(len(k) for k in keep), *s0.raster.shape[1:]), torch.uint8)
+        raster = alloc((sum(len(k) for k in keep), *s0.raster.shape[1:]))
         out, at = raster.numpy(), 0
         for s, k in zip(samples, keep, strict=True):  # straight into the (shared-memory) batch
             out[at : at + len(k)] = s.raster if len(k) == len(s.raster) else s.raster[k]  # no gather without signals
             at += len(k)
     else:
-        raster = pad(lambda s: s.raster, s0.raster.shape[1:], np.uint8)
+        raster = pad(lambda s: s.raster, s0.raster.shape[1:], np.uint8, make=alloc)
 
     has_future = all(s.future is not None for s in samples)
     return Batch(

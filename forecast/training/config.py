@@ -22,6 +22,10 @@ class DataConfig:
     batch_size: int = 8
     num_workers: int = 0
     pack_rasters: bool = True  # loader batches carry the real agents' rasters only (forecast.model.batch)
+    # Shared-memory segments each loader worker reuses for its batches' rasters (forecast.training.raster_pool):
+    # the DataLoader's prefetch (2 per worker), the batch the step reads, the one Lightning fetches ahead, the
+    # one being pinned, a spare. 0: a fresh segment per batch (no shared memory held between batches).
+    shared_slots: int = 6
     # > 1: batches of similar agent count, sorted within pools of this many batches (forecast.training.sampler);
     # training batches drawn by interaction_sampling (its own weighted draw) are not grouped
     group_batches: int = 0

@@ -18,6 +18,7 @@ from forecast.data.store import Store
 from forecast.features import opencv_fork
 from forecast.features.dataset import SceneSet, select_scenarios
 from forecast.training.config import TrainConfig
+from forecast.training.raster_pool import RasterPool
 from forecast.training.sampler import BlockShuffleSampler
 from forecast.training.sampling import interaction_sampler
 from forecast.training.speed import collate_for_loader, pin_batches
@@ -78,9 +79,11 @@ class ForecastDataModule(L.LightningDataModule):
             sampler = BlockShuffleSampler(scenes.index.scenario, seed=self.cfg.seed, shuffle=shuffle,
                                           agents=np.diff(scenes.index.offsets), batch_size=d.batch_size,
                                           group_batches=d.group_batches)
+        # Workers write the rasters into shared memory they reuse (forecast.training.raster_pool).
+        pool = RasterPool(d.num_workers, d.shared_slots) if d.num_workers > 0 and d.shared_slots > 0 else None
         return DataLoader(SampleDataset(scenes), batch_size=d.batch_size, sampler=sampler, num_workers=d.num_workers,
                           collate_fn=partial(collate_for_loader, future_steps=self.cfg.features.future_steps,
-                                             pack_rasters=d.pack_rasters),
+                                             pack_rasters=d.pack_rasters, pool=pool),
                           generator=g, persistent_workers=d.num_workers > 0, pin_memory=pin_batches(self.cfg.trainer),
                           worker_init_fn=_worker_init if d.num_workers > 0 else None)
 

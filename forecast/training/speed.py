@@ -27,13 +27,22 @@ from torch.nn import functional as F
 from forecast.model.batch import Batch, collate
 from forecast.model.encoders import RasterEncoder
 from forecast.training.config import TrainerConfig
+from forecast.training.raster_pool import RasterPool, release_when_unused
 
 
 class LoaderBatch(Batch):
     """A ``Batch`` that the DataLoader's pinning thread can pin and that copies to a GPU without blocking.
 
-    (Lightning moves any object with a ``.to`` by calling it without ``non_blocking``.)
+    (Lightning moves any object with a ``.to`` by calling it without ``non_blocking``.) Its rasters may
+    live in a loader worker's reused shared memory (``raster_slot``, ``forecast.training.raster_pool``):
+    unpickled in the main process, the batch frees that slot once nothing views its rasters.
     """
+
+    raster_slot: tuple[str, int, int] | None = None  # not a field: no tensor, not moved or pinned
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        release_when_unused(self.raster, state.get("raster_slot"))
 
     def pin_memory(self) -> LoaderBatch:
         return self._map(lambda t: t.pin_memory())
@@ -46,10 +55,21 @@ class LoaderBatch(Batch):
                               for f in fields(self)})
 
 
-def collate_for_loader(samples, future_steps: int | None = None, pack_rasters: bool = True) -> LoaderBatch:
-    """``collate`` (the one batch builder) returning a pinnable batch, rasters packed by default."""
-    b = collate(samples, future_steps, pack_rasters)
-    return LoaderBatch(**{f.name: getattr(b, f.name) for f in fields(b)})
+def collate_for_loader(samples, future_steps: int | None = None, pack_rasters: bool = True,
+                       pool: RasterPool | None = None) -> LoaderBatch:
+    """``collate`` (the one batch builder) returning a pinnable batch, rasters packed by default, in a
+    slot of ``pool`` when one is free (in a loader worker)."""
+    slot = None
+
+    def alloc(shape: tuple[int, ...]) -> torch.Tensor:
+        nonlocal slot
+        out, slot = pool.take(shape)
+        return out
+
+    b = collate(samples, future_steps, pack_rasters, raster_alloc=alloc if pool is not None else None)
+    out = LoaderBatch(**{f.name: getattr(b, f.name) for f in fields(b)})
+    out.raster_slot = slot
+    return out
 
 
 def pin_batches(trainer_cfg) -> bool:

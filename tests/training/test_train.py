@@ -59,3 +59,15 @@ def test_rerun_returns_the_finished_run_and_refuses_another_config(sumo_store, t
         run_training(tiny_train_config(sumo_store.path, out, **{"optim.lr": 0.05}), progress=False)
     fresh = run_training(tiny_train_config(sumo_store.path, out, **{"optim.lr": 0.05}), progress=False, fresh=True)
     assert fresh.run_id != first.run_id and fresh.global_step == first.global_step
+
+
+def test_loader_workers_train_the_same_weights_as_the_main_process(sumo_store, tmp_path):
+    # The worker's batches come through its reused shared memory (forecast.training.raster_pool), two epochs
+    # so that slots are freed and refilled; the weights must not see the difference.
+    kw = {"optim.max_epochs": 2}
+    a = run_training(tiny_train_config(sumo_store.path, tmp_path / "a", **kw), progress=False)
+    b = run_training(tiny_train_config(sumo_store.path, tmp_path / "b", **kw, **{"data.num_workers": 1}),
+                     progress=False)
+    sa, sb = load_model(a.model_path).model.state_dict(), load_model(b.model_path).model.state_dict()
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0, msg=k)
