@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from forecast.data.store import Store
 from forecast.features import opencv_fork
 from forecast.features.dataset import SceneSet, select_scenarios
+from forecast.malloc import keep_freed_memory
 from forecast.training.config import TrainConfig
 from forecast.training.raster_pool import RasterPool
 from forecast.training.sampler import BlockShuffleSampler
@@ -30,6 +31,8 @@ def _worker_init(_: int) -> None:
     # after the main process warped with OpenCV's pool because forecast.features.opencv_fork brings
     # the pool down across the fork (installed below; without it this call hung in the child).
     cv2.setNumThreads(1)
+    # Each sample's arrays reuse the last sample's freed memory instead of fresh pages from the kernel.
+    keep_freed_memory()
 
 
 # The loader's workers are forked from a process that may have warped rasters already (calibration, a
