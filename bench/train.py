@@ -118,7 +118,9 @@ def loader_row(dm: ForecastDataModule, batches: int) -> tuple[dict, list]:
         del b
     dt = time.perf_counter() - t
     main_cpu, worker_cpu = time.process_time() - m0, _worker_cpu_s() - w0
-    kept = list(itertools.islice(it, batches)) or list(itertools.islice(iter(loader), batches))
+    kept = list(itertools.islice(it, batches))
+    if len(kept) < batches:  # the epoch ended: the rest from the next one
+        kept += list(itertools.islice(iter(loader), batches - len(kept)))
     del it  # stops the workers
     n = sum(x[0] for x in sizes)
     # Agent slots the model computes per real agent: each batch padded to its largest scene, and to a bucket.

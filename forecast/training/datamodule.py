@@ -83,7 +83,7 @@ class ForecastDataModule(L.LightningDataModule):
                                           agents=np.diff(scenes.index.offsets), batch_size=d.batch_size,
                                           group_batches=d.group_batches)
         # Workers write the rasters into shared memory they reuse (forecast.training.raster_pool).
-        pool = RasterPool(d.num_workers, d.shared_slots) if d.num_workers > 0 and d.shared_slots > 0 else None
+        pool = RasterPool(d.shared_slots) if d.num_workers > 0 and d.shared_slots > 0 else None
         return DataLoader(SampleDataset(scenes), batch_size=d.batch_size, sampler=sampler, num_workers=d.num_workers,
                           collate_fn=partial(collate_for_loader, future_steps=self.cfg.features.future_steps,
                                              pack_rasters=d.pack_rasters, pool=pool),

@@ -5,19 +5,24 @@ made the kernel fault in and zero every page of it: at the full config (about 39
 batch of 32) that was 0.6 ms of a worker's 3 ms per scene on a 2-core VM (docs/measurements.md,
 seventeenth pass), and the rasters are 97 % of a batch's bytes.
 
-Each worker keeps a few segments (*slots*) and writes a batch's rasters into one that the main process
-no longer uses. The two share a flag per slot: the worker sets it when it fills the slot; the main
-process clears it when the last tensor viewing that batch's rasters is gone (a finalizer on their
-storage, registered as the batch is unpickled), so a batch the caller keeps is never overwritten.
-When every slot is in use (a caller holding many batches), a batch gets a fresh segment, as before.
+Each worker process keeps a few segments (*slots*) and a shared flag per slot, both its own (made on
+its first batch, gone with it). It writes a batch's rasters into a slot whose flag is clear, sets the
+flag, and sends the flags along with the batch. The process that unpickles the batch (the main process,
+or its pin-memory thread) clears the flag from a finalizer on the rasters' storage, which runs when the
+last tensor viewing them is gone, so a batch the caller keeps is never overwritten. When every slot is
+in use (a caller holding many batches), a batch gets a fresh segment, as before.
+
+Only the worker's own send hands a slot over: a copy of a batch (``copy.deepcopy``, Lightning's
+precision conversions) carries none, and a batch pickled again by the process reading it (to another
+process, ``torch.save``) keeps its slot in use for good, since whoever unpickles it may map the same memory.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import weakref
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -29,40 +34,52 @@ from forecast.model.batch import batch_empty
 # vary in agent count, and each growth is a fresh segment.
 HEADROOM = 1.25
 
-_POOLS: weakref.WeakValueDictionary[str, RasterPool] = weakref.WeakValueDictionary()
-_COUNTER = itertools.count()
-
 FREE, IN_USE = 0, 1
 
 
-class RasterPool:
-    """Per-worker shared-memory slots for packed rasters ``[N, C, S, S]`` uint8.
+class Slot(NamedTuple):
+    """Where a batch's rasters live: its worker's flags ([K] uint8, shared) and the slot's index."""
 
-    Made in the main process before its loader's workers start (``workers`` of them, ``slots`` each,
-    ``data.shared_slots``); ``take`` runs in a worker (in the main process, or once every slot is in use,
-    it returns a fresh tensor and no slot). Slots are made on first need, so a pool holds only as many
-    segments as were in use at once.
+    flags: torch.Tensor
+    index: int
+
+
+class RasterPool:
+    """Up to ``slots`` shared-memory segments per loader worker for packed rasters ``[N, C, S, S]`` uint8.
+
+    Made in the main process and handed to the workers with the collate function; ``take`` runs in a
+    worker (in any other process, it returns a fresh tensor and no slot).
+    Slots are made on first need, so a worker holds only as many segments as were in use at once.
     """
 
-    def __init__(self, workers: int, slots: int):
-        if workers < 1 or slots < 1:
-            raise ValueError(f"a raster pool needs at least one worker and one slot, got {workers} and {slots}")
-        self.token = f"{os.getpid()}-{next(_COUNTER)}"
-        self.flags = torch.zeros(workers, slots, dtype=torch.uint8).share_memory_()  # [W, K]
-        self._storages: list[torch.UntypedStorage | None] = [None] * slots  # this worker's segments
-        _POOLS[self.token] = self
+    def __init__(self, slots: int):
+        if slots < 1:
+            raise ValueError(f"a raster pool needs at least one slot, got {slots}")
+        self.slots = slots
+        self._reset()
+
+    def _reset(self) -> None:
+        self._owner: int | None = None  # the worker process whose slots these are
+        self._flags: torch.Tensor | None = None
+        self._storages: list[torch.UntypedStorage | None] = [None] * self.slots
 
     def __getstate__(self) -> dict:
-        # A spawned worker starts with no segments of its own; the flags travel as shared memory.
-        return {"token": self.token, "flags": self.flags, "_storages": [None] * self.flags.shape[1]}
+        return {"slots": self.slots}  # a spawned worker starts with no slots
 
-    def take(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, tuple[str, int, int] | None]:
-        """An uninitialised uint8 tensor of ``shape`` and the slot it lives in, ``(token, worker, slot)``
-        (None: a fresh segment, outside a worker or with every slot in use)."""
-        info = torch.utils.data.get_worker_info()
-        if info is None or info.id >= self.flags.shape[0]:
+    def __setstate__(self, state: dict) -> None:
+        self.slots = state["slots"]
+        self._reset()
+
+    def take(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, Slot | None]:
+        """An uninitialised uint8 tensor of ``shape`` and the ``Slot`` it lives in (None: a fresh segment,
+        outside a worker or with every slot in use)."""
+        if torch.utils.data.get_worker_info() is None:
             return batch_empty(shape, torch.uint8), None
-        flags = self.flags[info.id].numpy()
+        if self._owner != os.getpid():  # a forked worker inherits the pool as its parent had it
+            self._reset()
+            self._owner = os.getpid()
+            self._flags = torch.zeros(self.slots, dtype=torch.uint8).share_memory_()
+        flags = self._flags.numpy()
         free = np.flatnonzero(flags == FREE)
         if not len(free):
             return batch_empty(shape, torch.uint8), None
@@ -73,26 +90,21 @@ class RasterPool:
             storage = batch_empty((max(1, math.ceil(nbytes * HEADROOM)),), torch.uint8).untyped_storage()
             self._storages[k] = storage
         flags[k] = IN_USE
-        out = torch.empty(0, dtype=torch.uint8).set_(storage, 0, shape)
-        return out, (self.token, info.id, k)
+        return torch.empty(0, dtype=torch.uint8).set_(storage, 0, shape), Slot(self._flags, k)
 
 
-def release_when_unused(raster: torch.Tensor, slot: tuple[str, int, int] | None) -> None:
-    """In the main process: free ``slot`` once no tensor views ``raster``'s storage any more.
+def free(slot: Slot | None) -> None:
+    """Mark ``slot`` free now (its worker's batch failed before it was sent)."""
+    if slot is not None:
+        slot.flags[slot.index] = FREE
 
-    A slot of a pool this process did not make (unknown token) stays in use; its worker then makes
-    fresh segments, as without a pool.
+
+def release_when_unused(raster: torch.Tensor, slot: Slot | None) -> weakref.finalize | None:
+    """Free ``slot`` once no tensor views ``raster``'s storage any more; the finalizer (None without a slot).
+
+    The storage's Python object lives as long as any tensor viewing it (torch keeps it for the C++
+    storage: slices, ``detach``, ``numpy()``), so the finalizer runs after the last view, not after ``raster``.
     """
     if slot is None:
-        return
-    token, worker, k = slot
-    pool = _POOLS.get(token)
-    if pool is None:
-        return
-    # The storage's Python object lives as long as any tensor viewing it (torch keeps it for the C++
-    # storage), so the finalizer runs after the last view, not after this tensor.
-    weakref.finalize(raster.untyped_storage(), _free, pool.flags, worker, k)
-
-
-def _free(flags: torch.Tensor, worker: int, k: int) -> None:
-    flags[worker, k] = FREE
+        return None
+    return weakref.finalize(raster.untyped_storage(), free, slot)

@@ -18,6 +18,8 @@ what the model computes for the real agents: padded agents are masked everywhere
 
 from __future__ import annotations
 
+import copy
+import weakref
 from dataclasses import fields
 
 import lightning as L
@@ -27,7 +29,7 @@ from torch.nn import functional as F
 from forecast.model.batch import Batch, collate
 from forecast.model.encoders import RasterEncoder
 from forecast.training.config import TrainerConfig
-from forecast.training.raster_pool import RasterPool, release_when_unused
+from forecast.training.raster_pool import RasterPool, Slot, free, release_when_unused
 
 
 class LoaderBatch(Batch):
@@ -35,14 +37,33 @@ class LoaderBatch(Batch):
 
     (Lightning moves any object with a ``.to`` by calling it without ``non_blocking``.) Its rasters may
     live in a loader worker's reused shared memory (``raster_slot``, ``forecast.training.raster_pool``):
-    unpickled in the main process, the batch frees that slot once nothing views its rasters.
+    the process that unpickles the batch from the worker frees that slot once nothing views its rasters.
     """
 
-    raster_slot: tuple[str, int, int] | None = None  # not a field: no tensor, not moved or pinned
+    # Not fields: no tensors, not moved or pinned; a copy or a moved batch has neither.
+    raster_slot: Slot | None = None
+    _release: weakref.finalize | None = None
+
+    def __getstate__(self) -> dict:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("raster_slot", "_release")}
+        if torch.utils.data.get_worker_info() is not None:
+            state["raster_slot"] = self.raster_slot  # the worker hands the slot to the reading process
+        elif self._release is not None:
+            # Pickled again by the reading process (to another process, torch.save): whoever unpickles it
+            # may map the same memory, which this process cannot watch; the slot stays in use for good.
+            self._release.detach()
+        return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        release_when_unused(self.raster, state.get("raster_slot"))
+        self._release = release_when_unused(self.raster, self.raster_slot)
+
+    def __deepcopy__(self, memo: dict) -> LoaderBatch:
+        # A copy owns no slot (Lightning's precision plugins copy batches): the original's finalizer frees
+        # it, and only once the copy's views of the rasters are gone too.
+        out = LoaderBatch(**{f.name: copy.deepcopy(getattr(self, f.name), memo) for f in fields(self)})
+        memo[id(self)] = out
+        return out
 
     def pin_memory(self) -> LoaderBatch:
         return self._map(lambda t: t.pin_memory())
@@ -66,7 +87,11 @@ def collate_for_loader(samples, future_steps: int | None = None, pack_rasters: b
         out, slot = pool.take(shape)
         return out
 
-    b = collate(samples, future_steps, pack_rasters, raster_alloc=alloc if pool is not None else None)
+    try:
+        b = collate(samples, future_steps, pack_rasters, raster_alloc=alloc if pool is not None else None)
+    except BaseException:
+        free(slot)  # no batch will carry it to a reader that would free it
+        raise
     out = LoaderBatch(**{f.name: getattr(b, f.name) for f in fields(b)})
     out.raster_slot = slot
     return out
