@@ -80,10 +80,10 @@ class RasterPool:
             self._owner = os.getpid()
             self._flags = torch.zeros(self.slots, dtype=torch.uint8).share_memory_()
         flags = self._flags.numpy()
-        free = np.flatnonzero(flags == FREE)
-        if not len(free):
+        idle = np.flatnonzero(flags == FREE)
+        if not len(idle):
             return batch_empty(shape, torch.uint8), None
-        k = int(free[0])  # the lowest free slot: the pool stays as small as the batches in use at once
+        k = int(idle[0])  # the lowest free slot: the pool stays as small as the batches in use at once
         nbytes = math.prod(shape)
         storage = self._storages[k]
         if storage is None or storage.nbytes() < nbytes:
