@@ -3,7 +3,7 @@
 # per session): the training throughput rows (bare step and Lightning fit, per option, batch 32 and 256),
 # a torch.profiler table of the training step, and the latency rows (eager, fp16, CUDA graph, end to end).
 # Prepare here: `python bench/gpu_store.py` (the GPU machine has no SUMO) and the wheels the image lacks
-# (shapely) in .whl/; then run it through the device tool with carry [bench/results/store_gpu, .whl]:
+# (shapely, pydantic + its deps, msgspec) in .whl/; then run it through the device tool with carry [bench/results/store_gpu, .whl]:
 #   bash bench/gpu_session.sh [quick]      ('quick' = tiny sizes, to check the script on a CPU first)
 # Everything lands in $OUT (or bench/results/gpu when OUT is unset).
 set -u
@@ -31,26 +31,34 @@ log "machine"; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm
 $PY -c "import torch, lightning, onnxruntime; print('torch', torch.__version__, 'lightning', lightning.__version__, 'ort', onnxruntime.__version__, 'cpus', __import__('os').cpu_count())"
 
 # Most wanted first: a lease can end mid-script, and one session's device time (15 min, start-up
-# included) holds one ~9-minute call. Caps add up to 580 s.
-# 1. batch 256, eager (the fit rows of 3a194d1 synchronised the GPU after every step through
-# Lightning's progress-bar metrics: 1,628 / 2,758 scenes/s at batch 256 / 512, second half)
+# included) holds one ~9-minute call. The fixed caps add up to 430 s; the compile row, last, gets what
+# is left of BUDGET seconds, so that a cap there loses only itself.
+BUDGET=${BUDGET:-570}
+# 1. batch 256, eager: the fit rows since the progress-bar fix (no per-step .item() in Lightning's
+# metrics) and the loader's reused shared segments (one worker 324 -> 481-520 scenes/s on 2 cores)
 run 120 $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows loader,step,fit \
     --options bf16+buckets --json "$OUT/train_full_b256.json" $STORE data.num_workers=$W data.batch_size=$BS
-# 2. the same with channels-last rasters padded to 8 channels (3a194d1's profile: 11 % of the GPU time
-# in NCHW -> NHWC conversions, the 9-channel first convolution in a fallback kernel)
-run 100 $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows step,fit \
-    --options bf16+buckets+channels_last --json "$OUT/train_full_b256_cl.json" $STORE data.num_workers=$W data.batch_size=$BS
+# 2. latency: the quickstart's rollout is now 3 latent steps of 1 s (was 6 of 0.5 s); issue 13's GPU
+# goals are the CUDA-graph model <= 2 ms at 128 agents and end to end <= 8 ms
+run 140 $PY bench/latency.py --config configs/train/quickstart.yaml --agents $AG --runs $RUNS $GPU_ONLY \
+    --json "$OUT/latency_gpu.json"
 # 3. batch 512 (amortises the host's per-step work; at 256 the bare step is close to GPU-bound: 90 of 98 ms)
-run 70 $PY bench/train.py --config $CFG --device $DEV --batches $((B256 / 2 + 1)) --rows fit \
-    --options bf16+buckets+channels_last --json "$OUT/train_full_b512.json" $STORE data.num_workers=$W data.batch_size=$((2 * BS))
-# 4. latency (measured in full at 3a194d1: 141 s with a 37 s export; rows print as they come, so a cut
-# run still returns the first ones)
-run 90 $PY bench/latency.py --agents $AG --runs $RUNS $GPU_ONLY --json "$OUT/latency_gpu.json"
+run 80 $PY bench/train.py --config $CFG --device $DEV --batches $((B256 / 2 + 1)) --rows fit \
+    --options bf16+buckets --json "$OUT/train_full_b512.json" $STORE data.num_workers=$W data.batch_size=$((2 * BS))
+# 4. channels-last rasters padded to 8 channels (3a194d1's profile: 11 % of the GPU time in
+# NCHW -> NHWC conversions, the 9-channel first convolution in a fallback kernel)
+run 90 $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows step,fit \
+    --options bf16+buckets+channels_last --json "$OUT/train_full_b256_cl.json" $STORE data.num_workers=$W data.batch_size=$BS
 # 5. torch.compile through Lightning at batch 256, one static graph per agent bucket (77 s of compilation
 # on the H100 before grouped batches; not finished within 210 s on the H100 at 3a194d1, nor six buckets
-# within 200 s on the H200): last, so that its cap loses only itself. The second-half rate is the steady one.
-run 200 $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows fit \
-    --options bf16+compile --json "$OUT/train_full_b256_compile.json" $STORE data.num_workers=$W data.batch_size=$BS
+# within 200 s on the H200). The second-half rate is the steady one.
+LEFT=$(( BUDGET - SECONDS ))
+if [ "$LEFT" -gt 60 ]; then
+  run "$LEFT" $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows fit \
+      --options bf16+compile --json "$OUT/train_full_b256_compile.json" $STORE data.num_workers=$W data.batch_size=$BS
+else
+  log "compile row skipped: $LEFT s left of $BUDGET"
+fi
 # Measured in earlier sessions and left out here for time: batch 32 per option (H100 and H200), the
 # torch.profiler table of a bare step (docs/measurements/train-profile-full-b32-h200.txt), pinned vs
 # unpinned batches; `--profile-fit` (host time by function in Lightning's step) is the next one to take:
