@@ -45,6 +45,8 @@ class Frames(NamedTuple):
     cs_rows: torch.Tensor  # [8, N, A, 2]: cs for each channel's left factor
     ones: torch.Tensor  # [N, A, 1, 8]
     self_eps: torch.Tensor  # [A, A]: the bearing's 1 mm, and a huge value on the diagonal (an agent and itself)
+    swap8: torch.Tensor  # [8, 8]: ``swap_pairs(8)``; its top-left [6, 6] is ``swap_pairs(6)``
+    relative: torch.Tensor  # [8]: -1 for the 4 relative channels, 0 for velocity and heading
 
 
 class Edges(NamedTuple):
@@ -63,21 +65,27 @@ def frames(cos: torch.Tensor, sin: torch.Tensor) -> Frames:
     idx = torch.arange(a, device=cos.device)
     return Frames(cs, cos[..., None].expand(n, a, 8).contiguous(), sin[..., None].expand(n, a, 8).contiguous(),
                   cs[None].expand(8, n, a, 2).contiguous(), torch.ones(n, a, 1, 8, dtype=cos.dtype, device=cos.device),
-                  1e-4 + 1e6 * (idx[:, None] == idx[None, :]).to(cos.dtype))
+                  1e-4 + 1e6 * (idx[:, None] == idx[None, :]).to(cos.dtype), swap_pairs(8, cos),
+                  -(torch.arange(8, device=cos.device) < 4).to(cos.dtype))
 
 
 def swap_pairs(k2: int, like: torch.Tensor) -> torch.Tensor:
-    """[2k, 2k] constant: ``v @ swap_pairs`` turns every (x, y) pair of v [..., 2k] into (y, -x)."""
-    j = [[0.0] * k2 for _ in range(k2)]
-    for p in range(0, k2, 2):  # (v @ J)[p] = v[p + 1], (v @ J)[p + 1] = -v[p]
-        j[p + 1][p], j[p][p + 1] = 1.0, -1.0
-    return torch.tensor(j, dtype=like.dtype, device=like.device)  # built in Python: a plain constant when exported
+    """[2k, 2k] constant: ``v @ swap_pairs`` turns every (x, y) pair of v [..., 2k] into (y, -x).
+
+    Made by device operations, not from Python data: ``torch.tensor(data, device="cuda")`` copies from
+    pageable host memory, which waits for every kernel queued before it (a GPU sync per call)."""
+    eye2 = torch.eye(2, dtype=like.dtype, device=like.device)
+    # [[0, -1], [1, 0]]: (x, y) @ it = (y, -x)
+    block = eye2.flip(0) * (2 * torch.arange(2, device=like.device) - 1).to(like.dtype)[:, None]
+    eye = torch.eye(k2 // 2, dtype=like.dtype, device=like.device)
+    return (eye[:, None, :, None] * block[None, :, None, :]).reshape(k2, k2)
 
 
-def rotate(v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def rotate(v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, swap: torch.Tensor) -> torch.Tensor:
     """v [..., 2k] as k (x, y) pairs -> in the frame of heading (cos, sin) (broadcastable to v): R v =
-    cos v + sin J v, J (x, y) = (y, -x). To rotate back (frame -> scene), pass -sin."""
-    return cos * v + sin * (v @ swap_pairs(v.shape[-1], v))
+    cos v + sin J v, J (x, y) = (y, -x), ``swap`` = J ([2k, 2k], ``swap_pairs``: made once per rollout, in
+    ``Frames``). To rotate back (frame -> scene), pass -sin."""
+    return cos * v + sin * (v @ swap)
 
 
 def edge_features(pos: torch.Tensor, nxt: torch.Tensor, vel: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -103,12 +111,11 @@ def edges_of(vectors: torch.Tensor, fr: Frames, planned: torch.Tensor) -> Edges:
     fr (``frames``: each agent's heading) and planned [N, A]."""
     n, a = vectors.shape[:2]
     u = torch.cat([vectors, fr.cs], dim=-1)  # [N, A, 8]: every agent's vectors, scaled
-    ju = u @ swap_pairs(8, u)  # each (x, y) -> (y, -x)
+    ju = u @ fr.swap8  # each (x, y) -> (y, -x)
     # R_i (u_j - u_i) = cos_i u_j + sin_i J u_j - R_i u_i, for every channel, i and j in one product of
     # [8, N, A, 3] (cos_i, sin_i, -R_i u_i) by [8, N, 3, A] (u_j, J u_j, 1). Velocity and heading are
     # j's own, not relative: no R_i u_i for them.
-    relative = torch.tensor([-1.0] * 4 + [0.0] * 4, dtype=u.dtype, device=u.device)
-    neg_own = (fr.cos8 * u + fr.sin8 * ju) * relative  # [N, A, 8]
+    neg_own = (fr.cos8 * u + fr.sin8 * ju) * fr.relative  # [N, A, 8]
     left = torch.cat([fr.cs_rows, neg_own.permute(2, 0, 1)[..., None]], dim=-1)
     right = torch.cat([u[:, :, None], ju[:, :, None], fr.ones], dim=2).permute(3, 0, 2, 1)
     rot = left @ right  # [8, N, A, A]
@@ -154,12 +161,15 @@ class GeometricAttention(nn.Module):
         self.bias = nn.Sequential(nn.Linear(edges, eh), nn.ReLU(), nn.Linear(eh, heads))
         self.edge_value = nn.Parameter(torch.randn(heads, edges, self.dh) / math.sqrt(edges))
         self.out = nn.Linear(d, d)
+        # A buffer, so that it moves with the module: torch.tensor(..., device="cuda") at every call would
+        # copy from pageable memory, a GPU sync. Not in the state dict (every checkpoint loads as before).
+        self.register_buffer("edge_order", torch.tensor(TO_PARAM), persistent=False)
 
     def step_weights(self) -> StepWeights:
         """The weights as the forward pass uses them; once per rollout, not per step (a constant of the
         exported graph): the edge channels in ``EDGE_CHANNELS`` order, 1/sqrt(d_h) folded into q."""
         d, scale = self.h * self.dh, 1.0 / math.sqrt(self.dh)
-        order = torch.tensor(TO_PARAM, device=self.edge_value.device)
+        order = self.edge_order
         wq, wk, wv = self.qkv.weight.reshape(3, d, d)
         bq, bk, bv = self.qkv.bias.reshape(3, d)
         return StepWeights(torch.cat([wq * scale, wv]), torch.cat([bq * scale, bv]), wk, bk[:, None],
@@ -187,7 +197,7 @@ class GeometricAttention(nn.Module):
         # R_i (u_j - u_i) = R_i (sum_j a_hij u_j) - R_i u_i, as the weights sum to 1. Only the distances
         # and the bearing are summed over the edges.
         summed = att @ geo.agents  # [H, N, A, 9]
-        rot = rotate(summed[..., :8], geo.frames.cos8, geo.frames.sin8) + geo.neg_own
+        rot = rotate(summed[..., :8], geo.frames.cos8, geo.frames.sin8, geo.frames.swap8) + geo.neg_own
         nonlinear = (att.permute(1, 2, 0, 3) @ geo.edges[8:12].permute(1, 2, 3, 0)).permute(2, 0, 1, 3)  # [H, N, A, 4]
         weighted_edges = torch.cat([rot, nonlinear, summed[..., 8:]], dim=-1).reshape(self.h, n * a, -1)
         out = att @ v + (weighted_edges @ w.edge_value).reshape(self.h, n, a, self.dh)  # [H, N, A, dh]

@@ -86,6 +86,7 @@ class LatentRollout(nn.Module):
         key_valid = per_mode(agent_mask[:, None])
         fr, planned_flag = frames(per_mode(cs[..., 0]), per_mode(cs[..., 1])), per_mode(pm[..., 0])
         step_weights = self.attn.step_weights()
+        swap6 = fr.swap8[:6, :6]  # (x, y) -> (y, -x) for position, next position and velocity
         plan_steps = plan.reshape(b, 1, a, steps, st, 2)
         planned_pm = plan_steps * pm[..., None, None]  # [B, 1, A, S, st, 2]: the plan where there is one, else 0
         # What does not change during the rollout, once: the action of every latent step (it does
@@ -108,7 +109,7 @@ class LatentRollout(nn.Module):
         for s in range(steps):
             # Where each agent is now and where it is about to be: its plan, else on at its latest velocity.
             nxt = planned_pm[:, :, :, s, -1] + free * (pos + vel * (st * dt))
-            scene = rotate(torch.cat([pos, nxt, vel], dim=-1), cos6, msin6) + origins  # [B, K, A, 6] scene frame
+            scene = rotate(torch.cat([pos, nxt, vel], dim=-1), cos6, msin6, swap6) + origins  # [B, K, A, 6] scene frame
             geo = edges_of(per_mode(scene) * 0.1, fr, planned_flag)
             where_act = F.linear(torch.cat([scene[..., :2], pos], dim=-1), w_moving) + fixed[:, :, :, s]
             q = self.norm(h.reshape(b, k, a, d) + where_act)

@@ -39,10 +39,10 @@ class ForecastModule(L.LightningModule):
         neighbours = close.sum(-1) - 1  # [B, A]: scored agents near each agent, itself excluded
         score = (torch.rand(full.shape, device=full.device) + (neighbours > 0).float()
                  + self.cfg.optim.plan_follower_bonus * _has_follower(batch, xy).float()) * full
-        agent = score.argmax(-1)
-        chosen = torch.zeros_like(full)
-        chosen[torch.arange(batch.size), agent] = True
-        chosen &= full & pick[:, None]
+        # compared with an index made on the device: an index put with one made on the host copies it to
+        # the GPU, a sync per step (F.one_hot reads the indices' range on the host on a CPU)
+        slots = torch.arange(full.shape[1], device=full.device)
+        chosen = (slots[None, :] == score.argmax(-1)[:, None]) & full & pick[:, None]
         batch.plan = torch.where(chosen[..., None, None], batch.future, torch.zeros_like(batch.future))
         batch.plan_mask = chosen
         batch.target_mask = batch.target_mask & ~chosen
