@@ -182,12 +182,15 @@ def rasterize_agents(m: MapRaster | None, hist_xy: np.ndarray, hist_valid: np.nd
         affines = _agent_affines(origins[g], headings[g], cfg, gx + c0 * res, gy + r0 * res, res)
         for k, i in enumerate(g):
             cv2.warpAffine(window, affines[k], (s, s), dst=tail_crops[i], **_WARP)
-    # Interleaved [S, S, 4] crops to channel planes: OpenCV's split writes straight into each agent's
-    # planes, about 3 x faster than numpy's transposing copy of uint8 with 4 channels innermost (that copy
-    # was a fifth of the loader's time at the full config).
-    for i in range(a):
-        cv2.split(head_crops[i], list(out[i, :n_head]))
-        cv2.split(tail_crops[i], list(out[i, n_head : n_head + 4]))
+    # Interleaved [S, S, 4] crops to channel planes: OpenCV's split of all agents at once (as one
+    # [A * S, S, 4] image) into four contiguous planes, then one copy of whole [S, S] planes into place.
+    # numpy's transposing copy of uint8 with 4 channels innermost was a fifth of the loader's time at
+    # the full config, and a split per agent cost 5 us of call overhead each (0.70 against 0.27 ms for
+    # 128 agents of 48 px, one thread).
+    planes = np.empty((4, a * s, s), np.uint8)
+    for crops, c0 in ((head_crops, 0), (tail_crops, n_head)):
+        cv2.split(crops.reshape(a * s, s, 4), list(planes))
+        out[:, c0 : c0 + 4] = planes.reshape(4, a, s, s).transpose(1, 0, 2, 3)
     out[:, n_head + 4] = 0
     if len(signals) and len(drawn):
         _draw_signals(out[:, n_head + 4], drawn, origins, headings, origins[signals], headings[signals], cfg)
