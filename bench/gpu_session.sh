@@ -36,7 +36,8 @@ $PY -c "import torch, lightning, onnxruntime; print('torch', torch.__version__, 
 BUDGET=${BUDGET:-570}
 # 1. batch 256: the first rows without the rollout's 25 host syncs per forward (torch.tensor of Python
 # data on the GPU, eighteenth pass; H200 before: bare step 2,283, fit 1,392 scenes/s over the second half,
-# the host 165 ms in each fit step against 90-111 ms per bare step)
+# the host 165 ms in each fit step against 90-111 ms per bare step); the fit rows now report
+# host_syncs_per_step (torch.cuda.set_sync_debug_mode), which should be 0
 run 120 $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows loader,step,fit \
     --options bf16+buckets --json "$OUT/train_full_b256.json" $STORE data.num_workers=$W data.batch_size=$BS
 # 2. latency: the quickstart's rollout is now 3 latent steps of 1 s (was 6 of 0.5 s); issue 13's GPU

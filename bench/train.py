@@ -48,7 +48,7 @@ from forecast.model.loss import wta_loss
 from forecast.training.config import TrainConfig
 from forecast.training.datamodule import ForecastDataModule
 from forecast.training.module import ForecastModule
-from forecast.training.speed import AgentBuckets, apply_model_options, bucket_size, pad_to_buckets
+from forecast.training.speed import AgentBuckets, SyncWatch, apply_model_options, bucket_size, pad_to_buckets
 
 BUCKETS = [8, 16, 32, 64]
 OPTIONS = {  # option -> trainer overrides
@@ -319,7 +319,10 @@ class _FitProfile(L.Callback):
 def fit_row(cfg: TrainConfig, option: str, steps: int, device: str, profile: Path | None = None) -> dict:
     c = with_option(cfg, option, device)
     clock = _Clock()
-    callbacks = [clock] + ([AgentBuckets(c.trainer.agent_buckets)] if c.trainer.agent_buckets else [])
+    # torch's count of host-GPU syncs per step (CUDA only; NaN elsewhere); before the clock, whose own
+    # synchronisation at the window's end must not count
+    syncs = SyncWatch()
+    callbacks = [syncs, clock] + ([AgentBuckets(c.trainer.agent_buckets)] if c.trainer.agent_buckets else [])
     if profile is not None:  # a few steps past the middle: buckets met, allocator warm
         callbacks.append(_FitProfile(max(1, steps // 2), 3, profile))
     trainer = L.Trainer(accelerator=device if device != "cuda" else "gpu", devices=1, precision=c.trainer.precision,
@@ -343,7 +346,8 @@ def fit_row(cfg: TrainConfig, option: str, steps: int, device: str, profile: Pat
             "scenes_per_s_second_half": steady,
             "ms_per_batch": 1e3 * dt / n, "first_pass_s": total - dt,
             # where the host's time goes: a loader that keeps up leaves host_ms_between_steps near zero
-            "host_ms_in_step": 1e3 * clock.in_step / n, "host_ms_between_steps": 1e3 * clock.between / n, **util}
+            "host_ms_in_step": 1e3 * clock.in_step / n, "host_ms_between_steps": 1e3 * clock.between / n,
+            "host_syncs_per_step": syncs.per_step(), **util}
 
 
 def profile_step(cfg: TrainConfig, batches: list, device: str, path: Path) -> None:

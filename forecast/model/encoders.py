@@ -55,7 +55,7 @@ def channels_last_input(raster: torch.Tensor, weight: torch.Tensor) -> tuple[tor
     dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else torch.float32
     x = torch.empty((n, c8, s1, s2), dtype=dtype, device=raster.device, memory_format=torch.channels_last)
     x[:, :c] = raster
-    x[:, c:] = 0
+    x[:, c:].zero_()  # a fill on the device (assigning 0 makes a host tensor first)
     return x, F.pad(weight, (0, 0, 0, 0, 0, c8 - c)).to(dtype).contiguous(memory_format=torch.channels_last)
 
 

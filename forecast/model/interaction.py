@@ -66,19 +66,18 @@ def frames(cos: torch.Tensor, sin: torch.Tensor) -> Frames:
     return Frames(cs, cos[..., None].expand(n, a, 8).contiguous(), sin[..., None].expand(n, a, 8).contiguous(),
                   cs[None].expand(8, n, a, 2).contiguous(), torch.ones(n, a, 1, 8, dtype=cos.dtype, device=cos.device),
                   1e-4 + 1e6 * (idx[:, None] == idx[None, :]).to(cos.dtype), swap_pairs(8, cos),
-                  -(torch.arange(8, device=cos.device) < 4).to(cos.dtype))
+                  (torch.arange(8, device=cos.device) >= 4).to(cos.dtype) - 1)
 
 
 def swap_pairs(k2: int, like: torch.Tensor) -> torch.Tensor:
     """[2k, 2k] constant: ``v @ swap_pairs`` turns every (x, y) pair of v [..., 2k] into (y, -x).
 
     Made by device operations, not from Python data: ``torch.tensor(data, device="cuda")`` copies from
-    pageable host memory, which waits for every kernel queued before it (a GPU sync per call)."""
-    eye2 = torch.eye(2, dtype=like.dtype, device=like.device)
-    # [[0, -1], [1, 0]]: (x, y) @ it = (y, -x)
-    block = eye2.flip(0) * (2 * torch.arange(2, device=like.device) - 1).to(like.dtype)[:, None]
-    eye = torch.eye(k2 // 2, dtype=like.dtype, device=like.device)
-    return (eye[:, None, :, None] * block[None, :, None, :]).reshape(k2, k2)
+    pageable host memory, which waits for every kernel queued before it (a GPU sync per call). No -0.0
+    entries, so the exported graph's folded constants keep their bytes."""
+    i = torch.arange(k2, device=like.device)
+    up = (i[:, None] == i[None, :] + 1) & (i % 2 == 0)[None, :]  # J[p + 1, p] = 1 for even p
+    return up.to(like.dtype) - up.T.to(like.dtype)  # and J[p, p + 1] = -1
 
 
 def rotate(v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, swap: torch.Tensor) -> torch.Tensor:
@@ -169,11 +168,10 @@ class GeometricAttention(nn.Module):
         """The weights as the forward pass uses them; once per rollout, not per step (a constant of the
         exported graph): the edge channels in ``EDGE_CHANNELS`` order, 1/sqrt(d_h) folded into q."""
         d, scale = self.h * self.dh, 1.0 / math.sqrt(self.dh)
-        order = self.edge_order
         wq, wk, wv = self.qkv.weight.reshape(3, d, d)
         bq, bk, bv = self.qkv.bias.reshape(3, d)
         return StepWeights(torch.cat([wq * scale, wv]), torch.cat([bq * scale, bv]), wk, bk[:, None],
-                           self.bias[0].weight[:, order], self.edge_value[:, order])
+                           self.bias[0].weight[:, self.edge_order], self.edge_value[:, self.edge_order])
 
     def forward(self, x: torch.Tensor, geo: Edges, key_valid: torch.Tensor,
                 weights: StepWeights | None = None) -> torch.Tensor:

@@ -202,3 +202,45 @@ def scaled_lr(lr: float, batch_size: int, world_size: int, reference_batch_size:
     if not reference_batch_size:
         return lr
     return lr * batch_size * world_size / reference_batch_size
+
+
+class SyncWatch(L.Callback):
+    """Counts the host-GPU synchronisations inside each training batch after the first, with torch's own
+    check (``torch.cuda.set_sync_debug_mode``): a sync in the step keeps the host from queueing the next
+    kernels while the GPU runs (issue 12). ``seen`` lists the warnings' messages; a no-op without CUDA.
+
+    The first batch sets up the optimizer's state and Lightning's metric buffers once, and is not counted.
+    """
+
+    def __init__(self):
+        self.seen: list[str] = []
+        self.watched = 0
+        self._catch = None
+        self._log: list = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step >= 1 and torch.cuda.is_available():
+            import warnings
+
+            self._catch = warnings.catch_warnings(record=True)
+            self._log = self._catch.__enter__()
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._leave(counted=True)
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._leave(counted=False)
+
+    def _leave(self, counted: bool) -> None:
+        if self._catch is None:
+            return
+        torch.cuda.set_sync_debug_mode("default")
+        self._catch.__exit__(None, None, None)
+        self.seen += [str(w.message) for w in self._log if "synchroniz" in str(w.message)]
+        self.watched += counted
+        self._catch = None
+
+    def per_step(self) -> float:
+        return len(self.seen) / self.watched if self.watched else float("nan")

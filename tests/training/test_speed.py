@@ -17,6 +17,7 @@ from forecast.model.world_model import WorldModel
 from forecast.training.speed import (
     AgentBuckets,
     LoaderBatch,
+    SyncWatch,
     bucket_size,
     collate_for_loader,
     pad_agents,
@@ -140,25 +141,39 @@ def test_training_steps_turn_no_tensor_into_a_number_without_a_progress_bar(sumo
 
 class _HostSyncs(TorchDispatchMode):
     """Records the operations that, on a GPU, make the host wait for the device: a tensor made from
-    Python data (copied from pageable memory), a value read on the host, a data-dependent shape."""
+    Python data (copied from pageable memory), a value read on the host, a data-dependent shape (a
+    boolean mask as an index, ``repeat_interleave`` without its output size). What it cannot see on a
+    CPU: an index made on the host and copied to the GPU (every tensor is on the CPU here); the CUDA
+    test below (``SyncWatch``, torch's own check) catches those."""
 
     SYNCS = {"aten.lift_fresh.default", "aten._local_scalar_dense.default", "aten.nonzero.default",
-             "aten.is_nonzero.default", "aten.masked_select.default"}
-    WRAPPERS = ("torch/_dynamo/", "torch/_compile.py", "torch/utils/_python_dispatch.py", "test_speed.py")
+             "aten.is_nonzero.default", "aten.masked_select.default", "aten.repeat_interleave.Tensor"}
+    INDEXING = {"aten.index.Tensor", "aten.index_put_.default", "aten.index_put.default"}
+    WRAPPERS = ("torch/_dynamo/", "torch/_compile.py", "torch/utils/_python_dispatch.py")
 
     def __init__(self):
         super().__init__()
         self.seen: list[tuple[str, str]] = []
 
+    def _syncs(self, name: str, args, kwargs) -> bool:
+        if name == "aten.repeat_interleave.Tensor":
+            return kwargs.get("output_size") is None
+        if name in self.INDEXING:  # a boolean mask as an index: its nonzero runs inside the kernel
+            return any(i is not None and i.dtype == torch.bool for i in args[1])
+        return name in self.SYNCS
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if str(func) in self.SYNCS:
+        kwargs = kwargs or {}
+        name = str(func)
+        if self._syncs(name, args, kwargs):
             # the frame that called the operation, past torch's own wrappers (dynamo's, the dispatch's)
             caller = next(f for f in reversed(traceback.extract_stack()[:-1])
                           if not any(w in f.filename.replace("\\", "/") for w in self.WRAPPERS))
-            # AdamW keeps its step counters on the CPU (torch's choice on a GPU too): reading them syncs nothing
-            if "torch/optim/" not in caller.filename.replace("\\", "/"):
-                self.seen.append((str(func), f"{caller.filename}:{caller.lineno}"))
-        return func(*args, **(kwargs or {}))
+            # AdamW reads its step counters, kept on the CPU (torch's choice on a GPU too): no sync
+            optimizer_step = name == "aten._local_scalar_dense.default" and "torch/optim/" in caller.filename.replace("\\", "/")
+            if not optimizer_step:
+                self.seen.append((name, f"{caller.filename}:{caller.lineno}"))
+        return func(*args, **kwargs)
 
 
 class _WatchSteps(L.Callback):
@@ -174,22 +189,41 @@ class _WatchSteps(L.Callback):
             self.mode.__enter__()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._leave(counted=True)
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._leave(counted=False)  # a mode left on would watch every later test in the process
+
+    def _leave(self, counted: bool) -> None:
         if self.mode is not None:
             self.mode.__exit__(None, None, None)
             self.seen += self.mode.seen
-            self.watched += 1
+            self.watched += counted
             self.mode = None
+
+
+# Plans in every scene, so that their sampling, the near-plan weights and the planned rollout all run;
+# channels-last rasters, as configs/train/full.yaml trains.
+_WATCHED = {"data.plan_probability": 1.0, "optim.max_epochs": 1, "trainer.channels_last": True}
 
 
 def test_a_training_step_never_makes_the_host_wait_for_the_gpu(sumo_store, tmp_path):
     # issue 12: torch.tensor(python data, device="cuda") in the rollout (four per latent step) and an index
     # made on the host in the plan sampling each synchronised the host with the GPU, so the host could not
     # queue the next kernels while the GPU ran: fit steps held the host 165 ms against 90-110 ms for the bare
-    # step (H200, batch 256). Checked on the CPU by the operations that sync on a GPU. Plans in every scene,
-    # so that their sampling, the near-plan weights and the planned rollout all run.
+    # step (H200, batch 256). Checked on the CPU by the operations that sync on a GPU.
     watch = _WatchSteps()
-    cfg = tiny_train_config(sumo_store.path, tmp_path / "run", **{"data.plan_probability": 1.0,
-                                                                   "optim.max_epochs": 1})
+    run_training(tiny_train_config(sumo_store.path, tmp_path / "run", **_WATCHED), progress=False,
+                 extra_callbacks=[watch])
+    assert watch.watched >= 2
+    assert watch.seen == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (bench/train.py's fit rows report it there)")
+def test_a_training_step_on_a_gpu_never_synchronises(sumo_store, tmp_path):
+    watch = SyncWatch()
+    cfg = tiny_train_config(sumo_store.path, tmp_path / "run", **_WATCHED, **{"trainer.accelerator": "gpu",
+                                                                             "trainer.devices": 1})
     run_training(cfg, progress=False, extra_callbacks=[watch])
     assert watch.watched >= 2
     assert watch.seen == []
