@@ -19,6 +19,7 @@ what the model computes for the real agents: padded agents are masked everywhere
 from __future__ import annotations
 
 import copy
+import warnings
 import weakref
 from dataclasses import fields
 
@@ -220,8 +221,6 @@ class SyncWatch(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step >= 1 and torch.cuda.is_available():
-            import warnings
-
             self._catch = warnings.catch_warnings(record=True)
             self._log = self._catch.__enter__()
             warnings.simplefilter("always")
