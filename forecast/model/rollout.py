@@ -50,6 +50,19 @@ class LatentRollout(nn.Module):
         nn.init.zeros_(self.head[-1].bias)
         self.scorer = ModeScorer(d, cfg.future_steps // self.stride)
 
+    def decode_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head's last layer as the rollout uses it: weight [4 st, D], bias [4 st]; rows (offset, step,
+        xy) for the offsets from the step's start, then (step, xy) for the raw scales.
+
+        The head decodes per-step position corrections; the offsets are their running sums (on top of
+        constant velocity), and a running sum of a linear map is a linear map: the sums are taken over
+        the weights' rows once per rollout (a constant of the exported graph), not over every step's
+        outputs. The same function as ``cumsum(corrections)``, up to float rounding."""
+        lin, st, d = self.head[-1], self.stride, self.cfg.hidden
+        w, bias = lin.weight.reshape(st, 2, 2, d), lin.bias.reshape(st, 2, 2)  # (step, position/scale, xy)
+        return (torch.cat([w[:, 0].cumsum(0).reshape(2 * st, d), w[:, 1].reshape(2 * st, d)]),
+                torch.cat([bias[:, 0].cumsum(0).reshape(2 * st), bias[:, 1].reshape(2 * st)]))
+
     def forward(self, tokens, scene, pose, velocity, agent_mask, plan, plan_mask, agent_type):
         """tokens [B, A, D], scene [B, D], pose [B, A, 4], velocity [B, A, 2] (agent frame at t0, m/s),
         agent_mask [B, A], plan [B, A, T_f, 2], plan_mask [B, A], agent_type [B, A] (int).
@@ -102,9 +115,12 @@ class LatentRollout(nn.Module):
         vel = velocity[:, None].expand(b, k, a, 2)  # agent frame, m/s: the latest decoded velocity
         # Expanded to every mode once, so that the per-step arithmetic on [B, K, A, st, 2] needs no
         # broadcasting (onnxruntime's broadcasting of small inner dimensions is slow).
-        step_cv = (velocity * dt)[:, None, :, None, :].expand(b, k, a, st, 2).contiguous()
-        free_k = free[..., None].expand(b, k, a, st, 2).contiguous()
-        planned_k = planned_pm.expand(b, k, a, steps, st, 2).contiguous()
+        # Positions are [B, K, A, st * 2], each step's (x, y) side by side: one row per agent and mode.
+        cum_cv = ((velocity * dt)[:, None, :, None, :] * torch.arange(1, st + 1, dtype=velocity.dtype,
+                  device=velocity.device)[:, None]).expand(b, k, a, st, 2).reshape(b, k, a, 2 * st)
+        free_k = free.expand(b, k, a, 2 * st).contiguous()
+        planned_k = planned_pm.expand(b, k, a, steps, st, 2).reshape(b, k, a, steps, 2 * st)
+        decode_w, decode_b = self.decode_weights()
         chunks, raw_scales = [], []
         for s in range(steps):
             # Where each agent is now and where it is about to be: its plan, else on at its latest velocity.
@@ -115,16 +131,19 @@ class LatentRollout(nn.Module):
             q = self.norm(h.reshape(b, k, a, d) + where_act)
             others = self.attn(q.reshape(n, a, d), geo, key_valid, step_weights).reshape(b, k, a, d)
             h = self.cell((where_act + others).reshape(n * a, d), h)
-            out = self.head(h).reshape(b, k, a, st, 4)  # position corrections and scales, one Gemm
-            chunk = pos[..., None, :] + torch.cumsum(step_cv + out[..., :2], dim=3)
+            # Offsets from here (the corrections already summed over the steps, in the weights) and scales:
+            # one Gemm, the two halves contiguous.
+            out = F.linear(self.head[1](self.head[0](h)), decode_w, decode_b).reshape(b, k, a, 2, 2 * st)
+            # pos expanded explicitly: onnxruntime's broadcasting of an inner (x, y) pair is slow
+            chunk = pos[..., None, :].expand(b, k, a, st, 2).reshape(b, k, a, 2 * st) + cum_cv + out[..., 0, :]
             # The planned agent follows its plan: the others see the action, not a guess of it.
             chunk = free_k * chunk + planned_k[:, :, :, s]
-            before = chunk[..., -2, :] if st > 1 else pos
-            vel = (chunk[..., -1, :] - before) * (1.0 / dt)
-            pos = chunk[..., -1, :]
+            before = chunk[..., -4:-2] if st > 1 else pos
+            vel = (chunk[..., -2:] - before) * (1.0 / dt)
+            pos = chunk[..., -2:]
             chunks.append(chunk)
-            raw_scales.append(out[..., 2:])
-        traj = torch.cat(chunks, dim=3).transpose(1, 2)  # [B, A, K, T_f, 2]
-        scale = (softplus(torch.cat(raw_scales, dim=3)) + self.cfg.min_scale).transpose(1, 2)
+            raw_scales.append(out[..., 1, :])
+        traj = torch.cat(chunks, dim=3).reshape(b, k, a, t_f, 2).transpose(1, 2)  # [B, A, K, T_f, 2]
+        scale = (softplus(torch.cat(raw_scales, dim=3)) + self.cfg.min_scale).reshape(b, k, a, t_f, 2).transpose(1, 2)
         logits = self.scorer(h.reshape(b, k, a, d).transpose(1, 2), traj, scale, st)
         return traj, scale, logits

@@ -47,6 +47,23 @@ def test_untrained_model_starts_at_constant_velocity():
     np.testing.assert_allclose(traj[0, :, 0].detach().numpy(), cv, atol=1e-4)
 
 
+def test_the_decoded_offsets_are_the_running_sums_of_the_heads_corrections():
+    """``decode_weights`` sums the head's per-step position corrections in its weights: the rollout's
+    offsets must be ``cumsum`` of what the head decodes, and its scales the head's own, for the
+    layout every checkpoint was trained in (rows (step, [x, y, scale x, scale y]))."""
+    torch.manual_seed(0)
+    rollout = WorldModel(MCFG).rollout
+    torch.nn.init.normal_(rollout.head[-1].weight, std=0.3)
+    torch.nn.init.normal_(rollout.head[-1].bias, std=0.3)
+    h, st = torch.randn(5, MCFG.hidden), MCFG.rollout_stride
+    per_step = rollout.head(h).reshape(5, st, 4)
+    w, b = rollout.decode_weights()
+    out = torch.nn.functional.linear(rollout.head[1](rollout.head[0](h)), w, b).reshape(5, 2, st, 2)
+    assert w.shape == (4 * st, MCFG.hidden) and b.shape == (4 * st,)
+    torch.testing.assert_close(out[:, 0], per_step[..., :2].cumsum(1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[:, 1], per_step[..., 2:], atol=1e-6, rtol=1e-6)
+
+
 def test_overfits_one_small_batch():
     torch.manual_seed(0)
     b = _batch()
