@@ -51,9 +51,10 @@ run 80 $PY bench/train.py --config $CFG --device $DEV --batches $((B256 / 2 + 1)
 # NCHW -> NHWC conversions, the 9-channel first convolution in a fallback kernel)
 run 90 $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows step,fit \
     --options bf16+buckets+channels_last --json "$OUT/train_full_b256_cl.json" $STORE data.num_workers=$W data.batch_size=$BS
-# 5. torch.compile through Lightning at batch 256, one static graph per agent bucket (77 s of compilation
-# on the H100 before grouped batches; not finished within 210 s on the H100 at 3a194d1, nor six buckets
-# within 200 s on the H200). The second-half rate is the steady one.
+# 5. torch.compile through Lightning at batch 256, static graphs per agent bucket (77 s of compilation
+# on the H100 before grouped batches; the whole forward not finished within 210 s on the H100 at 3a194d1,
+# nor six buckets within 234 s on the H200). Since the nineteenth pass compile_scope=regions compiles one
+# latent step and replays it: 58 against 110 s per bucket on the 2-core CPU. The second-half rate is the steady one.
 LEFT=$(( BUDGET - SECONDS ))
 if [ "$LEFT" -gt 60 ]; then
   run "$LEFT" $PY bench/train.py --config $CFG --device $DEV --batches $B256 --rows fit \

@@ -11,13 +11,34 @@ velocity and learns where that is wrong. The modes are scored *after* the rollou
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from forecast.model.config import ModelConfig
-from forecast.model.interaction import GeometricAttention, edges_of, frames, rotate
+from forecast.model.interaction import Frames, GeometricAttention, StepWeights, edges_of, frames, rotate
 from forecast.model.scoring import ModeScorer
+
+
+class StepContext(NamedTuple):
+    """What every latent step uses and none changes (made once per rollout; ``LatentRollout.step``)."""
+
+    cos6: torch.Tensor  # [B, K, A, 6]: each agent's cos, for its 3 (x, y) vectors
+    msin6: torch.Tensor  # [B, K, A, 6]: -sin (agent frame -> scene frame)
+    swap6: torch.Tensor  # [6, 6]: ``swap_pairs(6)``
+    origins: torch.Tensor  # [B, 1, A, 6]: each agent's origin (scene frame, m) for position and next position, 0 for velocity
+    frames: Frames  # of [N, A] headings
+    planned_flag: torch.Tensor  # [N, A]: 1.0 where an agent follows a plan
+    key_valid: torch.Tensor  # [N, A] bool
+    step_weights: StepWeights
+    free: torch.Tensor  # [B, 1, A, 1]: 1.0 where an agent follows no plan
+    free_k: torch.Tensor  # [B, K, A, 2 st]: ``free`` expanded
+    cum_cv: torch.Tensor  # [B, K, A, 2 st]: constant velocity's offsets over a step (m)
+    w_moving: torch.Tensor  # [D, 4]: ``where``'s weights for the scene position and position so far
+    decode_w: torch.Tensor  # [4 st, D]: ``decode_weights``
+    decode_b: torch.Tensor  # [4 st]
 
 
 def softplus(x: torch.Tensor) -> torch.Tensor:
@@ -62,6 +83,39 @@ class LatentRollout(nn.Module):
         w, bias = lin.weight.reshape(st, 2, 2, d), lin.bias.reshape(st, 2, 2)  # (step, position/scale, xy)
         return (torch.cat([w[:, 0].cumsum(0).reshape(2 * st, d), w[:, 1].reshape(2 * st, d)]),
                 torch.cat([bias[:, 0].cumsum(0).reshape(2 * st), bias[:, 1].reshape(2 * st)]))
+
+    def step(self, h: torch.Tensor, pos: torch.Tensor, vel: torch.Tensor, plan_end: torch.Tensor,
+             fixed: torch.Tensor, planned: torch.Tensor, c: StepContext):
+        """One latent step of every mode: h [N * A, D] (rows (b, k, a)), pos / vel [B, K, A, 2] (agent
+        frame, m, m/s), plan_end [B, 1, A, 2] (where a planned agent is at the step's end, else 0),
+        fixed [B, 1, A, D] (the step's action and the heading's part of ``where``), planned [B, K, A, 2 st]
+        (the plan's positions, else 0) -> (h, pos, vel, chunk [B, K, A, 2 st] positions of the step,
+        raw scales [B, K, A, 2 st]).
+
+        Its own method so that ``torch.compile`` can compile it once and replay it at every step
+        (``forecast.training.speed``: regional compilation) instead of the unrolled rollout."""
+        b, k, a, _ = pos.shape
+        n, d, st, dt = b * k, h.shape[-1], self.stride, self.cfg.dt
+        # Where each agent is now and where it is about to be: its plan, else on at its latest velocity.
+        nxt = plan_end + c.free * (pos + vel * (st * dt))
+        scene = rotate(torch.cat([pos, nxt, vel], dim=-1), c.cos6, c.msin6, c.swap6) + c.origins  # [B, K, A, 6] scene frame
+        geo = edges_of(scene.reshape(n, a, 6) * 0.1, c.frames, c.planned_flag)
+        where_act = F.linear(torch.cat([scene[..., :2], pos], dim=-1), c.w_moving) + fixed
+        q = self.norm(h.reshape(b, k, a, d) + where_act)
+        others = self.attn(q.reshape(n, a, d), geo, c.key_valid, c.step_weights).reshape(b, k, a, d)
+        h = self.cell((where_act + others).reshape(n * a, d), h)
+        # Offsets from here (the corrections already summed over the steps, in the weights) and scales:
+        # one Gemm, the two halves contiguous.
+        out = F.linear(self.head[1](self.head[0](h)), c.decode_w, c.decode_b).reshape(b, k, a, 2, 2 * st)
+        # pos expanded explicitly: onnxruntime's broadcasting of an inner (x, y) pair is slow
+        chunk = pos[..., None, :].expand(b, k, a, st, 2).reshape(b, k, a, 2 * st) + c.cum_cv + out[..., 0, :]
+        # The planned agent follows its plan: the others see the action, not a guess of it.
+        chunk = c.free_k * chunk + planned
+        before = chunk[..., -4:-2] if st > 1 else pos
+        vel = (chunk[..., -2:] - before) * (1.0 / dt)
+        # pos and vel contiguous at every step, as at the first: a compiled step then sees the same
+        # strides every time, and compiles once
+        return h, chunk[..., -2:].contiguous(), vel, chunk, out[..., 1, :]
 
     def forward(self, tokens, scene, pose, velocity, agent_mask, plan, plan_mask, agent_type):
         """tokens [B, A, D], scene [B, D], pose [B, A, 4], velocity [B, A, 2] (agent frame at t0, m/s),
@@ -111,8 +165,10 @@ class LatentRollout(nn.Module):
         w = self.where.weight
         fixed = F.linear(cs, w[:, 2:4], self.where.bias)[..., None, :] + act_all
         w_moving = torch.cat([w[:, :2] / self.pose_scale, w[:, 4:6] / 10.0], dim=1)  # [D, 4]
-        pos = torch.zeros(b, k, a, 2, dtype=tokens.dtype, device=tokens.device)
-        vel = velocity[:, None].expand(b, k, a, 2)  # agent frame, m/s: the latest decoded velocity
+        # The first step's pos and vel require a gradient when the later steps' do (a compiled step is
+        # specialised on it: it then compiles once, not twice); the zeros' own gradient is never used.
+        pos = torch.zeros(b, k, a, 2, dtype=tokens.dtype, device=tokens.device, requires_grad=h.requires_grad)
+        vel = velocity[:, None] + pos  # agent frame, m/s: the latest decoded velocity
         # Expanded to every mode once, so that the per-step arithmetic on [B, K, A, st, 2] needs no
         # broadcasting (onnxruntime's broadcasting of small inner dimensions is slow).
         # Positions are [B, K, A, st * 2], each step's (x, y) side by side: one row per agent and mode.
@@ -120,29 +176,14 @@ class LatentRollout(nn.Module):
                   device=velocity.device)[:, None]).expand(b, k, a, st, 2).reshape(b, k, a, 2 * st)
         free_k = free.expand(b, k, a, 2 * st).contiguous()
         planned_k = planned_pm.expand(b, k, a, steps, st, 2).reshape(b, k, a, steps, 2 * st)
-        decode_w, decode_b = self.decode_weights()
+        c = StepContext(cos6, msin6, swap6, origins, fr, planned_flag, key_valid, step_weights, free, free_k,
+                        cum_cv, w_moving, *self.decode_weights())
         chunks, raw_scales = [], []
         for s in range(steps):
-            # Where each agent is now and where it is about to be: its plan, else on at its latest velocity.
-            nxt = planned_pm[:, :, :, s, -1] + free * (pos + vel * (st * dt))
-            scene = rotate(torch.cat([pos, nxt, vel], dim=-1), cos6, msin6, swap6) + origins  # [B, K, A, 6] scene frame
-            geo = edges_of(per_mode(scene) * 0.1, fr, planned_flag)
-            where_act = F.linear(torch.cat([scene[..., :2], pos], dim=-1), w_moving) + fixed[:, :, :, s]
-            q = self.norm(h.reshape(b, k, a, d) + where_act)
-            others = self.attn(q.reshape(n, a, d), geo, key_valid, step_weights).reshape(b, k, a, d)
-            h = self.cell((where_act + others).reshape(n * a, d), h)
-            # Offsets from here (the corrections already summed over the steps, in the weights) and scales:
-            # one Gemm, the two halves contiguous.
-            out = F.linear(self.head[1](self.head[0](h)), decode_w, decode_b).reshape(b, k, a, 2, 2 * st)
-            # pos expanded explicitly: onnxruntime's broadcasting of an inner (x, y) pair is slow
-            chunk = pos[..., None, :].expand(b, k, a, st, 2).reshape(b, k, a, 2 * st) + cum_cv + out[..., 0, :]
-            # The planned agent follows its plan: the others see the action, not a guess of it.
-            chunk = free_k * chunk + planned_k[:, :, :, s]
-            before = chunk[..., -4:-2] if st > 1 else pos
-            vel = (chunk[..., -2:] - before) * (1.0 / dt)
-            pos = chunk[..., -2:]
+            h, pos, vel, chunk, raw_scale = self.step(h, pos, vel, planned_pm[:, :, :, s, -1], fixed[:, :, :, s],
+                                                      planned_k[:, :, :, s], c)
             chunks.append(chunk)
-            raw_scales.append(out[..., 1, :])
+            raw_scales.append(raw_scale)
         traj = torch.cat(chunks, dim=3).reshape(b, k, a, t_f, 2).transpose(1, 2)  # [B, A, K, T_f, 2]
         scale = (softplus(torch.cat(raw_scales, dim=3)) + self.cfg.min_scale).reshape(b, k, a, t_f, 2).transpose(1, 2)
         logits = self.scorer(h.reshape(b, k, a, d).transpose(1, 2), traj, scale, st)

@@ -73,6 +73,9 @@ class TrainerConfig:
     compile_mode: str | None = None  # torch.compile mode: None (default), "reduce-overhead" (CUDA graphs), ...
     compile_backend: str = "inductor"
     compile_dynamic: bool = False  # one graph with symbolic agent counts instead of one per bucket
+    # "regions": the encoder, one latent step (compiled once, replayed at every step) and the scorer; "model":
+    # the whole forward, its rollout unrolled (about twice the compilation per agent bucket; docs/measurements.md)
+    compile_scope: str = "regions"
     channels_last: bool = False  # convolutions in channels-last memory format, the raster input padded to 8 channels
     pin_memory: bool | None = None  # pinned batches, non-blocking copies; None: on when training on a GPU
 

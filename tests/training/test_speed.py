@@ -14,10 +14,12 @@ from forecast.export.onnx_export import synthetic_sample
 from forecast.model.batch import collate
 from forecast.model.checkpoint import load_model
 from forecast.model.world_model import WorldModel
+from forecast.training.config import TrainerConfig
 from forecast.training.speed import (
     AgentBuckets,
     LoaderBatch,
     SyncWatch,
+    apply_model_options,
     bucket_size,
     collate_for_loader,
     pad_agents,
@@ -25,6 +27,7 @@ from forecast.training.speed import (
 )
 from forecast.training.train import run_training
 from tests.conftest import tiny_features_and_model, tiny_train_config
+from tests.model.test_world_model import MCFG, _batch
 
 
 def test_bucket_sizes():
@@ -95,7 +98,8 @@ def test_loader_batches_pin_and_copy_like_batches():
 
 
 @pytest.mark.slow  # about 20 s: dynamo traces the tiny model for each bucket
-def test_compiled_bucketed_training_runs_and_saves_a_plain_model(sumo_store, tmp_path):
+@pytest.mark.parametrize("scope", ["regions", "model"])
+def test_compiled_bucketed_training_runs_and_saves_a_plain_model(sumo_store, tmp_path, scope):
     import torch._dynamo
 
     torch._dynamo.reset()
@@ -103,18 +107,52 @@ def test_compiled_bucketed_training_runs_and_saves_a_plain_model(sumo_store, tmp
     buckets = AgentBuckets([4, 8])
     cfg = tiny_train_config(sumo_store.path, tmp_path / "run", **{
         "trainer.agent_buckets": "[4,8]", "trainer.compile": "true", "trainer.compile_backend": "eager",
-        "trainer.channels_last": "true", "trainer.pin_memory": "false", "optim.lr_reference_batch_size": 2})
+        "trainer.compile_scope": scope, "trainer.channels_last": "true", "trainer.pin_memory": "false",
+        "optim.lr_reference_batch_size": 2})
     result = run_training(cfg, progress=False, extra_callbacks=[buckets])
     assert result.global_step > 0 and np.isfinite(result.metrics["val/minFDE"])
     # every batch was padded to a bucket (the callback given here runs after the configured one)
     assert buckets.seen and buckets.seen <= {4, 8}
-    # a handful of graphs (train/eval x buckets x the odd last batch), not one per agent count
+    # a handful of graphs per compiled region (train/eval x buckets x the odd last batch), not one per
+    # agent count, and not one per latent step: the step is compiled once and replayed
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-    assert 0 < graphs <= 12, graphs
+    regions = 3 if scope == "regions" else 1
+    assert 0 < graphs <= 12 * regions, graphs
     loaded = load_model(result.model_path)  # plain state-dict keys: no compile wrapper in them
     assert not any("_orig_mod" in k for k in loaded.model.state_dict())
     saved = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
     assert saved["meta"]["train_config"]["optim"]["lr"] == pytest.approx(1e-3 * 4 / 2)
+
+
+def test_a_compiled_latent_step_compiles_once_for_every_step_of_the_rollout():
+    """Regional compilation pays off only if the step's guards hold from one step to the next: the first
+    step's inputs (zeros, t0 velocity) must look like the later ones' (strides, requires_grad)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    torch.manual_seed(0)
+    model = WorldModel(MCFG)
+    compiled = {"n": 0}
+
+    def counting_backend(gm, example_inputs):
+        compiled["n"] += 1
+        return gm.forward
+
+    model.rollout.step = torch.compile(model.rollout.step, backend=counting_backend)
+    batch = _batch()
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            before = compiled["n"]
+            traj, _, _ = model.forward_logits(*batch.model_inputs())
+            assert compiled["n"] == before + 1, f"grad={grad}: {compiled['n'] - before} compilations of the step"
+    assert MCFG.future_steps // MCFG.rollout_stride > 1 and traj.shape[3] == MCFG.future_steps
+
+
+def test_an_unknown_compile_scope_is_refused_by_name():
+    cfg = TrainerConfig(compile=True, compile_scope="everything")
+    with pytest.raises(ValueError, match="compile_scope='everything'.*regions, model"):
+        apply_model_options(WorldModel(MCFG), cfg)
 
 
 @pytest.mark.parametrize("bar", [False, True])
