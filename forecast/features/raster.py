@@ -9,6 +9,7 @@ its left is to the left (column decreasing); the raster centre lies ``ahead`` me
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -116,6 +117,30 @@ _TILE_PIXELS = 512
 _WARP = (cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, cv2.BORDER_CONSTANT, 0)
 
 
+class _Scratch(threading.local):
+    """``rasterize_agents``' working arrays, reused from call to call (one set per thread), grown to the
+    largest scene seen and never shrunk (at 48 px, 128 agents: 3.5 MB).
+
+    A fresh array of a megabyte or more per call costs a page fault per 4 KB page at its first write,
+    and glibc hands freed memory at the top of its heap back to the kernel, so a loop of calls can pay
+    those faults at every call: on the 2-core dev VM they doubled the preprocessing at 64 and 128 agents
+    (docs/measurements.md, nineteenth pass)."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, np.ndarray] = {}
+
+    def array(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A C-contiguous uint8 array of ``shape`` (uninitialised), the start of the buffer ``key``."""
+        n = int(np.prod(shape))
+        buf = self.buffers.get(key)
+        if buf is None or buf.size < n:
+            buf = self.buffers[key] = np.empty(n, np.uint8)
+        return buf[:n].reshape(shape)
+
+
+_SCRATCH = _Scratch()
+
+
 def rasterize_agents(m: MapRaster | None, hist_xy: np.ndarray, hist_valid: np.ndarray, agent_type: np.ndarray,
                      origins: np.ndarray, headings: np.ndarray, cfg: RasterConfig) -> np.ndarray:
     """Every agent's raster ``[A, C, S, S]`` uint8 (map, motion, then signal channels), linear in A.
@@ -148,7 +173,7 @@ def rasterize_agents(m: MapRaster | None, hist_xy: np.ndarray, hist_valid: np.nd
     # A signal's own raster stays empty: it is context whose place the model has from its pose, and its
     # crops were a fifth of the warps of a signalised scene (the loader's budget, issue 12).
     drawn = np.flatnonzero(np.asarray(agent_type) != AgentType.TRAFFIC_SIGNAL) if aligned else np.arange(a)
-    head_crops = np.empty((a, s, s, n_head), np.uint8)
+    head_crops = _SCRATCH.array("head", (a, s, s, n_head))
     blank = np.setdiff1d(np.arange(a), drawn)
     head_crops[blank] = 0
     if m is not None:
@@ -176,7 +201,7 @@ def rasterize_agents(m: MapRaster | None, hist_xy: np.ndarray, hist_valid: np.nd
         inverse = inverse.ravel()
         groups = [drawn[inverse == g] for g in range(inverse.max() + 1)]
     pts = _motion_points(hist_xy, hist_valid, agent_type, gx, gy, res)
-    tail_crops = np.empty((a, s, s, 4), np.uint8)
+    tail_crops = _SCRATCH.array("tail", (a, s, s, 4))
     tail_crops[blank] = 0
     for g in groups:
         c0, c1, r0, r1 = lo_c[g].min(), hi_c[g].max(), lo_r[g].min(), hi_r[g].max()
@@ -189,7 +214,7 @@ def rasterize_agents(m: MapRaster | None, hist_xy: np.ndarray, hist_valid: np.nd
     # numpy's transposing copy of uint8 with 4 channels innermost was a fifth of the loader's time at
     # the full config, and a split per agent cost 5 us of call overhead each (0.70 against 0.27 ms for
     # 128 agents of 48 px, one thread).
-    planes = np.empty((4, a * s, s), np.uint8)
+    planes = _SCRATCH.array("planes", (4, a * s, s))
     for crops, c0 in ((head_crops, 0), (tail_crops, n_head)):
         cv2.split(crops.reshape(a * s, s, 4), list(planes))
         out[:, c0 : c0 + 4] = planes.reshape(4, a, s, s).transpose(1, 0, 2, 3)

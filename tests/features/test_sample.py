@@ -233,6 +233,44 @@ def test_motion_rasters_are_one_scene_drawing_cropped_per_agent():
     assert np.abs(r[0].astype(int) - mine[0]).max() <= 1 and mine[0].any()
 
 
+def test_reused_working_arrays_leave_nothing_of_an_earlier_scene():
+    """``rasterize_agents`` reuses its working arrays from call to call (per thread): a scene's rasters
+    must not depend on what was drawn before it, nor on another thread drawing at the same time."""
+    import threading
+
+    from forecast.data.types import AgentType
+    from forecast.features.raster import rasterize_agents
+
+    cfg = RasterConfig(size=24, resolution=0.5, ahead=2.0)
+    m = rasterize_map_layers({"drivable_area": [box(-80, -80, 80, 80).buffer(-5)],
+                              "lane": [LineString([(-70, 0), (70, 10)])]}, 0.5)
+    big, small = _scene(30, seed=1), _scene(6, seed=2)
+    small[2][2] = int(AgentType.TRAFFIC_SIGNAL)  # a blank row among drawn ones
+
+    def fresh(scene):  # a new thread: new working arrays
+        out = []
+        t = threading.Thread(target=lambda: out.append(rasterize_agents(m, *scene, cfg)))
+        t.start()
+        t.join()
+        return out[0]
+
+    expected = fresh(small)
+    assert expected[2].sum() == 0 and expected[[0, 1, 3]].any()
+    rasterize_agents(m, *big, cfg)  # fills the working arrays with a larger scene
+    np.testing.assert_array_equal(rasterize_agents(m, *small, cfg), expected)
+    # concurrent threads, each drawing its own scene over and over
+    results: dict[int, list] = {0: [], 1: []}
+    scenes = (big, small)
+    threads = [threading.Thread(target=lambda i=i: results[i].extend(
+        rasterize_agents(m, *scenes[i], cfg) for _ in range(20))) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    want = (fresh(big), expected)
+    assert all(np.array_equal(r, want[i]) for i in (0, 1) for r in results[i])
+
+
 def test_a_closed_signal_is_a_bar_across_its_stop_line_in_its_own_channel():
     from forecast.data.types import AgentType
     from forecast.features.raster import SIGNAL_HALF_WIDTH_M, rasterize_agents
