@@ -77,8 +77,9 @@ class LatentRollout(nn.Module):
 
         The head decodes per-step position corrections; the offsets are their running sums (on top of
         constant velocity), and a running sum of a linear map is a linear map: the sums are taken over
-        the weights' rows once per rollout (a constant of the exported graph), not over every step's
-        outputs. The same function as ``cumsum(corrections)``, up to float rounding."""
+        the weights' rows once per rollout (folded into a constant of the exported graph by the
+        exporter's constant folding, at the configs' sizes), not over every step's outputs. The same
+        function as ``cumsum(corrections)``, up to float rounding."""
         lin, st, d = self.head[-1], self.stride, self.cfg.hidden
         w, bias = lin.weight.reshape(st, 2, 2, d), lin.bias.reshape(st, 2, 2)  # (step, position/scale, xy)
         return (torch.cat([w[:, 0].cumsum(0).reshape(2 * st, d), w[:, 1].reshape(2 * st, d)]),
@@ -103,7 +104,9 @@ class LatentRollout(nn.Module):
         where_act = F.linear(torch.cat([scene[..., :2], pos], dim=-1), c.w_moving) + fixed
         q = self.norm(h.reshape(b, k, a, d) + where_act)
         others = self.attn(q.reshape(n, a, d), geo, c.key_valid, c.step_weights).reshape(b, k, a, d)
-        h = self.cell((where_act + others).reshape(n * a, d), h)
+        # In h's own dtype: under CUDA autocast the cell returns bf16 where the first step's h is fp32, and a
+        # compiled step is specialised on its inputs' dtypes (it would compile twice)
+        h = self.cell((where_act + others).reshape(n * a, d), h).to(h.dtype)
         # Offsets from here (the corrections already summed over the steps, in the weights) and scales:
         # one Gemm, the two halves contiguous.
         out = F.linear(self.head[1](self.head[0](h)), c.decode_w, c.decode_b).reshape(b, k, a, 2, 2 * st)
@@ -113,8 +116,8 @@ class LatentRollout(nn.Module):
         chunk = c.free_k * chunk + planned
         before = chunk[..., -4:-2] if st > 1 else pos
         vel = (chunk[..., -2:] - before) * (1.0 / dt)
-        # pos and vel contiguous at every step, as at the first: a compiled step then sees the same
-        # strides every time, and compiles once
+        # pos and vel contiguous and fp32 at every step, as at the first: a compiled step then sees the
+        # same strides every time, and compiles once
         return h, chunk[..., -2:].contiguous(), vel, chunk, out[..., 1, :]
 
     def forward(self, tokens, scene, pose, velocity, agent_mask, plan, plan_mask, agent_type):
@@ -165,13 +168,17 @@ class LatentRollout(nn.Module):
         w = self.where.weight
         fixed = F.linear(cs, w[:, 2:4], self.where.bias)[..., None, :] + act_all
         w_moving = torch.cat([w[:, :2] / self.pose_scale, w[:, 4:6] / 10.0], dim=1)  # [D, 4]
-        # The first step's pos and vel require a gradient when the later steps' do (a compiled step is
-        # specialised on it: it then compiles once, not twice); the zeros' own gradient is never used.
-        pos = torch.zeros(b, k, a, 2, dtype=tokens.dtype, device=tokens.device, requires_grad=h.requires_grad)
+        # The first step's pos and vel require a gradient when the later steps' do, and have their dtype
+        # (the velocity's: fp32 under autocast too): a compiled step is specialised on both, and then
+        # compiles once, not twice. Not inside a compiled forward, where a tensor made with
+        # requires_grad breaks the graph (the whole-forward compile: trainer.compile_scope=model).
+        # The zeros' own gradient is never used.
+        pos = torch.zeros(b, k, a, 2, dtype=velocity.dtype, device=velocity.device,
+                          requires_grad=h.requires_grad and not torch.compiler.is_compiling())
         vel = velocity[:, None] + pos  # agent frame, m/s: the latest decoded velocity
-        # Expanded to every mode once, so that the per-step arithmetic on [B, K, A, st, 2] needs no
-        # broadcasting (onnxruntime's broadcasting of small inner dimensions is slow).
-        # Positions are [B, K, A, st * 2], each step's (x, y) side by side: one row per agent and mode.
+        # Expanded to every mode once, so that the per-step arithmetic needs no broadcasting (onnxruntime's
+        # broadcasting of small inner dimensions is slow). Positions are [B, K, A, st * 2], each step's
+        # (x, y) side by side: one row per agent and mode.
         cum_cv = ((velocity * dt)[:, None, :, None, :] * torch.arange(1, st + 1, dtype=velocity.dtype,
                   device=velocity.device)[:, None]).expand(b, k, a, st, 2).reshape(b, k, a, 2 * st)
         free_k = free.expand(b, k, a, 2 * st).contiguous()

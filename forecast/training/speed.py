@@ -182,8 +182,9 @@ def apply_model_options(model: torch.nn.Module, t: TrainerConfig) -> None:
     """In place on the ``WorldModel``: channels-last convolution weights, compiled forwards (the whole
     forward, or its regions: ``trainer.compile_scope``, ``compile_regions``).
 
-    The compiled functions are instance attributes over the same parameters, so ``state_dict``
-    keys, checkpoints and export are those of the plain module. ``compile_dynamic=False``: a new
+    The compiled functions are instance attributes (or ``Module.compile``'s wrapper of a submodule's
+    call) over the same parameters, so ``state_dict`` keys, checkpoints and export are those of the
+    plain module. ``compile_dynamic=False``: a new
     agent bucket compiles a new static graph once (six buckets: minutes of compilation before a
     run's steady rate); ``True``: one graph with symbolic agent and raster-row counts serves every
     bucket.

@@ -124,9 +124,11 @@ def test_compiled_bucketed_training_runs_and_saves_a_plain_model(sumo_store, tmp
     assert saved["meta"]["train_config"]["optim"]["lr"] == pytest.approx(1e-3 * 4 / 2)
 
 
-def test_a_compiled_latent_step_compiles_once_for_every_step_of_the_rollout():
+@pytest.mark.parametrize("autocast", [False, True])
+def test_a_compiled_latent_step_compiles_once_for_every_step_of_the_rollout(autocast):
     """Regional compilation pays off only if the step's guards hold from one step to the next: the first
-    step's inputs (zeros, t0 velocity) must look like the later ones' (strides, requires_grad)."""
+    step's inputs (zeros, t0 velocity) must look like the later ones' (strides, requires_grad, dtypes
+    under bf16 autocast, as the full config trains)."""
     import torch._dynamo
 
     torch._dynamo.reset()
@@ -142,7 +144,7 @@ def test_a_compiled_latent_step_compiles_once_for_every_step_of_the_rollout():
     model.rollout.step = torch.compile(model.rollout.step, backend=counting_backend)
     batch = _batch()
     for grad in (True, False):
-        with torch.set_grad_enabled(grad):
+        with torch.set_grad_enabled(grad), torch.autocast("cpu", torch.bfloat16, enabled=autocast):
             before = compiled["n"]
             traj, _, _ = model.forward_logits(*batch.model_inputs())
             assert compiled["n"] == before + 1, f"grad={grad}: {compiled['n'] - before} compilations of the step"
