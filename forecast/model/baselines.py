@@ -6,15 +6,23 @@ Both read only the history (agent frame at t0) and return one mode with probabil
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from forecast.features.sample import Sample
 
 
-def constant_velocity(hist: np.ndarray, future_steps: int, dt: float) -> np.ndarray:
-    """hist [A, T_h, F] (x, y, vx, vy, ...) -> positions [A, T_f, 2] moving at the t0 velocity."""
-    v = hist[:, -1, 2:4].astype(np.float64)  # [A, 2]
-    t = np.arange(1, future_steps + 1) * dt
-    return hist[:, -1, None, 0:2] + v[:, None, :] * t[None, :, None]
+def constant_velocity(hist: np.ndarray | torch.Tensor, future_steps: int, dt: float) -> np.ndarray | torch.Tensor:
+    """hist [..., T_h, F] (x, y, vx, vy, ...) -> positions [..., T_f, 2] moving at the t0 velocity.
+
+    numpy in float64; a torch tensor stays on its device, in its dtype (the training's validation
+    yardstick: no copy to the host, no sync on a GPU)."""
+    if isinstance(hist, torch.Tensor):
+        v = hist[..., -1, None, 2:4]
+        t = torch.arange(1, future_steps + 1, device=hist.device, dtype=hist.dtype)[:, None] * dt
+    else:
+        v = hist[..., -1, None, 2:4].astype(np.float64)
+        t = np.arange(1, future_steps + 1)[:, None] * dt
+    return hist[..., -1, None, 0:2] + v * t
 
 
 def ctrv(hist: np.ndarray, hist_mask: np.ndarray, future_steps: int, dt: float, window: int = 5) -> np.ndarray:

@@ -81,17 +81,16 @@ class ForecastModule(L.LightningModule):
         min_fde = err[..., -1].min(-1).values
         top1 = logits.argmax(-1)[..., None]  # the most likely mode (temperature does not change the order)
         fde1 = err[..., -1].gather(2, top1).squeeze(2)
-        # constant velocity on the same agents, the yardstick
-        b, a, t_h, f = batch.hist.shape
-        cv = constant_velocity(batch.hist.reshape(b * a, t_h, f).cpu().numpy(), traj.shape[3], self.cfg.features.dt)
-        cv = torch.from_numpy(cv).reshape(b, a, traj.shape[3], 2).to(traj)
+        # constant velocity on the same agents, the yardstick (on the device: no copy to the host)
+        cv = constant_velocity(batch.hist, traj.shape[3], self.cfg.features.dt).to(traj.dtype)
         cv_err = torch.linalg.vector_norm(cv - batch.future, dim=-1)
         for agent_type in TARGET_TYPES:
             m = scored & (batch.agent_type == int(agent_type))
             name = agent_type.label
             for key, v in (("minADE", min_ade), ("minFDE", min_fde), ("minFDE1", fde1), ("cv_ADE", cv_err.mean(-1)), ("cv_FDE", cv_err[..., -1])):
                 acc = self._val.setdefault(f"{key}_{name}", torch.zeros(2, device=traj.device))
-                acc += torch.stack([v[m].sum(), m.sum().to(v.dtype)])
+                # a masked sum, not v[m]: boolean indexing makes the host wait for the GPU (issue 12)
+                acc += torch.stack([torch.where(m, v, 0.0).sum(), m.sum().to(v.dtype)])
 
     def on_validation_epoch_end(self) -> None:
         if not self._val:

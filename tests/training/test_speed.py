@@ -218,10 +218,12 @@ class _HostSyncs(TorchDispatchMode):
 
 class _WatchSteps(L.Callback):
     """The dispatch mode around every training batch after the first (which sets up the optimizer's state
-    and Lightning's metric buffers once)."""
+    and Lightning's metric buffers once), and around every validation batch after each epoch's first
+    (its accumulators and Lightning's buffers), sanity check left out; counted in ``watched`` and
+    ``watched_val``."""
 
     def __init__(self):
-        self.mode, self.seen, self.watched = None, [], 0
+        self.mode, self.seen, self.watched, self.watched_val = None, [], 0, 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step >= 1:
@@ -230,6 +232,16 @@ class _WatchSteps(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._leave(counted=True)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx: int = 0) -> None:
+        if batch_idx >= 1 and not trainer.sanity_checking:
+            self.mode = _HostSyncs()
+            self.mode.__enter__()
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx: int = 0) -> None:
+        if self.mode is not None:
+            self.watched_val += 1
+            self._leave(counted=False)
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         self._leave(counted=False)  # a mode left on would watch every later test in the process
@@ -252,10 +264,12 @@ def test_a_training_step_never_makes_the_host_wait_for_the_gpu(sumo_store, tmp_p
     # made on the host in the plan sampling each synchronised the host with the GPU, so the host could not
     # queue the next kernels while the GPU ran: fit steps held the host 165 ms against 90-110 ms for the bare
     # step (H200, batch 256). Checked on the CPU by the operations that sync on a GPU.
+    # The validation steps too: a boolean mask as an index and the constant-velocity yardstick computed on
+    # the host made each validation batch wait for the GPU about 16 times.
     watch = _WatchSteps()
     run_training(tiny_train_config(sumo_store.path, tmp_path / "run", **_WATCHED), progress=False,
                  extra_callbacks=[watch])
-    assert watch.watched >= 2
+    assert watch.watched >= 2 and watch.watched_val >= 1, (watch.watched, watch.watched_val)
     assert watch.seen == []
 
 
