@@ -109,7 +109,7 @@ class LatentRollout(nn.Module):
         h = self.cell((where_act + others).reshape(n * a, d), h).to(h.dtype)
         # Offsets from here (the corrections already summed over the steps, in the weights) and scales:
         # one Gemm, the two halves contiguous.
-        out = F.linear(self.head[1](self.head[0](h)), c.decode_w, c.decode_b).reshape(b, k, a, 2, 2 * st)
+        out = F.linear(self.head[:-1](h), c.decode_w, c.decode_b).reshape(b, k, a, 2, 2 * st)
         # pos expanded explicitly: onnxruntime's broadcasting of an inner (x, y) pair is slow
         chunk = pos[..., None, :].expand(b, k, a, st, 2).reshape(b, k, a, 2 * st) + c.cum_cv + out[..., 0, :]
         # The planned agent follows its plan: the others see the action, not a guess of it.

@@ -184,10 +184,9 @@ def apply_model_options(model: torch.nn.Module, t: TrainerConfig) -> None:
 
     The compiled functions are instance attributes (or ``Module.compile``'s wrapper of a submodule's
     call) over the same parameters, so ``state_dict`` keys, checkpoints and export are those of the
-    plain module. ``compile_dynamic=False``: a new
-    agent bucket compiles a new static graph once (six buckets: minutes of compilation before a
-    run's steady rate); ``True``: one graph with symbolic agent and raster-row counts serves every
-    bucket.
+    plain module. ``compile_dynamic=False``: a new agent bucket compiles a new static graph once (six
+    buckets: minutes of compilation before a run's steady rate); ``True``: one graph with symbolic
+    agent and raster-row counts serves every bucket.
     """
     if t.channels_last:
         for m in model.modules():
