@@ -76,6 +76,12 @@ def load_model(path: str | Path, map_location: str = "cpu") -> LoadedModel:
         raise ModelFileError(f"model {path} was trained on {cfg.raster_channels}-channel rasters; this version of "
                              f"forecast builds {len(features.raster.channels)} ({', '.join(features.raster.channels)}): "
                              "retrain it (a model from before the traffic-signal channel has 8)")
+    raster = features.raster
+    if (cfg.map_lookup or cfg.map_scoring) and (cfg.raster_size, cfg.raster_resolution, cfg.raster_ahead) != (
+            raster.size, raster.resolution, raster.ahead):
+        raise ModelFileError(f"model {path} reads its raster at points ({cfg.raster_size} px, {cfg.raster_resolution} "
+                             f"m/px, {cfg.raster_ahead} m ahead) on rasters of another geometry ({raster.size} px, "
+                             f"{raster.resolution} m/px, {raster.ahead} m ahead): its model_config was edited")
     # load_state_dict copies into the CPU parameters the model was built with, whatever device the tensors
     # were loaded to: a model asked for on "cuda" stayed on the CPU beside inputs on the GPU
     model.to(map_location).eval()

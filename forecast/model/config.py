@@ -25,3 +25,12 @@ class ModelConfig:
     dt: float = 0.1  # seconds per rollout step (tied to the features' dt)
     edge_hidden: int | None = None  # width of the rollout's edge MLP (None: 2 x heads + 16, the first layout)
     class_modes: bool = False  # each agent type has its own K mode embeddings (False: K shared by all types)
+    # Every latent step reads the raster CNN's feature map where the agent is about to be
+    # (``forecast.model.map_lookup``); False: the pooled raster only.
+    map_lookup: bool = False
+    map_scoring: bool = False  # the scorer reads that feature map at the end of each latent step of a mode
+    # The raster's geometry (tied to the features' by ``TrainConfig.resolved``): where a point of the
+    # agent's frame falls on its raster.
+    raster_size: int = RasterConfig().size
+    raster_resolution: float = RasterConfig().resolution
+    raster_ahead: float = RasterConfig().ahead

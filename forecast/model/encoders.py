@@ -28,7 +28,9 @@ class RasterEncoder(nn.Module):
         # channels-last layout with its channels padded to a multiple of 8. Same function either way.
         self.channels_last = False
 
-    def forward(self, raster: torch.Tensor) -> torch.Tensor:
+    def forward(self, raster: torch.Tensor, with_map: bool = False):
+        """[N, D]; with ``with_map`` also the second layer's feature map [N, raster_width, S / 4, S / 4]
+        (``forecast.model.map_lookup`` reads it at points of the agent's frame)."""
         # conv(x / 255) with the 1/255 on the first layer's (small) weight instead of the (large) raster
         conv = self.net[0]
         weight = conv.weight * (1.0 / 255.0)
@@ -37,7 +39,10 @@ class RasterEncoder(nn.Module):
         else:
             x = raster.float()
         x = F.conv2d(x, weight, conv.bias, conv.stride, conv.padding)
-        return self.net[1:](x)
+        if not with_map:
+            return self.net[1:](x)
+        fmap = self.net[1:4](x)
+        return self.net[4:](fmap), fmap
 
 
 def channels_last_input(raster: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,7 +82,9 @@ class TrackEncoder(nn.Module):
 class SceneEncoder(nn.Module):
     """Fuses track, raster and pose per agent, then agents attend to each other.
 
-    Returns the latent world state: agent tokens [B, A, D] and a scene token [B, D].
+    Returns the latent world state: agent tokens [B, A, D] and a scene token [B, D], and with
+    ``map_lookup`` or ``map_scoring`` each agent's raster feature map [B * A, raster_width, S / 4, S / 4]
+    (else None).
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -89,29 +96,37 @@ class SceneEncoder(nn.Module):
         self.fuse = nn.Sequential(nn.Linear(3 * d, d), nn.ReLU(), nn.Linear(d, d))
         layer = nn.TransformerEncoderLayer(d, cfg.heads, 2 * d, cfg.dropout, batch_first=True, norm_first=True)
         self.interaction = nn.TransformerEncoder(layer, cfg.interaction_layers, enable_nested_tensor=False)
+        self.with_map = cfg.map_lookup or cfg.map_scoring  # the rollout reads the raster's feature map
 
-    def forward(self, hist, agent_type, pose, raster, agent_mask) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, hist, agent_type, pose, raster, agent_mask):
         b, a = agent_type.shape
         t_h, f = hist.shape[2], hist.shape[3]
         track = self.tracks(hist.reshape(b * a, t_h, f), agent_type.reshape(b * a)).reshape(b, a, -1)
-        ras = self.raster_features(raster, agent_mask, agent_type)
+        ras, fmap = self.raster_features(raster, agent_mask, agent_type)
         tokens = self.fuse(torch.cat([track, ras, self.pose(pose)], dim=-1))
         tokens = self.interaction(tokens, src_key_padding_mask=~agent_mask)
         m = agent_mask.unsqueeze(-1).float()
         scene = (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)
-        return tokens, scene
+        return tokens, scene, fmap
 
-    def raster_features(self, raster: torch.Tensor, agent_mask: torch.Tensor, agent_type: torch.Tensor) -> torch.Tensor:
-        """[B, A, D] from padded ``[B, A, C, S, S]`` or packed ``[N, C, S, S]`` rasters (``forecast.model.batch``).
+    def raster_features(self, raster: torch.Tensor, agent_mask: torch.Tensor, agent_type: torch.Tensor):
+        """([B, A, D], feature maps [B * A, W, S / 4, S / 4] or None) from padded ``[B, A, C, S, S]`` or packed
+        ``[N, C, S, S]`` rasters (``forecast.model.batch``).
 
         Packed, the CNN sees the real agents only, traffic signals left out (``raster_mask``); a padding
         or signal slot gets the features of an empty raster, which is what it gets in the padded
-        layout, so both layouts give the same tokens.
+        layout, so both layouts give the same tokens and maps.
         """
         b, a = agent_mask.shape
+        fmap = None
         if raster.dim() == 5:
-            return self.raster(raster.reshape(b * a, *raster.shape[2:])).reshape(b, a, -1)
+            out = self.raster(raster.reshape(b * a, *raster.shape[2:]), self.with_map)
+            feats, fmap = out if self.with_map else (out, None)
+            return feats.reshape(b, a, -1), fmap
         real, rows = packed_rows(raster_mask(agent_mask, agent_type))
-        feats = self.raster(raster)  # [N, D]
-        empty = self.raster(raster.new_zeros(1, *raster.shape[1:]))  # [1, D]
-        return torch.where(real[:, None], feats[rows], empty).reshape(b, a, -1)
+        out = self.raster(raster, self.with_map)  # [N, D]
+        empty = self.raster(raster.new_zeros(1, *raster.shape[1:]), self.with_map)  # [1, D]
+        if self.with_map:
+            (out, fmap), (empty, empty_map) = out, empty
+            fmap = torch.where(real[:, None, None, None], fmap[rows], empty_map)
+        return torch.where(real[:, None], out[rows], empty).reshape(b, a, -1), fmap

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from forecast.model.config import ModelConfig
 from forecast.model.interaction import Frames, GeometricAttention, StepWeights, edges_of, frames, rotate
+from forecast.model.map_lookup import grid_affine, lookup
 from forecast.model.scoring import ModeScorer
 
 
@@ -39,6 +40,7 @@ class StepContext(NamedTuple):
     w_moving: torch.Tensor  # [D, 4]: ``where``'s weights for the scene position and position so far
     decode_w: torch.Tensor  # [4 st, D]: ``decode_weights``
     decode_b: torch.Tensor  # [4 st]
+    fmap: torch.Tensor | None  # [B * A, W, H, W']: each agent's raster feature map (``map_lookup``), else None
 
 
 def softplus(x: torch.Tensor) -> torch.Tensor:
@@ -69,7 +71,14 @@ class LatentRollout(nn.Module):
         self.head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 4 * self.stride))
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
-        self.scorer = ModeScorer(d, cfg.future_steps // self.stride)
+        # Reading the raster's feature map where an agent is about to be (every step) and along each
+        # mode's path (the scorer): ``forecast.model.map_lookup``.
+        self.map_in = nn.Linear(cfg.raster_width, d) if cfg.map_lookup else None
+        matrix, offset = grid_affine(cfg.raster_size, cfg.raster_resolution, cfg.raster_ahead)
+        self.register_buffer("grid_matrix", matrix, persistent=False)
+        self.register_buffer("grid_offset", offset, persistent=False)
+        self.map_scoring = cfg.map_scoring
+        self.scorer = ModeScorer(d, cfg.future_steps // self.stride, cfg.raster_width if cfg.map_scoring else 0)
 
     def decode_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The head's last layer as the rollout uses it: weight [4 st, D], bias [4 st]; rows (offset, step,
@@ -102,6 +111,9 @@ class LatentRollout(nn.Module):
         scene = rotate(torch.cat([pos, nxt, vel], dim=-1), c.cos6, c.msin6, c.swap6) + c.origins  # [B, K, A, 6] scene frame
         geo = edges_of(scene.reshape(n, a, 6) * 0.1, c.frames, c.planned_flag)
         where_act = F.linear(torch.cat([scene[..., :2], pos], dim=-1), c.w_moving) + fixed
+        if c.fmap is not None:  # what the map holds where each agent is about to be
+            where_act = where_act + self.map_in(lookup(c.fmap, nxt.transpose(1, 2), self.grid_matrix,
+                                                       self.grid_offset).transpose(1, 2))
         q = self.norm(h.reshape(b, k, a, d) + where_act)
         others = self.attn(q.reshape(n, a, d), geo, c.key_valid, c.step_weights).reshape(b, k, a, d)
         # In h's own dtype: under CUDA autocast the cell returns bf16 where the first step's h is fp32, and a
@@ -120,9 +132,10 @@ class LatentRollout(nn.Module):
         # same strides every time, and compiles once
         return h, chunk[..., -2:].contiguous(), vel, chunk, out[..., 1, :]
 
-    def forward(self, tokens, scene, pose, velocity, agent_mask, plan, plan_mask, agent_type):
+    def forward(self, tokens, scene, pose, velocity, agent_mask, plan, plan_mask, agent_type, fmap=None):
         """tokens [B, A, D], scene [B, D], pose [B, A, 4], velocity [B, A, 2] (agent frame at t0, m/s),
-        agent_mask [B, A], plan [B, A, T_f, 2], plan_mask [B, A], agent_type [B, A] (int).
+        agent_mask [B, A], plan [B, A, T_f, 2], plan_mask [B, A], agent_type [B, A] (int), fmap
+        [B * A, W, H, W'] (each agent's raster feature map; with ``map_lookup`` or ``map_scoring`` only).
 
         Returns traj [B, A, K, T_f, 2] (agent frame, m), scale [B, A, K, T_f, 2] (Laplace, m) and
         mode logits [B, A, K] (uncalibrated). The latent state steps every ``rollout_stride``
@@ -184,7 +197,7 @@ class LatentRollout(nn.Module):
         free_k = free.expand(b, k, a, 2 * st).contiguous()
         planned_k = planned_pm.expand(b, k, a, steps, st, 2).reshape(b, k, a, steps, 2 * st)
         c = StepContext(cos6, msin6, swap6, origins, fr, planned_flag, key_valid, step_weights, free, free_k,
-                        cum_cv, w_moving, *self.decode_weights())
+                        cum_cv, w_moving, *self.decode_weights(), fmap if self.map_in is not None else None)
         chunks, raw_scales = [], []
         for s in range(steps):
             h, pos, vel, chunk, raw_scale = self.step(h, pos, vel, planned_pm[:, :, :, s, -1], fixed[:, :, :, s],
@@ -193,5 +206,11 @@ class LatentRollout(nn.Module):
             raw_scales.append(raw_scale)
         traj = torch.cat(chunks, dim=3).reshape(b, k, a, t_f, 2).transpose(1, 2)  # [B, A, K, T_f, 2]
         scale = (softplus(torch.cat(raw_scales, dim=3)) + self.cfg.min_scale).reshape(b, k, a, t_f, 2).transpose(1, 2)
-        logits = self.scorer(h.reshape(b, k, a, d).transpose(1, 2), traj, scale, st)
+        path_map = None
+        if self.map_scoring:  # the map under every latent step's end of every mode: [B, A, K, P * W]
+            path = traj[:, :, :, st - 1 :: st].detach()  # the scorer cannot bend the paths (nor the map)
+            p = path.shape[3]
+            path_map = lookup(fmap.detach(), path.reshape(b, a, k * p, 2), self.grid_matrix,
+                              self.grid_offset).reshape(b, a, k, -1)
+        logits = self.scorer(h.reshape(b, k, a, d).transpose(1, 2), traj, scale, st, path_map)
         return traj, scale, logits

@@ -36,5 +36,5 @@ class WorldModel(nn.Module):
     def forward_logits(self, hist, hist_mask, agent_type, pose, raster, agent_mask, plan, plan_mask):
         """Like forward, with uncalibrated mode logits instead of probabilities (for a stable loss)."""
         del hist_mask  # the history's valid flag is one of its features; kept for a stable signature
-        tokens, scene = self.encoder(hist, agent_type, pose, raster, agent_mask)
-        return self.rollout(tokens, scene, pose, hist[:, :, -1, 2:4], agent_mask, plan, plan_mask, agent_type)
+        tokens, scene, fmap = self.encoder(hist, agent_type, pose, raster, agent_mask)
+        return self.rollout(tokens, scene, pose, hist[:, :, -1, 2:4], agent_mask, plan, plan_mask, agent_type, fmap)

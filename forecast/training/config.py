@@ -103,5 +103,7 @@ class TrainConfig:
         self.model.future_steps = self.features.future_steps
         self.model.dt = self.features.dt
         self.model.raster_channels = len(self.features.raster.channels)
+        raster = self.features.raster
+        self.model.raster_size, self.model.raster_resolution, self.model.raster_ahead = raster.size, raster.resolution, raster.ahead
         self.model.history_features = len(HIST_FEATURES)
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 
 import lightning as L
@@ -27,7 +28,7 @@ from forecast.training.speed import (
 )
 from forecast.training.train import run_training
 from tests.conftest import tiny_features_and_model, tiny_train_config
-from tests.model.test_world_model import MCFG, _batch
+from tests.model.test_world_model import FEAT, MCFG, _batch
 
 
 def test_bucket_sizes():
@@ -124,17 +125,19 @@ def test_compiled_bucketed_training_runs_and_saves_a_plain_model(sumo_store, tmp
     assert saved["meta"]["train_config"]["optim"]["lr"] == pytest.approx(1e-3 * 4 / 2)
 
 
-@pytest.mark.parametrize("autocast", [False, True])
-def test_a_compiled_latent_step_compiles_once_for_every_step_of_the_rollout(autocast):
+@pytest.mark.parametrize(("autocast", "map_lookup"), [(False, False), (True, False), (True, True)])
+def test_a_compiled_latent_step_compiles_once_for_every_step_of_the_rollout(autocast, map_lookup):
     """Regional compilation pays off only if the step's guards hold from one step to the next: the first
     step's inputs (zeros, t0 velocity) must look like the later ones' (strides, requires_grad, dtypes
-    under bf16 autocast, as the full config trains)."""
+    under bf16 autocast, as the full config trains), the raster's feature map too (``model.map_lookup``)."""
     import torch._dynamo
 
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     torch.manual_seed(0)
-    model = WorldModel(MCFG)
+    raster = FEAT.raster
+    model = WorldModel(dataclasses.replace(MCFG, map_lookup=map_lookup, raster_size=raster.size,
+                                           raster_resolution=raster.resolution, raster_ahead=raster.ahead))
     compiled = {"n": 0}
 
     def counting_backend(gm, example_inputs):
