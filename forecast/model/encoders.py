@@ -9,6 +9,9 @@ from torch.nn import functional as F
 from forecast.model.batch import packed_rows, raster_mask
 from forecast.model.config import ModelConfig
 
+# The feature map ``RasterEncoder`` hands to ``forecast.model.map_lookup``: after two stride-2 layers.
+MAP_STRIDE = 4
+
 
 class RasterEncoder(nn.Module):
     """CNN over each agent's raster: [N, C, S, S] uint8 -> [N, D]."""

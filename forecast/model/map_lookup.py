@@ -4,31 +4,48 @@ The raster encoder pools its map away into one vector per agent; a mode's path n
 under it (a lane, a sidewalk, a stop line), as goal-scoring predictors (TNT, DenseTNT) read map
 features at their candidate targets. The map is the CNN's intermediate feature map of the agent's own
 raster, which is drawn in the agent's frame (``forecast.features.raster``: pixel (col, row) is the
-point ``u = ahead + (c - row) r`` ahead and ``v = (c - col) r`` to the left, c = (S - 1) / 2), so a
-point of the agent's frame maps to ``grid_sample``'s normalised (x, y) by one affine map.
+point ``u = ahead + (c - row) r`` ahead and ``v = (c - col) r`` to the left, c = (S - 1) / 2). Each
+3 x 3, stride-2, padding-1 convolution centres its output pixel i on input pixel 2 i, so cell j of a
+map ``stride`` times coarser is centred on raster pixel ``stride * j``.
+
+The read is bilinear with zeros outside the map, written as a product with tent weights instead of
+``grid_sample``: its gradient is a matrix product (``grid_sample``'s backward has no deterministic CUDA
+kernel, and training runs with ``deterministic: true``), the point's cell coordinates stay element-wise
+float32 under autocast, and the exported graph holds only MatMul and element-wise operators.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch.nn import functional as F
 
 
-def grid_affine(size: int, resolution: float, ahead: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(matrix [2, 2], offset [2]) with ``grid = point @ matrix + offset``: agent-frame metres (u, v) ->
-    ``grid_sample``'s (x, y) in [-1, 1] (``align_corners=False``: -1 and 1 are the raster's outer edges).
+class CellAffine(NamedTuple):
+    """(col, row) of a feature-map cell = (v * scale + col0, u * scale + row0), from agent-frame metres."""
 
-    x = (2 col + 1) / S - 1 = -2 v / (r S) and y = (2 row + 1) / S - 1 = -2 (u - ahead) / (r S).
-    A stride-2 feature map of the raster covers the same square, so the same grid reads it."""
-    s = -2.0 / (resolution * size)
-    return torch.tensor([[0.0, s], [s, 0.0]]), torch.tensor([0.0, -s * ahead])
+    scale: float
+    col0: float
+    row0: float
 
 
-def lookup(fmap: torch.Tensor, points: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-    """fmap [B * A, C, H, W] (rows (b, a)), points [B, A, M, 2] (each agent's frame, m) -> [B, A, M, C].
+def cell_affine(size: int, resolution: float, ahead: float, stride: int) -> CellAffine:
+    """The agent frame -> the cells of a raster of ``size`` px at ``resolution`` m/px centred ``ahead`` m in
+    front of the agent, read through a feature map ``stride`` times coarser (1: the raster itself)."""
+    c = (size - 1) / 2.0
+    return CellAffine(-1.0 / (resolution * stride), c / stride, (c + ahead / resolution) / stride)
 
-    Bilinear; a point off the raster reads zeros."""
+
+def lookup(fmap: torch.Tensor, points: torch.Tensor, at: CellAffine) -> torch.Tensor:
+    """fmap [B * A, C, H, W] (rows (b, a)), points [B, A, M, 2] (each agent's frame: u ahead, v left, m)
+    -> [B, A, M, C]: agent (b, a)'s own map, bilinear at each of its M points, zero off the map."""
     b, a, m, _ = points.shape
-    grid = (points @ matrix + offset).reshape(b * a, m, 1, 2)
-    out = F.grid_sample(fmap, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # [B * A, C, M, 1]
-    return out.reshape(b, a, -1, m).transpose(2, 3)
+    h, w = fmap.shape[2:]
+    col = points[..., 1:2] * at.scale + at.col0  # [B, A, M, 1], cells
+    row = points[..., 0:1] * at.scale + at.row0
+    wx = F.relu(1.0 - (col - torch.arange(w, dtype=col.dtype, device=col.device)).abs())  # [B, A, M, W]
+    wy = F.relu(1.0 - (row - torch.arange(h, dtype=row.dtype, device=row.device)).abs())  # [B, A, M, H]
+    weights = (wy[..., :, None] * wx[..., None, :]).reshape(b * a, m, h * w)
+    out = weights.to(fmap.dtype) @ fmap.reshape(b * a, -1, h * w).transpose(1, 2)  # [B * A, M, C]
+    return out.reshape(b, a, m, -1)

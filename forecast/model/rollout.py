@@ -18,8 +18,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from forecast.model.config import ModelConfig
+from forecast.model.encoders import MAP_STRIDE
 from forecast.model.interaction import Frames, GeometricAttention, StepWeights, edges_of, frames, rotate
-from forecast.model.map_lookup import grid_affine, lookup
+from forecast.model.map_lookup import cell_affine, lookup
 from forecast.model.scoring import ModeScorer
 
 
@@ -74,9 +75,7 @@ class LatentRollout(nn.Module):
         # Reading the raster's feature map where an agent is about to be (every step) and along each
         # mode's path (the scorer): ``forecast.model.map_lookup``.
         self.map_in = nn.Linear(cfg.raster_width, d) if cfg.map_lookup else None
-        matrix, offset = grid_affine(cfg.raster_size, cfg.raster_resolution, cfg.raster_ahead)
-        self.register_buffer("grid_matrix", matrix, persistent=False)
-        self.register_buffer("grid_offset", offset, persistent=False)
+        self.cells = cell_affine(cfg.raster_size, cfg.raster_resolution, cfg.raster_ahead, MAP_STRIDE)
         self.map_scoring = cfg.map_scoring
         self.scorer = ModeScorer(d, cfg.future_steps // self.stride, cfg.raster_width if cfg.map_scoring else 0)
 
@@ -112,8 +111,7 @@ class LatentRollout(nn.Module):
         geo = edges_of(scene.reshape(n, a, 6) * 0.1, c.frames, c.planned_flag)
         where_act = F.linear(torch.cat([scene[..., :2], pos], dim=-1), c.w_moving) + fixed
         if c.fmap is not None:  # what the map holds where each agent is about to be
-            where_act = where_act + self.map_in(lookup(c.fmap, nxt.transpose(1, 2), self.grid_matrix,
-                                                       self.grid_offset).transpose(1, 2))
+            where_act = where_act + self.map_in(lookup(c.fmap, nxt.transpose(1, 2), self.cells).transpose(1, 2))
         q = self.norm(h.reshape(b, k, a, d) + where_act)
         others = self.attn(q.reshape(n, a, d), geo, c.key_valid, c.step_weights).reshape(b, k, a, d)
         # In h's own dtype: under CUDA autocast the cell returns bf16 where the first step's h is fp32, and a
@@ -210,7 +208,6 @@ class LatentRollout(nn.Module):
         if self.map_scoring:  # the map under every latent step's end of every mode: [B, A, K, P * W]
             path = traj[:, :, :, st - 1 :: st].detach()  # the scorer cannot bend the paths (nor the map)
             p = path.shape[3]
-            path_map = lookup(fmap.detach(), path.reshape(b, a, k * p, 2), self.grid_matrix,
-                              self.grid_offset).reshape(b, a, k, -1)
+            path_map = lookup(fmap.detach(), path.reshape(b, a, k * p, 2), self.cells).reshape(b, a, k, -1)
         logits = self.scorer(h.reshape(b, k, a, d).transpose(1, 2), traj, scale, st, path_map)
         return traj, scale, logits

@@ -21,7 +21,7 @@ from forecast.features.sample import build_sample
 from forecast.features.tracks import AgentTracks
 from forecast.model.batch import collate
 from forecast.model.checkpoint import save_model
-from forecast.model.map_lookup import grid_affine, lookup
+from forecast.model.map_lookup import cell_affine, lookup
 from forecast.model.world_model import WorldModel
 from tests.conftest import tiny_features_and_model
 
@@ -46,10 +46,9 @@ def test_a_pixel_centre_reads_its_own_pixel_and_half_way_reads_half():
     fmap = torch.zeros(1, 1, cfg.size, cfg.size)
     fmap[0, 0, 3, 8] = 1.0
     u, v = _pixel_points(cfg)[3, 8]
-    matrix, offset = grid_affine(cfg.size, cfg.resolution, cfg.ahead)
     pts = torch.tensor([[[[u, v], [u, v + cfg.resolution / 2], [u - cfg.resolution, v], [100.0, 0.0]]]],
                        dtype=torch.float32)
-    out = lookup(fmap, pts, matrix, offset)  # [1, 1, 4, 1]
+    out = lookup(fmap, pts, cell_affine(cfg.size, cfg.resolution, cfg.ahead, 1))  # [1, 1, 4, 1]
     np.testing.assert_allclose(out[0, 0, :, 0].numpy(), [1.0, 0.5, 0.0, 0.0], atol=1e-6)
 
 
@@ -65,12 +64,44 @@ def test_a_neighbour_is_read_where_the_rasteriser_drew_it():
     sample = build_sample(tracks, 7, features, None)
     plane = torch.from_numpy(sample.raster[0:1, PEDESTRIAN_CHANNEL : PEDESTRIAN_CHANNEL + 1]).float()  # [1, 1, S, S]
     assert plane.max() > 0
-    matrix, offset = grid_affine(features.raster.size, features.raster.resolution, features.raster.ahead)
+    at = cell_affine(features.raster.size, features.raster.resolution, features.raster.ahead, 1)
     pixels = torch.from_numpy(_pixel_points(features.raster)).float().reshape(1, 1, -1, 2)
-    read = lookup(plane, pixels, matrix, offset).reshape(features.raster.size, features.raster.size)
+    read = lookup(plane, pixels, at).reshape(features.raster.size, features.raster.size)
     torch.testing.assert_close(read, plane[0, 0], rtol=0, atol=1e-4)  # every pixel centre reads its own pixel
-    at = lookup(plane, torch.tensor([[[[6.0, -3.0]]]]), matrix, offset)
-    assert at.item() >= 0.5 * plane.max().item()
+    assert lookup(plane, torch.tensor([[[[6.0, -3.0]]]]), at).item() >= 0.5 * plane.max().item()
+
+
+def test_each_agent_reads_its_own_strided_feature_map_where_the_point_lies():
+    """Through the model's own CNN layers: with centre-tap convolutions the stride-4 feature map holds the
+    raster's value at pixel (4 i, 4 j), so a ramp raster (column, row, agent) must read back, at the centre
+    of any interior raster pixel, that pixel's column and row and its own agent's number, for every agent
+    of a batch (rows (b, a))."""
+    from forecast.model.encoders import MAP_STRIDE, RasterEncoder
+
+    cfg = RasterConfig(size=48, resolution=0.75, ahead=8.0)
+    b, a, s = 2, 3, cfg.size
+    enc = RasterEncoder(dataclasses.replace(tiny_features_and_model()[1], raster_channels=3, raster_width=6))
+    with torch.no_grad():
+        for i in (0, 2):
+            conv = enc.net[i]
+            conv.weight.zero_()
+            conv.bias.zero_()
+            for ch in range(3):
+                conv.weight[ch, ch, 1, 1] = 255.0 if i == 0 else 1.0  # undoes the first layer's 1 / 255
+    rows, cols = np.meshgrid(np.arange(s), np.arange(s), indexing="ij")
+    raster = np.stack([np.stack([cols, rows, np.full_like(cols, 10 * n)]) for n in range(b * a)]).astype(np.uint8)
+    with torch.no_grad():
+        _, fmap = enc(torch.from_numpy(raster), with_map=True)
+    assert fmap.shape == (b * a, 6, s // MAP_STRIDE, s // MAP_STRIDE)
+    inner = np.arange(0, s - MAP_STRIDE + 1)  # pixels between the first and the last cell centre
+    pix = np.stack(np.meshgrid(inner, inner, indexing="ij"), -1).reshape(-1, 2)  # (row, col)
+    uv = _pixel_points(cfg)[pix[:, 0], pix[:, 1]]
+    points = torch.from_numpy(np.broadcast_to(uv, (b, a, *uv.shape)).copy()).float()
+    read = lookup(fmap, points, cell_affine(cfg.size, cfg.resolution, cfg.ahead, MAP_STRIDE))  # [B, A, M, 6]
+    agent = np.arange(b * a).reshape(b, a, 1)
+    np.testing.assert_allclose(read[..., 0].numpy(), np.broadcast_to(pix[:, 1], (b, a, len(pix))), atol=1e-3)
+    np.testing.assert_allclose(read[..., 1].numpy(), np.broadcast_to(pix[:, 0], (b, a, len(pix))), atol=1e-3)
+    np.testing.assert_allclose(read[..., 2].numpy(), np.broadcast_to(10.0 * agent, (b, a, len(pix))), atol=1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -136,15 +167,13 @@ def test_the_untrained_model_is_still_constant_velocity(setup):
 
 def test_the_exported_graph_reads_the_map_as_torch_does(setup, tmp_path):
     """Through the CLI with --fp16 --int8 --verify: parity of every variant at 1, 7, 64 and 256 agents,
-    and the graph holds GridSample (an operator TensorRT's parser supports: docs/tensorrt_operators.md)."""
+    and every operator of the graph one that TensorRT's parser supports (docs/tensorrt_operators.md)."""
     features, _, model = setup
     save_model(tmp_path / "model.pt", model, features, {"run_id": "run-map", "version": forecast.__version__})
     assert main(["--quiet", "export", "--model", str(tmp_path / "model.pt"), "--out", str(tmp_path / "bundle"),
                  "--fp16", "--int8", "--verify"]) == 0
     proto = onnx.load(str(tmp_path / "bundle" / "model.onnx"))
     rows = check_operators(proto, read_supported_operators())
-    counts = {name: n for name, n, _ in rows}
-    assert counts["GridSample"] == features.future_steps // model.cfg.rollout_stride + 1  # each latent step, the scorer
     assert all(ok for _, _, ok in rows), [r for r in rows if not r[2]]
 
 
