@@ -200,3 +200,31 @@ def test_a_model_whose_raster_geometry_was_edited_is_refused(setup, tmp_path):
     torch.save(payload, tmp_path / "edited.pt")
     with pytest.raises(ModelFileError, match="reads its raster at points"):
         load_model(tmp_path / "edited.pt")
+
+
+def test_the_training_and_the_inference_reads_are_the_same_function():
+    """With a gradient wanted the read is a product with tent weights (deterministic backward), without one
+    ``grid_sample`` (the exported graph's GridSample): equal everywhere, points off the map and on its
+    edges included, and the tent read's gradient is the bilinear one."""
+    torch.manual_seed(0)
+    fmap = torch.randn(6, 5, 12, 12)
+    points = torch.empty(2, 3, 40, 2).uniform_(-30.0, 45.0)  # the raster spans -10 to 26 m ahead, +-18 m sideways
+    points[0, 0, :4] = torch.tensor([[8.0 + 17.625, 0.0], [8.0 - 17.625, 17.625], [8.0, -18.0], [60.0, 0.0]])
+    at = cell_affine(48, 0.75, 8.0, 4)
+    with torch.no_grad():
+        fast = lookup(fmap, points, at)
+    fmap.requires_grad_(True)
+    points.requires_grad_(True)
+    tent = lookup(fmap, points, at)
+    torch.testing.assert_close(tent, fast, rtol=1e-5, atol=1e-5)
+    assert (fast == 0).all(-1).float().mean() > 0.1 and (fast != 0).any(-1).float().mean() > 0.3  # both kinds
+    tent.sum().backward()
+    ref_f, ref_p = fmap.detach().clone().requires_grad_(True), points.detach().clone().requires_grad_(True)
+    col = ref_p[..., 1:2] * at.scale + at.col0
+    row = ref_p[..., 0:1] * at.scale + at.row0
+    grid = torch.cat([col * (2.0 / 12) + (1.0 / 12 - 1.0), row * (2.0 / 12) + (1.0 / 12 - 1.0)], dim=-1)
+    torch.nn.functional.grid_sample(ref_f, grid.reshape(6, 40, 1, 2), align_corners=False).sum().backward()
+    torch.testing.assert_close(fmap.grad, ref_f.grad, rtol=1e-4, atol=1e-4)
+    off_kinks = torch.ones(2, 3, 40, dtype=torch.bool)
+    off_kinks[0, 0, :4] = False  # the points placed on cell centres, where the slope is one-sided
+    torch.testing.assert_close(points.grad[off_kinks], ref_p.grad[off_kinks], rtol=1e-3, atol=1e-3)
