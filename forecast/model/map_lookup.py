@@ -46,12 +46,16 @@ def lookup(fmap: torch.Tensor, points: torch.Tensor, at: CellAffine) -> torch.Te
     -> [B, A, M, C]: agent (b, a)'s own map, bilinear at each of its M points, zero off the map."""
     b, a, m, _ = points.shape
     h, w = fmap.shape[2:]
-    col = points[..., 1:2] * at.scale + at.col0  # [B, A, M, 1], cells
-    row = points[..., 0:1] * at.scale + at.row0
     if torch.is_grad_enabled() and (fmap.requires_grad or points.requires_grad):
+        col = points[..., 1:2] * at.scale + at.col0  # [B, A, M, 1], cells
+        row = points[..., 0:1] * at.scale + at.row0
         return _tent_read(fmap, col, row)
-    # grid_sample's (x, y) with align_corners=False: cell j's centre is (2 j + 1) / W - 1
-    grid = torch.cat([col * (2.0 / w) + (1.0 / w - 1.0), row * (2.0 / h) + (1.0 / h - 1.0)], dim=-1)
+    # grid_sample's (x, y) with align_corners=False, where cell j's centre is (2 j + 1) / W - 1, straight
+    # from (v, u): three element-wise operators (onnxruntime pays per operator at these sizes)
+    gain = torch.tensor([2.0 * at.scale / w, 2.0 * at.scale / h], dtype=points.dtype, device=points.device)
+    bias = torch.tensor([(2.0 * at.col0 + 1.0) / w - 1.0, (2.0 * at.row0 + 1.0) / h - 1.0], dtype=points.dtype,
+                        device=points.device)
+    grid = points.flip(-1) * gain + bias
     out = F.grid_sample(fmap, grid.reshape(b * a, m, 1, 2).to(fmap.dtype), mode="bilinear", padding_mode="zeros",
                         align_corners=False)  # [B * A, C, M, 1]
     return out.reshape(b, a, -1, m).transpose(2, 3)
