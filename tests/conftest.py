@@ -112,6 +112,24 @@ def tiny_features_and_model():
     return from_dict(FeatureConfig, TINY_FEATURES_KW), from_dict(ModelConfig, TINY_MODEL_KW)
 
 
+def tiny_scenes_and_model(sizes=(3, 1, 5), model_cfg=None):
+    """(features, synthetic samples of ``sizes`` agents on the synthetic map, the tiny model in eval mode with
+    a non-zero head: not constant velocity); ``model_cfg`` replaces the tiny model's config."""
+    import torch
+
+    from forecast.export.onnx_export import synthetic_map_layers, synthetic_sample
+    from forecast.features.raster import rasterize_map_layers
+    from forecast.model.world_model import WorldModel
+
+    features, tiny_cfg = tiny_features_and_model()
+    m = rasterize_map_layers(synthetic_map_layers(), features.raster.resolution)
+    samples = [synthetic_sample(n, features, seed=n, map_raster=m)[0] for n in sizes]
+    torch.manual_seed(0)
+    model = WorldModel(model_cfg or tiny_cfg, features.scene_scale).eval()
+    torch.nn.init.normal_(model.rollout.head[-1].weight, std=0.05)
+    return features, samples, model
+
+
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory) -> Path:
     """Directory with ``model.pt`` and ``bundle/`` of the tiny model (run id "run-tiny")."""

@@ -11,25 +11,18 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from forecast.export.onnx_export import synthetic_map_layers, synthetic_sample, synthetic_tracks
+from forecast.export.onnx_export import synthetic_map_layers, synthetic_tracks
 from forecast.features.raster import crop_map, rasterize_agents, rasterize_map_layers
 from forecast.model.batch import collate, padded_rasters
-from forecast.model.world_model import WorldModel
 from forecast.training.speed import collate_for_loader, pad_agents, pad_rows, pad_to_buckets
-from tests.conftest import tiny_features_and_model
+from tests.conftest import tiny_scenes_and_model
 
 SIZES = (3, 1, 5)
 
 
 @pytest.fixture(scope="module")
 def setup():
-    features, model_cfg = tiny_features_and_model()
-    m = rasterize_map_layers(synthetic_map_layers(), features.raster.resolution)
-    samples = [synthetic_sample(n, features, seed=n, map_raster=m)[0] for n in SIZES]
-    torch.manual_seed(0)
-    model = WorldModel(model_cfg, features.scene_scale).eval()
-    torch.nn.init.normal_(model.rollout.head[-1].weight, std=0.05)
-    return features, samples, model
+    return tiny_scenes_and_model(SIZES)
 
 
 def test_packed_collate_holds_the_real_agents_rasters_in_mask_order(setup):

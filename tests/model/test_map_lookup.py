@@ -13,17 +13,15 @@ import torch
 
 import forecast
 from forecast.cli import main
-from forecast.export.onnx_export import synthetic_map_layers, synthetic_sample
 from forecast.export.tensorrt import check_operators, read_supported_operators
 from forecast.features.config import MAP_CHANNELS, FeatureConfig, RasterConfig
-from forecast.features.raster import rasterize_map_layers
 from forecast.features.sample import build_sample
 from forecast.features.tracks import AgentTracks
 from forecast.model.batch import collate
 from forecast.model.checkpoint import save_model
 from forecast.model.map_lookup import cell_affine, lookup
 from forecast.model.world_model import WorldModel
-from tests.conftest import tiny_features_and_model
+from tests.conftest import tiny_features_and_model, tiny_scenes_and_model
 
 PEDESTRIAN_CHANNEL = len(MAP_CHANNELS) + 1
 
@@ -106,14 +104,7 @@ def test_each_agent_reads_its_own_strided_feature_map_where_the_point_lies():
 
 @pytest.fixture(scope="module")
 def setup():
-    features, model_cfg = tiny_features_and_model()
-    model_cfg = _with_lookup(features, model_cfg)
-    m = rasterize_map_layers(synthetic_map_layers(), features.raster.resolution)
-    samples = [synthetic_sample(n, features, seed=n, map_raster=m)[0] for n in (3, 1, 5)]
-    torch.manual_seed(0)
-    model = WorldModel(model_cfg, features.scene_scale).eval()
-    torch.nn.init.normal_(model.rollout.head[-1].weight, std=0.05)
-    return features, samples, model
+    return tiny_scenes_and_model((3, 1, 5), _with_lookup(*tiny_features_and_model()))
 
 
 def test_packed_and_padded_rasters_give_the_same_outputs(setup):
