@@ -31,9 +31,9 @@ class RasterEncoder(nn.Module):
         # channels-last layout with its channels padded to a multiple of 8. Same function either way.
         self.channels_last = False
 
-    def forward(self, raster: torch.Tensor, with_map: bool = False):
-        """[N, D]; with ``with_map`` also the second layer's feature map [N, raster_width, S / 4, S / 4]
-        (``forecast.model.map_lookup`` reads it at points of the agent's frame)."""
+    def forward(self, raster: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """([N, D], the second layer's feature map [N, raster_width, S / 4, S / 4], which
+        ``forecast.model.map_lookup`` reads at points of the agent's frame)."""
         # conv(x / 255) with the 1/255 on the first layer's (small) weight instead of the (large) raster
         conv = self.net[0]
         weight = conv.weight * (1.0 / 255.0)
@@ -42,8 +42,6 @@ class RasterEncoder(nn.Module):
         else:
             x = raster.float()
         x = F.conv2d(x, weight, conv.bias, conv.stride, conv.padding)
-        if not with_map:
-            return self.net[1:](x)
         fmap = self.net[1:4](x)
         return self.net[4:](fmap), fmap
 
@@ -121,15 +119,11 @@ class SceneEncoder(nn.Module):
         layout, so both layouts give the same tokens and maps.
         """
         b, a = agent_mask.shape
-        fmap = None
         if raster.dim() == 5:
-            out = self.raster(raster.reshape(b * a, *raster.shape[2:]), self.with_map)
-            feats, fmap = out if self.with_map else (out, None)
-            return feats.reshape(b, a, -1), fmap
+            feats, fmap = self.raster(raster.reshape(b * a, *raster.shape[2:]))
+            return feats.reshape(b, a, -1), fmap if self.with_map else None
         real, rows = packed_rows(raster_mask(agent_mask, agent_type))
-        out = self.raster(raster, self.with_map)  # [N, D]
-        empty = self.raster(raster.new_zeros(1, *raster.shape[1:]), self.with_map)  # [1, D]
-        if self.with_map:
-            (out, fmap), (empty, empty_map) = out, empty
-            fmap = torch.where(real[:, None, None, None], fmap[rows], empty_map)
-        return torch.where(real[:, None], out[rows], empty).reshape(b, a, -1), fmap
+        feats, fmap = self.raster(raster)  # [N, D], [N, W, S / 4, S / 4]
+        empty, empty_map = self.raster(raster.new_zeros(1, *raster.shape[1:]))  # [1, D], [1, W, S / 4, S / 4]
+        fmap = torch.where(real[:, None, None, None], fmap[rows], empty_map) if self.with_map else None
+        return torch.where(real[:, None], feats[rows], empty).reshape(b, a, -1), fmap

@@ -89,7 +89,7 @@ def test_each_agent_reads_its_own_strided_feature_map_where_the_point_lies():
     rows, cols = np.meshgrid(np.arange(s), np.arange(s), indexing="ij")
     raster = np.stack([np.stack([cols, rows, np.full_like(cols, 10 * n)]) for n in range(b * a)]).astype(np.uint8)
     with torch.no_grad():
-        _, fmap = enc(torch.from_numpy(raster), with_map=True)
+        _, fmap = enc(torch.from_numpy(raster))
     assert fmap.shape == (b * a, 6, s // MAP_STRIDE, s // MAP_STRIDE)
     inner = np.arange(0, s - MAP_STRIDE + 1)  # pixels between the first and the last cell centre
     pix = np.stack(np.meshgrid(inner, inner, indexing="ij"), -1).reshape(-1, 2)  # (row, col)
